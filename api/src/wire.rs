@@ -1,0 +1,244 @@
+//! Request and response bodies of netd's HTTP/JSON API.
+//!
+//! Routes (all JSON, all under the unix socket):
+//! - `POST /v1/cni/add|del|check` with [`AttachmentRequest`]
+//! - `POST /v1/cni/gc` with [`GcRequest`], answering [`GcResponse`]
+//! - `GET  /v1/cni/status` answering [`ReadyResponse`] or an error
+//! - `GET  /v1/status` answering [`NodeStatus`]
+//! - `GET  /v1/ports` answering `Vec<PortInfo>`
+//! - `GET  /v1/networks` answering `Vec<NetworkInfo>`
+//! - `GET|PUT|DELETE /v1/resources/{kind}[/{name}]` with resource documents
+//! - `GET  /metrics` Prometheus text format
+//!
+//! Field names are camelCase and stable: netctl's `-o json` prints them.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::cni::{AttachmentSpec, CniResult, PodRef};
+use crate::MacAddr;
+
+/// One CNI attachment operation (ADD, DEL or CHECK) as the plugin hands
+/// it to netd after validating environment and config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentRequest {
+    pub container_id: String,
+    pub ifname: String,
+    /// CNI_NETNS; optional for DEL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// The CNI network name (config `name`).
+    pub network_name: String,
+    pub attachment: AttachmentSpec,
+    #[serde(default, skip_serializing_if = "PodRef::is_empty")]
+    pub pod: PodRef,
+    /// MAC requested by the runtime (runtimeConfig.mac or CNI_ARGS MAC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// Addresses requested by the runtime (runtimeConfig.ips or CNI_ARGS IP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpAddr>,
+    /// prevResult, converted to the canonical shape (required for CHECK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_result: Option<CniResult>,
+}
+
+/// ADD's answer: this attachment's part of the result. The plugin merges
+/// it with any prevResult and renders it in the config's cniVersion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddResponse {
+    pub result: CniResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentRef {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcRequest {
+    pub network_name: String,
+    /// Attachments of this network that must be kept; all others go.
+    pub valid_attachments: Vec<AttachmentRef>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcResponse {
+    pub released: Vec<AttachmentRef>,
+    /// Failures met while carrying on; GC reports them at the end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyResponse {
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub node: String,
+    pub instance: String,
+    pub version: String,
+    pub api_version: u32,
+    pub pid: u32,
+    /// Seconds since the Unix epoch at which this netd started.
+    pub started_at: u64,
+    pub store: StoreStatus,
+    pub datapath: DatapathStatus,
+    pub firewall: FirewallStatus,
+    pub networks: Vec<NetworkInfo>,
+    pub ports: PortSummary,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStatus {
+    /// `embedded` (redb file) today; `etcd` and `kubernetes` later.
+    pub backend: String,
+    pub location: String,
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatapathStatus {
+    /// `ebpf-tcx` when programs are attached with tcx links.
+    pub mode: String,
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// bpffs directory holding this instance's pins.
+    pub pin_dir: String,
+    pub programs: Vec<String>,
+    pub maps: Vec<MapUsage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MapUsage {
+    pub name: String,
+    pub entries: u32,
+    pub max_entries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirewallStatus {
+    /// `nftables`.
+    pub backend: String,
+    pub table: String,
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortSummary {
+    pub total: u32,
+    pub ready: u32,
+    pub pending: u32,
+    pub lost: u32,
+}
+
+/// One network as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInfo {
+    pub name: String,
+    /// `management` today.
+    pub kind: String,
+    /// The node's subnet of this network, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_cidr: Option<IpNet>,
+    pub mtu: u32,
+    pub masquerade: bool,
+    pub ports: u32,
+    pub addresses_allocated: u32,
+    pub addresses_total: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PortState {
+    /// ADD is in progress (or was cut short by a crash and awaits cleanup).
+    Pending,
+    /// ADD completed; the kernel objects exist.
+    Ready,
+    /// Its host-side link vanished (the pod's netns is gone) but no DEL
+    /// or GC has released it yet.
+    Lost,
+}
+
+/// `GET /v1/ports`: one entry per attachment on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortInfo {
+    pub network_name: String,
+    /// The network resource the port joins.
+    pub network: String,
+    pub kind: String,
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "PodRef::is_empty")]
+    pub pod: PodRef,
+    pub host_ifname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifindex: Option<u32>,
+    pub mac: MacAddr,
+    pub ips: Vec<IpNet>,
+    pub mtu: u32,
+    pub state: PortState,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<PortCounters>,
+}
+
+/// Per-port datapath counters, from the pod's point of view.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortCounters {
+    /// Frames the pod sent (seen entering the host side).
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames delivered to the pod.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Of tx: delivered straight to a local pod by the datapath.
+    pub redirected_packets: u64,
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// A resource listing: `GET /v1/resources/{kind}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceList {
+    pub items: Vec<serde_json::Value>,
+}
