@@ -1,1 +1,29 @@
-fn main() {}
+//! `furrow`: the CNI plugin (spec 1.1.0; configs from 0.3.0 on).
+//!
+//! It validates the environment and the network config itself, so
+//! mistakes get precise CNI error codes without a round trip, then hands
+//! the attachment to netd over its unix socket. netd does all kernel
+//! work; the plugin never touches the kernel. No async runtime and no
+//! HTTP stack: the binary runs once per attachment and must start fast.
+
+mod args;
+mod commands;
+mod config;
+mod env;
+mod output;
+mod result;
+
+fn main() {
+    output::init_debug(
+        std::env::var("FURROW_DEBUG").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
+    );
+    let lookup = |name: &str| std::env::var(name);
+    match commands::run(&lookup, &mut std::io::stdin().lock()) {
+        Ok(Some(out)) => output::print_stdout(&out),
+        Ok(None) => {}
+        Err(f) => {
+            output::print_stdout(&output::error_json(f.version, &f.error.to_api_error()));
+            std::process::exit(1);
+        }
+    }
+}
