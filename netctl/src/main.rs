@@ -1,1 +1,308 @@
-fn main() {}
+//! netctl: what an operator runs when something is wrong. It talks to the
+//! node's netd over its unix socket and prints what netd built, as tables
+//! or as JSON/YAML with stable field names.
+
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use furrow_api::client::{Client, ClientError};
+use furrow_api::wire::{NetworkInfo, NodeStatus, PortInfo, ResourceList};
+use serde::Serialize;
+use serde_json::Value;
+use table::Table;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "netctl",
+    version,
+    about = "Inspect and configure Furrow on this node",
+    long_about = "netctl talks to this node's netd (Furrow's network daemon) and shows what it built: \
+the node's status, networks and ports with their datapath counters, and the resources that \
+define them. Every view prints a table by default, or JSON/YAML with -o.\n\n\
+Examples:\n  netctl status\n  netctl ports -o json\n  netctl get managementnetworks\n  \
+netctl apply -f mgmt.yaml\n  netctl --instance node1 ports"
+)]
+struct Cli {
+    /// netd's API socket [default: /run/furrow/netd.sock, or /run/furrow/<instance>/netd.sock].
+    #[arg(long, global = true, env = "FURROW_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Talk to the netd started with --instance NAME.
+    #[arg(long, global = true, env = "FURROW_INSTANCE")]
+    instance: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Node, store, datapath and firewall health, networks and port counts.
+    Status,
+    /// Every attachment on this node with its addresses and datapath counters.
+    Ports,
+    /// Networks on this node: subnet, gateway, MTU, address usage.
+    Networks,
+    /// Show resources of a kind (ManagementNetwork, or its plural / short name), or one by name.
+    Get { kind: String, name: Option<String> },
+    /// Create or update resources from a YAML or JSON file ('-' for stdin).
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Delete a resource.
+    Delete { kind: String, name: String },
+    /// netd's Prometheus metrics.
+    Metrics,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Unreachable { path, source }) => format!(
+                    "netd is not reachable at {} ({source}); is netd running? (choose another with --socket or --instance)",
+                    path.display()
+                ),
+                Some(ClientError::Api(a)) => format!("{} (code {})", a.msg, a.code),
+                _ => format!("{e:#}"),
+            };
+            eprintln!("netctl: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn socket_path(cli: &Cli) -> PathBuf {
+    if let Some(s) = &cli.socket {
+        return s.clone();
+    }
+    match cli.instance.as_deref() {
+        None | Some("default") => PathBuf::from(furrow_api::DEFAULT_SOCKET),
+        Some(i) => PathBuf::from("/run/furrow").join(i).join("netd.sock"),
+    }
+}
+
+fn print<T: Serialize>(out: Output, v: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        Output::Yaml => print!("{}", serde_norway::to_string(v)?),
+        Output::Table => print!("{}", table()),
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let client = Client::new(socket_path(cli));
+    match &cli.command {
+        Command::Status => {
+            let s: NodeStatus = client.get("/v1/status")?;
+            print(cli.output, &s, || status_table(&s))
+        }
+        Command::Ports => {
+            let ports: Vec<PortInfo> = client.get("/v1/ports")?;
+            print(cli.output, &ports, || ports_table(&ports))
+        }
+        Command::Networks => {
+            let nets: Vec<NetworkInfo> = client.get("/v1/networks")?;
+            print(cli.output, &nets, || networks_table(&nets))
+        }
+        Command::Get { kind, name } => match name {
+            Some(n) => {
+                let v: Value = client.get(&format!("/v1/resources/{kind}/{n}"))?;
+                print(cli.output, &v, || resources_table(std::slice::from_ref(&v)))
+            }
+            None => {
+                let l: ResourceList = client.get(&format!("/v1/resources/{kind}"))?;
+                print(cli.output, &l.items, || resources_table(&l.items))
+            }
+        },
+        Command::Apply { file } => {
+            let (text, name) = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                (s, "stdin".to_string())
+            } else {
+                (
+                    std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+                    file.display().to_string(),
+                )
+            };
+            let json = file.extension().and_then(|e| e.to_str()) == Some("json");
+            let docs = parse_documents(&text, json).with_context(|| format!("parsing {name}"))?;
+            if docs.is_empty() {
+                bail!("{name} holds no documents");
+            }
+            for (i, doc) in docs.iter().enumerate() {
+                let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+                if kind.is_empty() {
+                    bail!("{name} document {}: kind: missing", i + 1);
+                }
+                let stored: Value = client
+                    .put(&format!("/v1/resources/{kind}"), doc)
+                    .map_err(|e| anyhow::anyhow!(describe(&e)).context(format!("{name} document {}", i + 1)))?;
+                println!(
+                    "{}/{} applied (resourceVersion {})",
+                    kind,
+                    stored["metadata"]["name"].as_str().unwrap_or(""),
+                    stored["metadata"]["resourceVersion"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        Command::Delete { kind, name } => {
+            let _: Value = client.delete(&format!("/v1/resources/{kind}/{name}"))?;
+            println!("{kind}/{name} deleted");
+            Ok(())
+        }
+        Command::Metrics => {
+            print!("{}", client.get_text("/metrics")?);
+            Ok(())
+        }
+    }
+}
+
+fn describe(e: &ClientError) -> String {
+    match e {
+        ClientError::Api(a) => a.msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_documents(text: &str, json: bool) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    if json {
+        out.push(serde_json::from_str(text)?);
+    } else {
+        for de in serde_norway::Deserializer::from_str(text) {
+            let v: Value = serde::Deserialize::deserialize(de)?;
+            if !v.is_null() {
+                out.push(v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "ok"
+    } else {
+        "FAILING"
+    }
+}
+
+fn status_table(s: &NodeStatus) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Node:       {} (instance {}, netd {} pid {}, API v{})\n",
+        s.node, s.instance, s.version, s.pid, s.api_version
+    ));
+    out.push_str(&format!(
+        "Store:      {} {} at {} (revision {}){}\n",
+        yes_no(s.store.healthy),
+        s.store.backend,
+        s.store.location,
+        s.store.revision,
+        if s.store.message.is_empty() { String::new() } else { format!(" - {}", s.store.message) }
+    ));
+    out.push_str(&format!(
+        "Datapath:   {} {} pins {}{}\n",
+        yes_no(s.datapath.healthy),
+        s.datapath.mode,
+        s.datapath.pin_dir,
+        if s.datapath.message.is_empty() { String::new() } else { format!(" - {}", s.datapath.message) }
+    ));
+    out.push_str(&format!("  programs: {}\n", s.datapath.programs.join(", ")));
+    for m in &s.datapath.maps {
+        out.push_str(&format!("  map {}: {}/{} entries\n", m.name, m.entries, m.max_entries));
+    }
+    out.push_str(&format!(
+        "Firewall:   {} {} table {}{}\n",
+        yes_no(s.firewall.healthy),
+        s.firewall.backend,
+        s.firewall.table,
+        if s.firewall.message.is_empty() { String::new() } else { format!(" - {}", s.firewall.message) }
+    ));
+    out.push_str(&format!(
+        "Ports:      {} total, {} ready, {} pending, {} lost\n\nNetworks:\n",
+        s.ports.total, s.ports.ready, s.ports.pending, s.ports.lost
+    ));
+    out.push_str(&networks_table(&s.networks));
+    out
+}
+
+fn networks_table(nets: &[NetworkInfo]) -> String {
+    let mut t = Table::new(&["NAME", "KIND", "SUBNET", "GATEWAY", "CLUSTER-CIDR", "MTU", "MASQ", "PORTS", "ADDRESSES"]);
+    for n in nets {
+        t.row(vec![
+            n.name.clone(),
+            n.kind.clone(),
+            n.subnet.map(|s| s.to_string()).unwrap_or_default(),
+            n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            n.cluster_cidr.map(|s| s.to_string()).unwrap_or_default(),
+            n.mtu.to_string(),
+            if n.masquerade { "yes" } else { "no" }.into(),
+            n.ports.to_string(),
+            format!("{}/{}", n.addresses_allocated, n.addresses_total),
+        ]);
+    }
+    t.render()
+}
+
+fn ports_table(ports: &[PortInfo]) -> String {
+    let mut t = Table::new(&[
+        "POD", "CONTAINER", "IF", "NETWORK", "IP", "MAC", "HOST-IF", "STATE", "TX-PKTS", "RX-PKTS", "REDIRECTED",
+    ]);
+    for p in ports {
+        let pod = match (&p.pod.namespace, &p.pod.name) {
+            (Some(ns), Some(n)) => format!("{ns}/{n}"),
+            (None, Some(n)) => n.clone(),
+            _ => "-".into(),
+        };
+        let c = p.counters.clone().unwrap_or_default();
+        let short: String = p.container_id.chars().take(12).collect();
+        t.row(vec![
+            pod,
+            short,
+            p.ifname.clone(),
+            p.network_name.clone(),
+            p.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
+            p.mac.to_string(),
+            p.host_ifname.clone(),
+            format!("{:?}", p.state).to_lowercase(),
+            c.tx_packets.to_string(),
+            c.rx_packets.to_string(),
+            c.redirected_packets.to_string(),
+        ]);
+    }
+    t.render()
+}
+
+fn resources_table(items: &[Value]) -> String {
+    let mut t = Table::new(&["KIND", "NAME", "RESOURCE-VERSION", "CREATED", "SPEC"]);
+    for i in items {
+        t.row(vec![
+            i["kind"].as_str().unwrap_or("").into(),
+            i["metadata"]["name"].as_str().unwrap_or("").into(),
+            i["metadata"]["resourceVersion"].as_str().unwrap_or("").into(),
+            i["metadata"]["creationTimestamp"].as_str().unwrap_or("").into(),
+            i["spec"].to_string(),
+        ]);
+    }
+    t.render()
+}

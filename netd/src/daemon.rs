@@ -1,0 +1,547 @@
+//! netd assembled: start-up (store, datapath, firewall, config directory,
+//! reconcile), the operations the API exposes, and the background
+//! watchers that keep the node converged on the store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use furrow_api::cni::{AttachmentSpec, CniResult};
+use furrow_api::error::code;
+use furrow_api::resource::{ManagementNetwork, ManagementNetworkSpec};
+use furrow_api::wire::{
+    AttachmentRef, AttachmentRequest, DatapathStatus, FirewallStatus, GcRequest, GcResponse, MapUsage, NetworkInfo,
+    NodeStatus, PortCounters, PortInfo, PortState, PortSummary, ReadyResponse, StoreStatus,
+};
+use furrow_api::ApiError;
+use furrow_ebpf::{Datapath, DatapathConfig};
+use serde_json::Value;
+
+use crate::drivers::management::ManagementDriver;
+use crate::drivers::NetworkDriver;
+use crate::firewall::NftablesDriver;
+use crate::metrics::family;
+use crate::netlink::{sysctl, Netlink};
+use crate::node::Node;
+use crate::options::Resolved;
+use crate::resources::{self, Resources};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::WatchError;
+use crate::validate;
+
+pub struct Daemon {
+    pub node: Arc<Node>,
+    pub resources: Resources,
+    pub mgmt: ManagementDriver,
+    pub started_at: u64,
+    config_errors: std::sync::Mutex<Vec<String>>,
+    reconcile_lock: tokio::sync::Mutex<()>,
+}
+
+impl Daemon {
+    pub async fn start(cfg: Resolved) -> anyhow::Result<Arc<Daemon>> {
+        // Pods' traffic is routed through the node.
+        sysctl::write("net.ipv4.ip_forward", "1").context("enabling IPv4 forwarding")?;
+        let store = EmbeddedStore::open(&cfg.state_dir.join("store.redb"))
+            .with_context(|| format!("opening the embedded store in {}", cfg.state_dir.display()))?;
+        let host = Netlink::current().context("opening rtnetlink")?;
+        let pin_dir = cfg.bpf_dir.clone();
+        let datapath = tokio::task::spawn_blocking(move || Datapath::open(DatapathConfig { pin_dir }))
+            .await?
+            .with_context(|| format!("loading the eBPF datapath (pins in {})", cfg.bpf_dir.display()))?;
+        let firewall = NftablesDriver::new(&cfg.nft_table)
+            .with_context(|| format!("preparing nftables table {}", cfg.nft_table))?;
+        let node = Arc::new(Node::new(cfg, Arc::new(store), host, datapath, Arc::new(firewall)));
+        let daemon = Arc::new(Daemon {
+            mgmt: ManagementDriver::new(node.clone()),
+            resources: Resources::new(node.store.clone()),
+            node,
+            started_at: crate::util::now_secs(),
+            config_errors: Default::default(),
+            reconcile_lock: Default::default(),
+        });
+        daemon.load_config_dir().await;
+        daemon.ensure_default_network().await.map_err(|e| anyhow::anyhow!(e))?;
+        let wanted = daemon.mgmt.wanted_masquerade().await.map_err(|e| anyhow::anyhow!(e))?;
+        daemon.node.masq_init_wanted(wanted).await;
+        daemon.reconcile("start").await.map_err(|e| anyhow::anyhow!(e))?;
+        let report = daemon.mgmt.reconcile_ports().await.map_err(|e| anyhow::anyhow!(e))?;
+        let m = &daemon.node.metrics;
+        m.add("furrow_reconcile_repairs_total", vec![("kind", "undone".into())], report.undone as u64);
+        m.add("furrow_reconcile_repairs_total", vec![("kind", "lost".into())], report.lost as u64);
+        m.add(
+            "furrow_reconcile_repairs_total",
+            vec![("kind", "orphan".into())],
+            report.orphans_removed as u64,
+        );
+        tracing::info!(
+            adopted = report.adopted,
+            undone = report.undone,
+            lost = report.lost,
+            orphans_removed = report.orphans_removed,
+            "ports reconciled"
+        );
+        Ok(daemon)
+    }
+
+    /// Applies the config directory's documents. A bad document is
+    /// reported (log and status) and skipped; the rest still apply.
+    pub async fn load_config_dir(&self) {
+        let dir = self.node.cfg.config_dir.clone();
+        let mut errors = Vec::new();
+        match resources::read_config_dir(&dir) {
+            Ok(docs) => {
+                for (origin, doc) in docs {
+                    match self.apply_doc(doc).await {
+                        Ok(d) => tracing::info!(
+                            %origin,
+                            kind = d["kind"].as_str().unwrap_or(""),
+                            name = d["metadata"]["name"].as_str().unwrap_or(""),
+                            "applied resource from config directory"
+                        ),
+                        Err(e) => errors.push(format!("{origin}: {}", e.msg)),
+                    }
+                }
+            }
+            Err(errs) => errors.extend(errs),
+        }
+        for e in &errors {
+            tracing::error!(error = %e, "config directory");
+        }
+        *self.config_errors.lock().expect("poisoned") = errors;
+    }
+
+    async fn ensure_default_network(&self) -> Result<(), ApiError> {
+        if self.resources.list(ManagementNetwork::KIND).await?.is_empty() {
+            let n = ManagementNetwork::new(ManagementNetwork::DEFAULT_NAME, ManagementNetworkSpec::default());
+            let doc = serde_json::to_value(&n).map_err(|e| ApiError::internal(e.to_string()))?;
+            self.apply_doc(doc).await?;
+            tracing::info!(cidr = %n.spec.cluster_cidr, "created the default management network \"mgmt\"");
+        }
+        Ok(())
+    }
+
+    /// Realises the current resources on this node. Serialised: reconciles
+    /// triggered by the API and by the store watch never interleave.
+    pub async fn reconcile(&self, trigger: &'static str) -> Result<(), ApiError> {
+        let _g = self.reconcile_lock.lock().await;
+        self.node
+            .metrics
+            .inc("furrow_reconcile_runs_total", vec![("trigger", trigger.into())]);
+        let nets = self.resources.management_networks().await?;
+        self.mgmt.reconcile_networks(nets).await
+    }
+
+    /// Watches resource changes made anywhere (API, another node sharing
+    /// the store) and reconciles.
+    pub fn spawn_watchers(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut w = me.node.store.watch("/furrow/resources/");
+            loop {
+                match w.next().await {
+                    Ok(_) | Err(WatchError::Lagged(_)) => {
+                        if let Err(e) = me.reconcile("watch").await {
+                            tracing::error!(error = %e, "reconcile after a resource change failed");
+                        }
+                    }
+                    Err(WatchError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Validates and stores one document, refusing changes that would
+    /// strand existing ports.
+    pub async fn apply_doc(&self, doc: Value) -> Result<Value, ApiError> {
+        let v = resources::validate(&doc)?;
+        if v.kind == ManagementNetwork::KIND {
+            if let Some(old) = self.resources.get(v.kind, &v.name).await? {
+                let old: ManagementNetwork =
+                    serde_json::from_value(old).map_err(|e| ApiError::internal(e.to_string()))?;
+                let new: ManagementNetwork =
+                    serde_json::from_value(v.doc.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
+                let users = self.ports_using(&v.name).await?;
+                if users > 0 {
+                    for (field, changed) in [
+                        ("spec.clusterCIDR", old.spec.cluster_cidr != new.spec.cluster_cidr),
+                        (
+                            "spec.nodeSubnetPrefixLength",
+                            old.spec.node_subnet_prefix_length != new.spec.node_subnet_prefix_length,
+                        ),
+                    ] {
+                        if changed {
+                            return Err(ApiError::new(
+                                code::CONFLICT,
+                                format!(
+                                    "{field} of ManagementNetwork {:?} cannot change while {users} port(s) on this node use it",
+                                    v.name
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        self.resources.put(v).await
+    }
+
+    pub async fn apply(&self, doc: Value) -> Result<Value, ApiError> {
+        let stored = self.apply_doc(doc).await?;
+        self.reconcile("api").await.map_err(|e| {
+            ApiError::new(e.code, format!("stored, but this node could not put it into effect: {}", e.msg))
+        })?;
+        Ok(stored)
+    }
+
+    pub async fn delete_resource(&self, kind: &str, name: &str) -> Result<(), ApiError> {
+        if kind == ManagementNetwork::KIND {
+            let users = self.ports_using(name).await?;
+            if users > 0 {
+                return Err(ApiError::new(
+                    code::CONFLICT,
+                    format!("ManagementNetwork {name:?} is used by {users} port(s) on this node; delete them first"),
+                ));
+            }
+        }
+        if !self.resources.delete(kind, name).await? {
+            return Err(ApiError::new(code::NOT_FOUND, format!("{kind} {name:?} not found")));
+        }
+        self.reconcile("api").await
+    }
+
+    async fn ports_using(&self, network: &str) -> Result<usize, ApiError> {
+        Ok(self.mgmt.records().await?.iter().filter(|r| r.network == network).count())
+    }
+
+    fn driver(&self, req: &AttachmentRequest) -> &dyn NetworkDriver {
+        match req.attachment {
+            AttachmentSpec::Management(_) => &self.mgmt,
+        }
+    }
+
+    fn validate_request(req: &AttachmentRequest) -> Result<(), ApiError> {
+        validate::container_id(&req.container_id)?;
+        validate::ifname(&req.ifname)?;
+        validate::network_name(&req.network_name)
+    }
+
+    /// Runs one CNI command, counting and timing it.
+    async fn timed<T>(
+        &self,
+        command: &'static str,
+        f: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let t = Instant::now();
+        let r = f.await;
+        let outcome = match &r {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.code.to_string(),
+        };
+        let m = &self.node.metrics;
+        m.inc(
+            "furrow_cni_requests_total",
+            vec![("command", command.into()), ("outcome", outcome)],
+        );
+        m.observe(
+            "furrow_cni_request_duration_seconds",
+            vec![("command", command.into())],
+            t.elapsed().as_secs_f64(),
+        );
+        if let Err(e) = &r {
+            tracing::warn!(command, code = e.code, error = %e.msg, "CNI request failed");
+        }
+        r
+    }
+
+    pub async fn cni_add(&self, req: AttachmentRequest) -> Result<CniResult, ApiError> {
+        self.timed("add", async {
+            Self::validate_request(&req)?;
+            self.driver(&req).add(&req).await
+        })
+        .await
+    }
+
+    pub async fn cni_del(&self, req: AttachmentRequest) -> Result<(), ApiError> {
+        self.timed("del", async {
+            Self::validate_request(&req)?;
+            self.driver(&req).del(&req).await
+        })
+        .await
+    }
+
+    pub async fn cni_check(&self, req: AttachmentRequest) -> Result<(), ApiError> {
+        self.timed("check", async {
+            Self::validate_request(&req)?;
+            self.driver(&req).check(&req).await
+        })
+        .await
+    }
+
+    pub async fn cni_gc(&self, req: GcRequest) -> Result<GcResponse, ApiError> {
+        self.timed("gc", async {
+            validate::network_name(&req.network_name)?;
+            let valid: BTreeSet<(String, String)> = req
+                .valid_attachments
+                .iter()
+                .map(|a| (a.container_id.clone(), a.ifname.clone()))
+                .collect();
+            let mut out = GcResponse::default();
+            for rec in self.mgmt.records().await? {
+                if rec.network_name != req.network_name
+                    || valid.contains(&(rec.container_id.clone(), rec.ifname.clone()))
+                {
+                    continue;
+                }
+                match self.mgmt.release(&rec).await {
+                    Ok(()) => out.released.push(AttachmentRef {
+                        container_id: rec.container_id.clone(),
+                        ifname: rec.ifname.clone(),
+                    }),
+                    Err(e) => out
+                        .errors
+                        .push(format!("{}/{}: {}", rec.container_id, rec.ifname, e.msg)),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Whether ADD can be served now (CNI STATUS).
+    pub async fn cni_status(&self) -> ReadyResponse {
+        let not_ready = |reason: String| ReadyResponse { ready: false, reason };
+        if let Err(e) = self.node.store.revision().await {
+            return not_ready(format!("store: {e}"));
+        }
+        let nets = self.mgmt.network_names().await;
+        if nets.is_empty() {
+            return not_ready("no management network is configured".into());
+        }
+        for n in nets {
+            if self.node.masq_network(&n).await {
+                match self.node.masq_rule_present(&n).await {
+                    Ok(true) => {}
+                    Ok(false) => return not_ready(format!("masquerade rule of network {n} is missing")),
+                    Err(e) => return not_ready(format!("nftables: {e}")),
+                }
+            }
+        }
+        ReadyResponse {
+            ready: true,
+            reason: String::new(),
+        }
+    }
+
+    pub async fn ports(&self) -> Result<Vec<PortInfo>, ApiError> {
+        let links = self
+            .node
+            .host
+            .links()
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let index: BTreeMap<String, u32> = links.into_iter().map(|l| (l.name, l.index)).collect();
+        let stats = self
+            .node
+            .with_datapath(|dp| dp.all_port_stats())
+            .await
+            .unwrap_or_default();
+        let stats: BTreeMap<u32, furrow_ebpf::PortStats> = stats.into_iter().collect();
+        let mut out = Vec::new();
+        for rec in self.mgmt.records().await? {
+            let idx = index.get(&rec.host_ifname).copied();
+            let mut info = rec.to_info(idx);
+            if let Some(s) = idx.and_then(|i| stats.get(&i)) {
+                info.counters = Some(PortCounters {
+                    tx_packets: s.tx_packets,
+                    tx_bytes: s.tx_bytes,
+                    rx_packets: s.rx_packets,
+                    rx_bytes: s.rx_bytes,
+                    redirected_packets: s.redirected_packets,
+                    drops: [("malformed".to_string(), s.drop_malformed)].into_iter().collect(),
+                });
+            }
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    pub async fn networks(&self) -> Result<Vec<NetworkInfo>, ApiError> {
+        self.mgmt.network_infos().await
+    }
+
+    pub async fn status(&self) -> Result<NodeStatus, ApiError> {
+        let cfg = &self.node.cfg;
+        let store = match self.node.store.revision().await {
+            Ok(rev) => StoreStatus {
+                backend: self.node.store.backend().into(),
+                location: self.node.store.location(),
+                healthy: true,
+                message: String::new(),
+                revision: rev,
+            },
+            Err(e) => StoreStatus {
+                backend: self.node.store.backend().into(),
+                location: self.node.store.location(),
+                healthy: false,
+                message: e.to_string(),
+                revision: 0,
+            },
+        };
+        let info = self.node.with_datapath(|dp| dp.status()).await;
+        let datapath = DatapathStatus {
+            mode: info.mode.clone(),
+            healthy: true,
+            message: String::new(),
+            pin_dir: info.pin_dir.display().to_string(),
+            programs: info.programs.clone(),
+            maps: info
+                .maps
+                .iter()
+                .map(|m| MapUsage {
+                    name: m.name.clone(),
+                    entries: m.entries,
+                    max_entries: m.max_entries,
+                })
+                .collect(),
+        };
+        let mut fw_msgs = Vec::new();
+        for n in self.mgmt.network_names().await {
+            if self.node.masq_network(&n).await {
+                match self.node.masq_rule_present(&n).await {
+                    Ok(true) => {}
+                    Ok(false) => fw_msgs.push(format!("masquerade rule of {n} missing")),
+                    Err(e) => fw_msgs.push(e.to_string()),
+                }
+            }
+        }
+        let config_errors = self.config_errors.lock().expect("poisoned").clone();
+        let mut store = store;
+        if !config_errors.is_empty() {
+            store.message = format!("config directory: {}", config_errors.join("; "));
+        }
+        let firewall = FirewallStatus {
+            backend: self.node.firewall.name().into(),
+            table: self.node.firewall.table().to_string(),
+            healthy: fw_msgs.is_empty(),
+            message: fw_msgs.join("; "),
+        };
+        let recs = self.mgmt.records().await?;
+        let count = |s: PortState| recs.iter().filter(|r| r.state == s).count() as u32;
+        Ok(NodeStatus {
+            node: cfg.node.clone(),
+            instance: cfg.instance.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            api_version: furrow_api::API_VERSION,
+            pid: std::process::id(),
+            started_at: self.started_at,
+            store,
+            datapath,
+            firewall,
+            networks: self.networks().await?,
+            ports: PortSummary {
+                total: recs.len() as u32,
+                ready: count(PortState::Ready),
+                pending: count(PortState::Pending),
+                lost: count(PortState::Lost),
+            },
+        })
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        self.node.metrics.render(&mut out);
+        family(
+            &mut out,
+            "furrow_build_info",
+            "gauge",
+            "netd build and instance.",
+            &[(
+                vec![
+                    ("version", env!("CARGO_PKG_VERSION").to_string()),
+                    ("node", self.node.cfg.node.clone()),
+                    ("instance", self.node.cfg.instance.clone()),
+                ],
+                1.0,
+            )],
+        );
+        if let Ok(rev) = self.node.store.revision().await {
+            family(&mut out, "furrow_store_revision", "gauge", "Current revision of the store.", &[(vec![], rev as f64)]);
+        }
+        if let Ok(nets) = self.networks().await {
+            let mut samples = Vec::new();
+            for n in &nets {
+                samples.push((
+                    vec![("network", n.name.clone()), ("state", "allocated".to_string())],
+                    n.addresses_allocated as f64,
+                ));
+                samples.push((
+                    vec![("network", n.name.clone()), ("state", "free".to_string())],
+                    (n.addresses_total - n.addresses_allocated) as f64,
+                ));
+            }
+            family(&mut out, "furrow_ipam_addresses", "gauge", "Addresses of this node's subnet, by state.", &samples);
+        }
+        if let Ok(ports) = self.ports().await {
+            let states = [
+                ("pending", PortState::Pending),
+                ("ready", PortState::Ready),
+                ("lost", PortState::Lost),
+            ];
+            let samples: Vec<_> = states
+                .iter()
+                .map(|(n, s)| {
+                    (
+                        vec![("state", n.to_string())],
+                        ports.iter().filter(|p| p.state == *s).count() as f64,
+                    )
+                })
+                .collect();
+            family(&mut out, "furrow_ports", "gauge", "Attachments on this node, by state.", &samples);
+            type Pick = fn(&PortCounters) -> u64;
+            let series: [(&str, &str, Pick); 5] = [
+                ("furrow_port_tx_packets_total", "Packets the pod sent.", |c| c.tx_packets),
+                ("furrow_port_tx_bytes_total", "Bytes the pod sent.", |c| c.tx_bytes),
+                ("furrow_port_rx_packets_total", "Packets delivered to the pod.", |c| c.rx_packets),
+                ("furrow_port_rx_bytes_total", "Bytes delivered to the pod.", |c| c.rx_bytes),
+                (
+                    "furrow_port_redirected_packets_total",
+                    "Packets the datapath delivered straight to another local pod.",
+                    |c| c.redirected_packets,
+                ),
+            ];
+            for (name, help, pick) in series {
+                let samples: Vec<_> = ports
+                    .iter()
+                    .filter_map(|p| {
+                        let c = p.counters.as_ref()?;
+                        Some((
+                            vec![
+                                ("network", p.network_name.clone()),
+                                ("container_id", p.container_id.clone()),
+                                ("ifname", p.ifname.clone()),
+                            ],
+                            pick(c) as f64,
+                        ))
+                    })
+                    .collect();
+                family(&mut out, name, "counter", help, &samples);
+            }
+        }
+        let info = self.node.with_datapath(|dp| dp.status()).await;
+        let samples: Vec<_> = info
+            .maps
+            .iter()
+            .map(|m| (vec![("map", m.name.clone())], m.entries as f64))
+            .collect();
+        family(&mut out, "furrow_datapath_map_entries", "gauge", "Entries in each BPF map.", &samples);
+        let samples: Vec<_> = info
+            .maps
+            .iter()
+            .map(|m| (vec![("map", m.name.clone())], m.max_entries as f64))
+            .collect();
+        family(&mut out, "furrow_datapath_map_capacity", "gauge", "Capacity of each BPF map.", &samples);
+        out
+    }
+}

@@ -1,0 +1,997 @@
+//! The management (pod) network: a routed, NAT'ed network.
+//!
+//! Each attachment is a veth pair: the pod side (CNI_IFNAME) holds the
+//! pod's address with no subnet route, a /32 route to the gateway and a
+//! default route through it; the host side (`fw…`) holds the gateway
+//! address as /32 and the host has a /32 route to the pod through it.
+//! Every packet a pod sends therefore reaches the host side, where the
+//! eBPF datapath hands pod-to-pod traffic straight to the destination pod
+//! (bpf_redirect_peer) and the kernel routes the rest; traffic leaving
+//! the cluster CIDR is masqueraded by nftables.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use furrow_api::cni::{AttachmentSpec, CniResult, Interface, IpConfig, ManagementAttachment, Route};
+use furrow_api::error::code;
+use furrow_api::resource::{ManagementNetwork, ManagementNetworkSpec};
+use furrow_api::wire::{AttachmentRequest, NetworkInfo, PortState};
+use furrow_api::{ApiError, MacAddr};
+use furrow_ebpf::MgmtEndpoint;
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+use super::NetworkDriver;
+use crate::firewall::MasqueradeNetwork;
+use crate::ipam::{IpamError, Pool};
+use crate::netlink::{Netlink, NetlinkError, VethEnd};
+use crate::node::Node;
+use crate::ports::{self, PortRecord};
+use crate::resources::store_error;
+use crate::store::{keys, list_json, Compare, Op, Txn};
+use crate::subnets;
+
+pub const KIND: &str = "management";
+
+/// One management network as this node runs it.
+pub struct MgmtNet {
+    pub name: String,
+    pub spec: ManagementNetworkSpec,
+    /// This node's subnet of the cluster CIDR.
+    pub subnet: Ipv4Net,
+    pub pool: Mutex<Pool>,
+}
+
+impl MgmtNet {
+    pub fn gateway(&self) -> Ipv4Addr {
+        Pool::first_host(self.subnet)
+    }
+}
+
+/// What an allocation key holds: who owns the address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocationOwner {
+    pub node: String,
+    pub port: String,
+}
+
+pub struct ManagementDriver {
+    node: Arc<Node>,
+    networks: RwLock<BTreeMap<String, Arc<MgmtNet>>>,
+}
+
+/// What building the kernel side produced.
+struct Built {
+    host_mac: MacAddr,
+    pod_mac: MacAddr,
+}
+
+fn kernel(e: NetlinkError) -> ApiError {
+    ApiError::new(code::INTERNAL, e.to_string())
+}
+
+fn spec_of(req: &AttachmentRequest) -> &ManagementAttachment {
+    match &req.attachment {
+        AttachmentSpec::Management(a) => a,
+    }
+}
+
+impl ManagementDriver {
+    pub fn new(node: Arc<Node>) -> Self {
+        ManagementDriver {
+            node,
+            networks: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    pub async fn network(&self, name: &str) -> Option<Arc<MgmtNet>> {
+        self.networks.read().await.get(name).cloned()
+    }
+
+    pub async fn network_names(&self) -> Vec<String> {
+        self.networks.read().await.keys().cloned().collect()
+    }
+
+    async fn require_network(&self, name: &str) -> Result<Arc<MgmtNet>, ApiError> {
+        if let Some(n) = self.network(name).await {
+            return Ok(n);
+        }
+        let known = self.network_names().await;
+        Err(ApiError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "network: no ManagementNetwork named {name:?} exists on node {} (known: {})",
+                self.node.cfg.node,
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ),
+        )
+        .with_details("set the CNI config's \"network\" field to an existing ManagementNetwork, or apply one"))
+    }
+
+    /// Brings the set of networks in line with the resources: leases each
+    /// one's node subnet, loads its pool from the store, and installs the
+    /// masquerade rules. Networks still used by ports are kept even if
+    /// their resource vanished (the API refuses such deletes; this covers
+    /// the store being edited behind netd's back).
+    pub async fn reconcile_networks(&self, specs: Vec<ManagementNetwork>) -> Result<(), ApiError> {
+        let store = self.node.store.as_ref();
+        let node = &self.node.cfg.node;
+        let mut next = BTreeMap::new();
+        for n in specs {
+            let name = n.metadata.name.clone();
+            let subnet = subnets::lease(store, &name, n.spec.cluster_cidr, n.spec.node_subnet_prefix_length, node)
+                .await
+                .map_err(|e| match e {
+                    subnets::SubnetError::Store(s) => store_error(s),
+                    other => ApiError::new(code::POOL_EXHAUSTED, other.to_string()),
+                })?;
+            let current = self.network(&name).await;
+            if let Some(c) = current.filter(|c| c.spec == n.spec && c.subnet == subnet) {
+                next.insert(name, c);
+                continue;
+            }
+            let mut pool = Pool::new(subnet);
+            let allocs: Vec<(String, AllocationOwner, u64)> =
+                list_json(store, &keys::allocations_of(&name)).await.map_err(store_error)?;
+            for (key, owner, _) in allocs {
+                let ip = key.rsplit('/').next().and_then(|s| s.parse::<Ipv4Addr>().ok());
+                match ip {
+                    Some(ip) if subnet.contains(&ip) && owner.node == *node => pool.take(ip),
+                    _ => {}
+                }
+            }
+            tracing::info!(network = %name, %subnet, gateway = %pool.gateway(), allocated = pool.allocated(), "management network ready");
+            next.insert(
+                name.clone(),
+                Arc::new(MgmtNet {
+                    name,
+                    spec: n.spec,
+                    subnet,
+                    pool: Mutex::new(pool),
+                }),
+            );
+        }
+        let in_use: BTreeSet<String> = self.records().await?.into_iter().map(|r| r.network).collect();
+        {
+            let mut nets = self.networks.write().await;
+            for (name, net) in nets.iter() {
+                if !next.contains_key(name) {
+                    if in_use.contains(name) {
+                        tracing::warn!(network = %name, "ManagementNetwork resource is gone but ports still use it; keeping it until they are deleted");
+                        next.insert(name.clone(), net.clone());
+                    } else {
+                        let key = keys::subnet_lease(name, &net.subnet);
+                        self.node.store.txn(Txn::new().then(Op::Delete(key))).await.map_err(store_error)?;
+                        tracing::info!(network = %name, "management network removed");
+                    }
+                }
+            }
+            *nets = next;
+        }
+        self.sync_masquerade().await
+    }
+
+    /// Installs the masquerade rule of every network that masquerades.
+    pub async fn sync_masquerade(&self) -> Result<(), ApiError> {
+        let nets: Vec<MasqueradeNetwork> = self
+            .networks
+            .read()
+            .await
+            .values()
+            .filter(|n| n.spec.masquerade)
+            .map(|n| MasqueradeNetwork {
+                name: n.name.clone(),
+                cluster_cidr: n.spec.cluster_cidr,
+            })
+            .collect();
+        self.node
+            .masq_set_networks(nets)
+            .await
+            .map_err(|e| ApiError::internal(format!("installing masquerade rules: {e}")))
+    }
+
+    /// Every port record of this node.
+    pub async fn records(&self) -> Result<Vec<PortRecord>, ApiError> {
+        let recs: Vec<(String, PortRecord, u64)> =
+            list_json(self.node.store.as_ref(), &keys::ports_of_node(&self.node.cfg.node))
+                .await
+                .map_err(store_error)?;
+        Ok(recs.into_iter().map(|(_, r, _)| r).filter(|r| r.kind == KIND).collect())
+    }
+
+    /// Who wants masquerade according to the records (startup).
+    pub async fn wanted_masquerade(&self) -> Result<BTreeMap<String, BTreeSet<Ipv4Addr>>, ApiError> {
+        let mut out: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        for r in self.records().await? {
+            if r.ip_masq && r.state == PortState::Ready {
+                out.entry(r.network.clone()).or_default().insert(r.address.addr());
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn network_infos(&self) -> Result<Vec<NetworkInfo>, ApiError> {
+        let recs = self.records().await?;
+        let mut out = Vec::new();
+        for n in self.networks.read().await.values() {
+            let pool = n.pool.lock().await;
+            out.push(NetworkInfo {
+                name: n.name.clone(),
+                kind: KIND.into(),
+                subnet: Some(IpNet::V4(n.subnet)),
+                gateway: Some(IpAddr::V4(n.gateway())),
+                cluster_cidr: Some(IpNet::V4(n.spec.cluster_cidr)),
+                mtu: n.spec.mtu,
+                masquerade: n.spec.masquerade,
+                ports: recs.iter().filter(|r| r.network == n.name).count() as u32,
+                addresses_allocated: pool.allocated(),
+                addresses_total: pool.capacity(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Takes an address and writes the Pending record, atomically. Returns
+    /// the record with its address.
+    async fn claim(&self, net: &MgmtNet, mut rec: PortRecord, requested: Option<Ipv4Addr>) -> Result<PortRecord, ApiError> {
+        let store = self.node.store.as_ref();
+        let port_key = rec.key();
+        let mut pool = net.pool.lock().await;
+        // A few rounds at most: a round only fails if the store holds an
+        // allocation the pool did not know (another writer), which the
+        // pool then learns.
+        for _ in 0..8 {
+            let ip = pool.pick(requested).map_err(|e| match e {
+                IpamError::Exhausted { .. } => ApiError::new(code::POOL_EXHAUSTED, format!("network {}: {e}", net.name)),
+                other => ApiError::new(code::ADDRESS_UNAVAILABLE, format!("requested address: {other}")),
+            })?;
+            rec.address = Ipv4Net::new(ip, net.subnet.prefix_len()).expect("prefix from a subnet");
+            let alloc_key = keys::allocation(&net.name, IpAddr::V4(ip));
+            let owner = AllocationOwner {
+                node: rec.node.clone(),
+                port: port_key.clone(),
+            };
+            let out = store
+                .txn(
+                    Txn::new()
+                        .when(Compare::Absent(port_key.clone()))
+                        .when(Compare::Absent(alloc_key.clone()))
+                        .then(Op::put_json(alloc_key, &owner))
+                        .then(Op::put_json(port_key.clone(), &rec)),
+                )
+                .await
+                .map_err(store_error)?;
+            if out.succeeded {
+                pool.take(ip);
+                return Ok(rec);
+            }
+            if store.get(&port_key).await.map_err(store_error)?.is_some() {
+                return Err(ApiError::new(
+                    code::ALREADY_ATTACHED,
+                    format!(
+                        "container {} already has interface {} on network {:?}: DEL it before adding it again",
+                        rec.container_id, rec.ifname, rec.network_name
+                    ),
+                ));
+            }
+            tracing::warn!(%ip, network = %net.name, "address held in the store but not in the pool; skipping it");
+            pool.take(ip);
+            if requested.is_some() {
+                return Err(ApiError::new(code::ADDRESS_UNAVAILABLE, format!("requested address {ip} is already allocated")));
+            }
+        }
+        Err(ApiError::internal(format!("network {}: could not claim an address after several attempts", net.name)))
+    }
+
+    /// Removes the record and frees its address, atomically.
+    async fn forget(&self, rec: &PortRecord) -> Result<(), ApiError> {
+        let ip = rec.address.addr();
+        self.node
+            .store
+            .txn(
+                Txn::new()
+                    .then(Op::Delete(rec.key()))
+                    .then(Op::Delete(keys::allocation(&rec.network, IpAddr::V4(ip)))),
+            )
+            .await
+            .map_err(store_error)?;
+        if let Some(net) = self.network(&rec.network).await {
+            net.pool.lock().await.release(ip);
+        }
+        Ok(())
+    }
+
+    /// Creates everything in the kernel for a claimed port.
+    async fn build(&self, rec: &PortRecord, netns: &File, netns_path: &str) -> Result<Built, ApiError> {
+        let host = &self.node.host;
+        let ip = rec.address.addr();
+        let gw = rec.gateway;
+        // We hold the port lock and no record existed before our claim: a
+        // host link of this name is debris of a crash; clear it.
+        if let Some(l) = host.link_by_name(&rec.host_ifname).await.map_err(kernel)? {
+            tracing::warn!(link = %rec.host_ifname, "removing leftover host link before ADD");
+            host.delete_link(l.index).await.map_err(kernel)?;
+        }
+        let alias = ports::link_alias(&self.node.cfg.instance, &rec.key());
+        host.create_veth_into(
+            &VethEnd {
+                name: rec.host_ifname.clone(),
+                mtu: rec.mtu,
+                mac: None,
+            },
+            &VethEnd {
+                name: rec.ifname.clone(),
+                mtu: rec.mtu,
+                mac: rec.mac,
+            },
+            netns,
+            &alias,
+        )
+        .await
+        .map_err(|e| {
+            if e.is_exists() {
+                ApiError::new(
+                    code::IFNAME_EXISTS,
+                    format!("interface {:?} already exists in network namespace {netns_path}", rec.ifname),
+                )
+                .with_details("choose another CNI_IFNAME or remove the existing interface")
+            } else {
+                kernel(e)
+            }
+        })?;
+        let hl = host
+            .link_by_name(&rec.host_ifname)
+            .await
+            .map_err(kernel)?
+            .ok_or_else(|| ApiError::internal(format!("host link {} vanished right after creation", rec.host_ifname)))?;
+        host.set_up(hl.index).await.map_err(kernel)?;
+        host.add_address_v4(hl.index, gw, 32, false).await.map_err(kernel)?;
+        host.add_route_v4(ip, 32, None, Some(hl.index), true).await.map_err(kernel)?;
+
+        let ns = Netlink::in_netns(std::path::Path::new(netns_path)).await.map_err(kernel)?;
+        let pl = ns
+            .link_by_name(&rec.ifname)
+            .await
+            .map_err(kernel)?
+            .ok_or_else(|| ApiError::internal(format!("{} did not appear in {netns_path}", rec.ifname)))?;
+        ns.set_up(pl.index).await.map_err(kernel)?;
+        ns.add_address_v4(pl.index, ip, rec.address.prefix_len(), true).await.map_err(kernel)?;
+        ns.add_route_v4(gw, 32, None, Some(pl.index), true).await.map_err(kernel)?;
+        ns.add_route_v4(Ipv4Addr::UNSPECIFIED, 0, Some(gw), Some(pl.index), false)
+            .await
+            .map_err(kernel)?;
+
+        let host_mac = hl.mac.ok_or_else(|| ApiError::internal("host link has no MAC"))?;
+        let pod_mac = pl.mac.ok_or_else(|| ApiError::internal("pod link has no MAC"))?;
+        let (name, index) = (rec.host_ifname.clone(), hl.index);
+        self.node
+            .with_datapath(move |dp| {
+                dp.attach_port(&name, index)?;
+                dp.upsert_endpoint(
+                    ip,
+                    MgmtEndpoint {
+                        host_ifindex: index,
+                        pod_mac: pod_mac.0,
+                        host_mac: host_mac.0,
+                    },
+                )
+            })
+            .await
+            .map_err(datapath_error)?;
+        if rec.ip_masq {
+            self.node
+                .masq_add(&rec.network, ip)
+                .await
+                .map_err(|e| ApiError::internal(format!("adding masquerade for {ip}: {e}")))?;
+        }
+        Ok(Built { host_mac, pod_mac })
+    }
+
+    /// Removes every kernel trace of a port: datapath entries first (so
+    /// nothing is redirected into a link about to vanish), then the NAT
+    /// member, then the veth pair (its routes and the pod side go with it).
+    async fn teardown(&self, rec: &PortRecord) -> Result<(), ApiError> {
+        let mut errors = Vec::new();
+        let host = &self.node.host;
+        let ip = rec.address.addr();
+        let link = host.link_by_name(&rec.host_ifname).await.map_err(kernel)?;
+        let index = link.as_ref().map(|l| l.index).unwrap_or(0);
+        let name = rec.host_ifname.clone();
+        let dp = self
+            .node
+            .with_datapath(move |dp| {
+                let owned = dp
+                    .endpoints()?
+                    .into_iter()
+                    .any(|(eip, ep)| eip == ip && (index == 0 || ep.host_ifindex == index));
+                if owned {
+                    dp.remove_endpoint(ip)?;
+                }
+                dp.detach_port(&name, index)
+            })
+            .await;
+        if let Err(e) = dp {
+            errors.push(format!("datapath: {e}"));
+        }
+        if let Err(e) = self.node.masq_remove(&rec.network, ip).await {
+            errors.push(format!("masquerade: {e}"));
+        }
+        if let Some(l) = link {
+            if let Err(e) = host.delete_link(l.index).await {
+                errors.push(e.to_string());
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::internal(format!(
+                "removing port {}/{}: {}",
+                rec.container_id,
+                rec.ifname,
+                errors.join("; ")
+            )))
+        }
+    }
+
+    fn result_for(rec: &PortRecord, built: &Built, netns: &str, att: &ManagementAttachment) -> CniResult {
+        CniResult {
+            interfaces: vec![
+                Interface {
+                    name: rec.host_ifname.clone(),
+                    mac: Some(built.host_mac),
+                    mtu: Some(rec.mtu),
+                    ..Default::default()
+                },
+                Interface {
+                    name: rec.ifname.clone(),
+                    mac: Some(built.pod_mac),
+                    mtu: Some(rec.mtu),
+                    sandbox: Some(netns.to_string()),
+                    ..Default::default()
+                },
+            ],
+            ips: vec![IpConfig {
+                address: IpNet::V4(rec.address),
+                gateway: Some(IpAddr::V4(rec.gateway)),
+                interface: Some(1),
+            }],
+            routes: vec![Route {
+                dst: "0.0.0.0/0".parse().expect("static"),
+                gw: Some(IpAddr::V4(rec.gateway)),
+                mtu: None,
+                advmss: None,
+                priority: None,
+                table: None,
+                scope: None,
+            }],
+            dns: att.dns.clone(),
+        }
+    }
+
+    /// Brings kernel state in line with the port records after a start:
+    /// finishes nothing half-done (Pending ports are undone: their ADD
+    /// never answered success), re-attaches the datapath to ports whose
+    /// links survived, marks ports whose links vanished as Lost, and
+    /// removes links, map entries and pins no record accounts for.
+    pub async fn reconcile_ports(&self) -> Result<ReconcileReport, ApiError> {
+        let mut report = ReconcileReport::default();
+        let host = &self.node.host;
+        let records = self.records().await?;
+        let links = host.links().await.map_err(kernel)?;
+        let by_name: BTreeMap<&str, &crate::netlink::Link> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+        let mut keep_links = BTreeSet::new();
+        let mut keep_ips = BTreeSet::new();
+        for mut rec in records {
+            let key = rec.key();
+            let _g = self.node.port_locks.lock(&key).await;
+            match rec.state {
+                PortState::Pending => {
+                    tracing::info!(port = %key, "undoing ADD cut short by a restart");
+                    self.teardown(&rec).await?;
+                    self.forget(&rec).await?;
+                    report.undone += 1;
+                }
+                PortState::Ready | PortState::Lost => {
+                    let alias_ok = |l: &&&crate::netlink::Link| {
+                        l.alias.as_deref() == Some(ports::link_alias(&self.node.cfg.instance, &key).as_str())
+                    };
+                    match by_name.get(rec.host_ifname.as_str()).filter(alias_ok) {
+                        Some(l) => {
+                            self.readopt(&rec, l).await?;
+                            keep_links.insert(rec.host_ifname.clone());
+                            keep_ips.insert(rec.address.addr());
+                            if rec.state == PortState::Lost {
+                                rec.state = PortState::Ready;
+                                self.put_record(&rec).await?;
+                            }
+                            report.adopted += 1;
+                        }
+                        None => {
+                            if rec.state != PortState::Lost {
+                                tracing::warn!(port = %key, link = %rec.host_ifname, "host link is gone (pod sandbox deleted?); port marked lost until DEL or GC");
+                                self.teardown(&rec).await?;
+                                rec.state = PortState::Lost;
+                                self.put_record(&rec).await?;
+                            }
+                            report.lost += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // Links carrying our alias that no record explains.
+        let prefix = format!("furrow:{}:", self.node.cfg.instance);
+        for l in &links {
+            if l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix)) && !keep_links.contains(&l.name) {
+                tracing::info!(link = %l.name, "removing orphaned host link");
+                host.delete_link(l.index).await.map_err(kernel)?;
+                report.orphans_removed += 1;
+            }
+        }
+        let keep_links2 = keep_links.clone();
+        let removed = self
+            .node
+            .with_datapath(move |dp| -> Result<u32, furrow_ebpf::DatapathError> {
+                let mut n = 0;
+                for (ip, _) in dp.endpoints()? {
+                    if !keep_ips.contains(&ip) {
+                        dp.remove_endpoint(ip)?;
+                        n += 1;
+                    }
+                }
+                for name in dp.pinned_ports()? {
+                    if !keep_links2.contains(&name) {
+                        dp.detach_port(&name, 0)?;
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await
+            .map_err(datapath_error)?;
+        report.orphans_removed += removed;
+        // Allocations without a record cannot come from netd's own
+        // transactions; free them rather than leak addresses.
+        let node = &self.node.cfg.node;
+        let live: BTreeSet<String> = self.records().await?.iter().map(|r| r.key()).collect();
+        for net in self.network_names().await {
+            let allocs: Vec<(String, AllocationOwner, u64)> =
+                list_json(self.node.store.as_ref(), &keys::allocations_of(&net)).await.map_err(store_error)?;
+            for (key, owner, rev) in allocs {
+                if owner.node == *node && !live.contains(&owner.port) {
+                    tracing::warn!(allocation = %key, "freeing address whose port record is missing");
+                    self.node
+                        .store
+                        .txn(Txn::new().when(Compare::ModRevision(key.clone(), rev)).then(Op::Delete(key.clone())))
+                        .await
+                        .map_err(store_error)?;
+                    if let (Some(n), Some(ip)) = (self.network(&net).await, key.rsplit('/').next().and_then(|s| s.parse().ok())) {
+                        n.pool.lock().await.release(ip);
+                    }
+                    report.orphans_removed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Re-applies the host side of a surviving port and re-attaches the
+    /// (possibly newer) datapath programs to it.
+    async fn readopt(&self, rec: &PortRecord, link: &crate::netlink::Link) -> Result<(), ApiError> {
+        let host = &self.node.host;
+        let ip = rec.address.addr();
+        if !link.up {
+            host.set_up(link.index).await.map_err(kernel)?;
+        }
+        host.add_address_v4(link.index, rec.gateway, 32, false).await.map_err(kernel)?;
+        host.add_route_v4(ip, 32, None, Some(link.index), true).await.map_err(kernel)?;
+        let (name, index) = (rec.host_ifname.clone(), link.index);
+        let host_mac = link.mac.unwrap_or_default();
+        let pod_mac = rec.mac.unwrap_or_default();
+        self.node
+            .with_datapath(move |dp| {
+                dp.attach_port(&name, index)?;
+                dp.upsert_endpoint(
+                    ip,
+                    MgmtEndpoint {
+                        host_ifindex: index,
+                        pod_mac: pod_mac.0,
+                        host_mac: host_mac.0,
+                    },
+                )
+            })
+            .await
+            .map_err(datapath_error)?;
+        if rec.ip_masq {
+            self.node
+                .masq_add(&rec.network, ip)
+                .await
+                .map_err(|e| ApiError::internal(format!("masquerade for {ip}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn put_record(&self, rec: &PortRecord) -> Result<(), ApiError> {
+        self.node
+            .store
+            .txn(Txn::new().then(Op::put_json(rec.key(), rec)))
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn record(&self, key: &str) -> Result<Option<PortRecord>, ApiError> {
+        Ok(crate::store::get_json::<PortRecord>(self.node.store.as_ref(), key)
+            .await
+            .map_err(store_error)?
+            .map(|(r, _)| r))
+    }
+
+    fn port_key(&self, req: &AttachmentRequest) -> String {
+        keys::port(&self.node.cfg.node, &req.network_name, &req.container_id, &req.ifname)
+    }
+
+    /// Lists what differs between a port's record and the kernel.
+    async fn problems(&self, rec: &PortRecord, prev: Option<&CniResult>) -> Vec<String> {
+        let mut p = Vec::new();
+        let host = &self.node.host;
+        let ip = rec.address.addr();
+        let hl = match host.link_by_name(&rec.host_ifname).await {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                p.push(format!("host interface {} is missing", rec.host_ifname));
+                None
+            }
+            Err(e) => {
+                p.push(format!("host interface {}: {e}", rec.host_ifname));
+                None
+            }
+        };
+        if let Some(l) = &hl {
+            if !l.up {
+                p.push(format!("host interface {} is down", l.name));
+            }
+            match host.addresses_v4(l.index).await {
+                Ok(a) if a.contains(&(rec.gateway, 32)) => {}
+                Ok(_) => p.push(format!("gateway address {}/32 missing on {}", rec.gateway, l.name)),
+                Err(e) => p.push(e.to_string()),
+            }
+            match host.routes_v4().await {
+                Ok(rs) if rs.iter().any(|r| r.dst == ip && r.prefix_len == 32 && r.oif == Some(l.index)) => {}
+                Ok(_) => p.push(format!("host route to {ip}/32 via {} missing", l.name)),
+                Err(e) => p.push(e.to_string()),
+            }
+        }
+        let netns = rec.netns.clone().unwrap_or_default();
+        match Netlink::in_netns(std::path::Path::new(&netns)).await {
+            Err(e) => p.push(e.to_string()),
+            Ok(ns) => match ns.link_by_name(&rec.ifname).await {
+                Ok(Some(pl)) => {
+                    if rec.mac.is_some() && pl.mac != rec.mac {
+                        p.push(format!(
+                            "{} has MAC {} but the attachment has {}",
+                            rec.ifname,
+                            pl.mac.map(|m| m.to_string()).unwrap_or_default(),
+                            rec.mac.map(|m| m.to_string()).unwrap_or_default()
+                        ));
+                    }
+                    if pl.mtu != rec.mtu {
+                        p.push(format!("{} has MTU {} but the attachment has {}", rec.ifname, pl.mtu, rec.mtu));
+                    }
+                    match ns.addresses_v4(pl.index).await {
+                        Ok(a) if a.contains(&(ip, rec.address.prefix_len())) => {}
+                        Ok(_) => p.push(format!("address {} missing on {}", rec.address, rec.ifname)),
+                        Err(e) => p.push(e.to_string()),
+                    }
+                    match ns.routes_v4().await {
+                        Ok(rs) => {
+                            let mut want: Vec<(Ipv4Net, Option<Ipv4Addr>)> = vec![
+                                (Ipv4Net::new(rec.gateway, 32).expect("/32"), None),
+                                ("0.0.0.0/0".parse().expect("static"), Some(rec.gateway)),
+                            ];
+                            for r in prev.map(|x| x.routes.as_slice()).unwrap_or(&[]) {
+                                if let IpNet::V4(dst) = r.dst {
+                                    let gw = r.gw.and_then(|g| match g {
+                                        IpAddr::V4(v) => Some(v),
+                                        _ => None,
+                                    });
+                                    want.push((dst, gw));
+                                }
+                            }
+                            for (dst, gw) in want {
+                                let found = rs.iter().any(|r| {
+                                    r.dst == dst.network()
+                                        && r.prefix_len == dst.prefix_len()
+                                        && (gw.is_none() || r.gateway == gw)
+                                });
+                                if !found {
+                                    p.push(format!(
+                                        "route {dst}{} missing in {netns}",
+                                        gw.map(|g| format!(" via {g}")).unwrap_or_default()
+                                    ));
+                                }
+                            }
+                        }
+                        Err(e) => p.push(e.to_string()),
+                    }
+                }
+                Ok(None) => p.push(format!("interface {} is missing in {netns}", rec.ifname)),
+                Err(e) => p.push(e.to_string()),
+            },
+        }
+        if let Some(prev) = prev {
+            let ours = prev
+                .interfaces
+                .iter()
+                .position(|i| i.name == rec.ifname && i.sandbox.as_deref().is_none_or(|s| s == netns));
+            match ours {
+                None => p.push(format!("prevResult has no interface {} in {netns}", rec.ifname)),
+                Some(idx) => {
+                    if let (Some(m), Some(r)) = (prev.interfaces[idx].mac, rec.mac) {
+                        if m != r {
+                            p.push(format!("prevResult says {} has MAC {m}, the attachment has {r}", rec.ifname));
+                        }
+                    }
+                    if !prev.ips.iter().any(|c| c.address == IpNet::V4(rec.address)) {
+                        p.push(format!("prevResult does not list address {}", rec.address));
+                    }
+                }
+            }
+        }
+        if let Some(l) = &hl {
+            let (name, index) = (rec.host_ifname.clone(), l.index);
+            let dp = self
+                .node
+                .with_datapath(move |dp| -> Result<(bool, Option<MgmtEndpoint>), furrow_ebpf::DatapathError> {
+                    let attached = dp.is_port_attached(&name)?;
+                    let ep = dp.endpoints()?.into_iter().find(|(e, _)| *e == ip).map(|(_, e)| e);
+                    Ok((attached, ep))
+                })
+                .await;
+            match dp {
+                Ok((attached, ep)) => {
+                    if !attached {
+                        p.push(format!("datapath programs are not attached to {}", rec.host_ifname));
+                    }
+                    match ep {
+                        Some(e) if e.host_ifindex == index => {}
+                        Some(e) => p.push(format!(
+                            "datapath endpoint {ip} points at ifindex {} instead of {index}",
+                            e.host_ifindex
+                        )),
+                        None => p.push(format!("datapath endpoint {ip} missing")),
+                    }
+                }
+                Err(e) => p.push(format!("datapath: {e}")),
+            }
+        }
+        if rec.ip_masq && self.node.masq_network(&rec.network).await {
+            match self.node.masq_rule_present(&rec.network).await {
+                Ok(true) => {}
+                Ok(false) => p.push(format!("masquerade rule of network {} missing", rec.network)),
+                Err(e) => p.push(e.to_string()),
+            }
+            match self.node.masq_has(&rec.network, ip).await {
+                Ok(true) => {}
+                Ok(false) => p.push(format!("masquerade entry for {ip} missing")),
+                Err(e) => p.push(e.to_string()),
+            }
+        }
+        p
+    }
+}
+
+pub fn datapath_error(e: furrow_ebpf::DatapathError) -> ApiError {
+    let msg = format!("datapath: {e}");
+    if msg.contains("full") {
+        ApiError::new(code::CAPACITY, msg)
+    } else {
+        ApiError::new(code::INTERNAL, msg)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub adopted: u32,
+    pub undone: u32,
+    pub lost: u32,
+    pub orphans_removed: u32,
+}
+
+fn requested_ip(req: &AttachmentRequest, net: &MgmtNet) -> Result<Option<Ipv4Addr>, ApiError> {
+    let mut v4 = req.ips.iter().filter_map(|ip| match ip {
+        IpAddr::V4(v) => Some(*v),
+        IpAddr::V6(_) => None,
+    });
+    let first = v4.next();
+    if v4.next().is_some() || req.ips.iter().any(|i| i.is_ipv6()) {
+        return Err(ApiError::new(
+            code::ADDRESS_UNAVAILABLE,
+            "ips: the management network gives each interface one IPv4 address; request at most one",
+        ));
+    }
+    if let Some(ip) = first {
+        if !net.subnet.contains(&ip) {
+            return Err(ApiError::new(
+                code::ADDRESS_UNAVAILABLE,
+                format!("ips: {ip} is not in node {}'s subnet {} of network {}", req.network_name, net.subnet, net.name),
+            ));
+        }
+    }
+    Ok(first)
+}
+
+fn open_netns(path: &str) -> Result<File, ApiError> {
+    let f = File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ApiError::new(code::UNKNOWN_CONTAINER, format!("network namespace {path} does not exist"))
+        } else {
+            ApiError::new(code::UNKNOWN_CONTAINER, format!("network namespace {path}: {e}"))
+        }
+    })?;
+    // Namespace files live on nsfs; anything else would make the kernel
+    // fail later with a far less helpful error.
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    match nix::sys::statfs::fstatfs(&f) {
+        Ok(st) if st.filesystem_type().0 as i64 == NSFS_MAGIC => {
+            // NS_GET_NSTYPE: an nsfs file may be another kind of namespace.
+            const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+            // SAFETY: the ioctl takes no argument and only reads the fd.
+            let t = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), NS_GET_NSTYPE) };
+            if t == libc::CLONE_NEWNET {
+                Ok(f)
+            } else {
+                Err(ApiError::new(
+                    code::UNKNOWN_CONTAINER,
+                    format!("{path} is a namespace, but not a network namespace"),
+                ))
+            }
+        }
+        Ok(_) => Err(ApiError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("{path} is not a network namespace (CNI_NETNS must name one, e.g. /proc/<pid>/ns/net)"),
+        )),
+        Err(e) => Err(ApiError::new(code::UNKNOWN_CONTAINER, format!("network namespace {path}: {e}"))),
+    }
+}
+
+#[async_trait]
+impl NetworkDriver for ManagementDriver {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn add(&self, req: &AttachmentRequest) -> Result<CniResult, ApiError> {
+        let att = spec_of(req);
+        let net = self.require_network(&att.network).await?;
+        let netns_path = req
+            .netns
+            .as_deref()
+            .ok_or_else(|| ApiError::new(code::INVALID_ENV, "CNI_NETNS is required for ADD"))?;
+        let netns = open_netns(netns_path)?;
+        if let Some(m) = req.mac {
+            if !m.is_valid_unicast() {
+                return Err(ApiError::invalid_field("mac", format!("{m} is not a unicast address")));
+            }
+        }
+        let requested = requested_ip(req, &net)?;
+        let key = self.port_key(req);
+        let _g = self.node.port_locks.lock(&key).await;
+        let mtu = att.mtu.unwrap_or(net.spec.mtu);
+        let rec = PortRecord {
+            node: self.node.cfg.node.clone(),
+            network_name: req.network_name.clone(),
+            network: net.name.clone(),
+            kind: KIND.into(),
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+            netns: Some(netns_path.to_string()),
+            pod: req.pod.clone(),
+            host_ifname: ports::host_ifname(&req.network_name, &req.container_id, &req.ifname),
+            mac: req.mac,
+            address: Ipv4Net::new(net.gateway(), net.subnet.prefix_len()).expect("valid"),
+            gateway: net.gateway(),
+            mtu,
+            ip_masq: att.ip_masq,
+            state: PortState::Pending,
+            created_at: crate::util::now_secs(),
+        };
+        let mut rec = self.claim(&net, rec, requested).await?;
+        let built = match self.build(&rec, &netns, netns_path).await {
+            Ok(b) => b,
+            Err(e) => {
+                if let Err(te) = self.teardown(&rec).await {
+                    tracing::error!(error = %te, "cleaning up after a failed ADD");
+                    // Keep the Pending record so reconcile retries the cleanup.
+                    return Err(e);
+                }
+                self.forget(&rec).await?;
+                return Err(e);
+            }
+        };
+        rec.mac = Some(built.pod_mac);
+        rec.state = PortState::Ready;
+        if let Err(e) = self.put_record(&rec).await {
+            let _ = self.teardown(&rec).await;
+            let _ = self.forget(&rec).await;
+            return Err(e);
+        }
+        tracing::info!(container = %rec.container_id, ifname = %rec.ifname, address = %rec.address, host_if = %rec.host_ifname, "port added");
+        Ok(Self::result_for(&rec, &built, netns_path, att))
+    }
+
+    async fn del(&self, req: &AttachmentRequest) -> Result<(), ApiError> {
+        let key = self.port_key(req);
+        let _g = self.node.port_locks.lock(&key).await;
+        match self.record(&key).await? {
+            Some(rec) => {
+                self.teardown(&rec).await?;
+                self.forget(&rec).await?;
+                tracing::info!(container = %rec.container_id, ifname = %rec.ifname, address = %rec.address, "port deleted");
+            }
+            None => {
+                // Nothing recorded; still clear a link of ours for this
+                // attachment, should a crash have left one.
+                let name = ports::host_ifname(&req.network_name, &req.container_id, &req.ifname);
+                let alias = ports::link_alias(&self.node.cfg.instance, &key);
+                if let Some(l) = self.node.host.link_by_name(&name).await.map_err(kernel)? {
+                    if l.alias.as_deref() == Some(alias.as_str()) {
+                        self.node.host.delete_link(l.index).await.map_err(kernel)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn check(&self, req: &AttachmentRequest) -> Result<(), ApiError> {
+        let key = self.port_key(req);
+        let _g = self.node.port_locks.lock(&key).await;
+        let Some(rec) = self.record(&key).await? else {
+            return Err(ApiError::new(
+                code::CHECK_FAILED,
+                format!(
+                    "container {} has no interface {} on network {:?}",
+                    req.container_id, req.ifname, req.network_name
+                ),
+            ));
+        };
+        if rec.state != PortState::Ready {
+            return Err(ApiError::new(
+                code::CHECK_FAILED,
+                format!("attachment is {:?}, not ready", rec.state).to_lowercase(),
+            ));
+        }
+        let problems = self.problems(&rec, req.prev_result.as_ref()).await;
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                code::CHECK_FAILED,
+                format!(
+                    "attachment {}/{} differs from what ADD built: {}",
+                    rec.container_id,
+                    rec.ifname,
+                    problems.join("; ")
+                ),
+            ))
+        }
+    }
+
+    async fn release(&self, rec: &PortRecord) -> Result<(), ApiError> {
+        let key = rec.key();
+        let _g = self.node.port_locks.lock(&key).await;
+        // Re-read under the lock: a concurrent DEL may have done the work.
+        if let Some(rec) = self.record(&key).await? {
+            self.teardown(&rec).await?;
+            self.forget(&rec).await?;
+            tracing::info!(container = %rec.container_id, ifname = %rec.ifname, "port released by GC");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,23 @@
+//! Network drivers: one per kind of network an attachment can join
+//! (today the management network), each turning CNI requests into kernel
+//! state and back.
+
+pub mod management;
+
+use async_trait::async_trait;
+use furrow_api::cni::CniResult;
+use furrow_api::wire::AttachmentRequest;
+use furrow_api::ApiError;
+
+use crate::ports::PortRecord;
+
+#[async_trait]
+pub trait NetworkDriver: Send + Sync {
+    /// The attachment kind this driver serves (`management`).
+    fn kind(&self) -> &'static str;
+    async fn add(&self, req: &AttachmentRequest) -> Result<CniResult, ApiError>;
+    async fn del(&self, req: &AttachmentRequest) -> Result<(), ApiError>;
+    async fn check(&self, req: &AttachmentRequest) -> Result<(), ApiError>;
+    /// Releases a port known only from its record (CNI GC).
+    async fn release(&self, rec: &PortRecord) -> Result<(), ApiError>;
+}

@@ -1,0 +1,184 @@
+//! netd's command line. With no flags it runs as the node's one netd
+//! (socket /run/furrow/netd.sock, state /var/lib/furrow, ...);
+//! `--instance` moves every location and name aside so several netds run
+//! side by side on one machine (one per node namespace in tests).
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "netd",
+    version,
+    about = "Furrow's per-node network daemon",
+    long_about = "Furrow's per-node network daemon. Owns the node's management network, \
+its ports, the eBPF datapath and NAT rules, and serves the `furrow` CNI plugin and \
+`netctl` over an HTTP/JSON API on a unix socket.\n\n\
+Started with no flags it is the node's one netd. --instance NAME derives separate \
+socket, state, config, bpffs and nftables locations so several netds can run on one \
+machine; any of them can also be set on its own."
+)]
+pub struct Options {
+    /// Instance name; derives the default locations below. Letters, digits, '-' and '_'.
+    #[arg(long, default_value = "default", env = "FURROW_INSTANCE")]
+    pub instance: String,
+    /// This node's name [default: the hostname].
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// API socket [default: /run/furrow/netd.sock, or /run/furrow/<instance>/netd.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// State directory holding the embedded store [default: /var/lib/furrow[/<instance>]].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Directory of resource files (*.yaml, *.yml, *.json) applied at start and on SIGHUP
+    /// [default: /etc/furrow/resources.d, or /etc/furrow/<instance>/resources.d].
+    #[arg(long)]
+    pub config_dir: Option<PathBuf>,
+    /// bpffs directory for this instance's pinned maps and links [default: /sys/fs/bpf/furrow/<instance>].
+    #[arg(long)]
+    pub bpf_dir: Option<PathBuf>,
+    /// nftables table name [default: furrow, or furrow_<instance>].
+    #[arg(long)]
+    pub nft_table: Option<String>,
+    /// Also serve /metrics over TCP on this address (e.g. 127.0.0.1:9740).
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", env = "FURROW_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax), e.g. info or furrow_netd=debug.
+    #[arg(long, default_value = "info", env = "FURROW_LOG")]
+    pub log_level: String,
+}
+
+/// Options with every default filled in.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub instance: String,
+    pub node: String,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub config_dir: PathBuf,
+    pub bpf_dir: PathBuf,
+    pub nft_table: String,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag}: {msg}")]
+pub struct OptionsError {
+    pub flag: &'static str,
+    pub msg: String,
+}
+
+impl Options {
+    pub fn resolve(&self) -> Result<Resolved, OptionsError> {
+        let inst = &self.instance;
+        let inst_ok = !inst.is_empty()
+            && inst.len() <= 32
+            && inst.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !inst_ok {
+            return Err(OptionsError {
+                flag: "instance",
+                msg: format!("{inst:?}: expected 1-32 letters, digits, '-' or '_'"),
+            });
+        }
+        let default = inst == "default";
+        let node = match &self.node_name {
+            Some(n) => n.clone(),
+            None => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+        };
+        let mut errs = Vec::new();
+        furrow_api::resource::validate_name("node", &node, 253, &mut errs);
+        if let Some(e) = errs.first() {
+            return Err(OptionsError {
+                flag: "node-name",
+                msg: e.expected.clone(),
+            });
+        }
+        let sub = |base: &str, tail: &str| -> PathBuf {
+            if default {
+                PathBuf::from(base).join(tail)
+            } else {
+                PathBuf::from(base).join(inst).join(tail)
+            }
+        };
+        let nft_table = match &self.nft_table {
+            Some(t) => t.clone(),
+            None if default => "furrow".to_string(),
+            None => format!("furrow_{}", inst.replace('-', "_")),
+        };
+        if nft_table.is_empty()
+            || nft_table.len() > 64
+            || !nft_table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(OptionsError {
+                flag: "nft-table",
+                msg: format!("{nft_table:?}: expected 1-64 letters, digits or '_'"),
+            });
+        }
+        Ok(Resolved {
+            instance: inst.clone(),
+            node,
+            socket: self.socket.clone().unwrap_or_else(|| sub("/run/furrow", "netd.sock")),
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| if default { "/var/lib/furrow".into() } else { PathBuf::from("/var/lib/furrow").join(inst) }),
+            config_dir: self.config_dir.clone().unwrap_or_else(|| sub("/etc/furrow", "resources.d")),
+            bpf_dir: self
+                .bpf_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/furrow").join(inst)),
+            nft_table,
+            metrics_listen: self.metrics_listen,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Options {
+        Options::try_parse_from(std::iter::once("netd").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_just_work() {
+        let r = parse(&["--node-name", "n1"]).resolve().unwrap();
+        assert_eq!(r.socket, PathBuf::from("/run/furrow/netd.sock"));
+        assert_eq!(r.state_dir, PathBuf::from("/var/lib/furrow"));
+        assert_eq!(r.bpf_dir, PathBuf::from("/sys/fs/bpf/furrow/default"));
+        assert_eq!(r.nft_table, "furrow");
+    }
+
+    #[test]
+    fn instance_moves_everything_aside() {
+        let r = parse(&["--instance", "node-2", "--node-name", "n2"]).resolve().unwrap();
+        assert_eq!(r.socket, PathBuf::from("/run/furrow/node-2/netd.sock"));
+        assert_eq!(r.state_dir, PathBuf::from("/var/lib/furrow/node-2"));
+        assert_eq!(r.config_dir, PathBuf::from("/etc/furrow/node-2/resources.d"));
+        assert_eq!(r.bpf_dir, PathBuf::from("/sys/fs/bpf/furrow/node-2"));
+        assert_eq!(r.nft_table, "furrow_node_2");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let e = parse(&["--instance", "a/b"]).resolve().unwrap_err();
+        assert_eq!(e.flag, "instance");
+        let e = parse(&["--node-name", "Node_1"]).resolve().unwrap_err();
+        assert_eq!(e.flag, "node-name");
+    }
+}

@@ -1,0 +1,120 @@
+//! The port registry: one record per attachment on this node, kept in the
+//! store. A record is written (state Pending) in the same transaction
+//! that claims the port's address, before any kernel object exists, so a
+//! crash at any point leaves something reconcile can find and finish or
+//! undo.
+
+use std::net::Ipv4Addr;
+
+use furrow_api::cni::PodRef;
+use furrow_api::wire::{PortInfo, PortState};
+use furrow_api::MacAddr;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::store::keys;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortRecord {
+    pub node: String,
+    /// CNI network name (config `name`).
+    pub network_name: String,
+    /// ManagementNetwork resource the port joins.
+    pub network: String,
+    pub kind: String,
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "PodRef::is_empty")]
+    pub pod: PodRef,
+    pub host_ifname: String,
+    /// The pod-side MAC; set at creation (requested or kernel-chosen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    pub address: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    pub ip_masq: bool,
+    pub state: PortState,
+    pub created_at: u64,
+}
+
+impl PortRecord {
+    pub fn key(&self) -> String {
+        keys::port(&self.node, &self.network_name, &self.container_id, &self.ifname)
+    }
+
+    pub fn to_info(&self, host_ifindex: Option<u32>) -> PortInfo {
+        PortInfo {
+            network_name: self.network_name.clone(),
+            network: self.network.clone(),
+            kind: self.kind.clone(),
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+            netns: self.netns.clone(),
+            pod: self.pod.clone(),
+            host_ifname: self.host_ifname.clone(),
+            host_ifindex,
+            mac: self.mac.unwrap_or_default(),
+            ips: vec![ipnet::IpNet::V4(self.address)],
+            mtu: self.mtu,
+            state: self.state,
+            created_at: self.created_at,
+            counters: None,
+        }
+    }
+}
+
+/// The host-side veth name of an attachment: `fw` and 13 hex digits of a
+/// hash of its identity, so it is stable (DEL finds it without the store)
+/// and fits the kernel's 15-character limit.
+pub fn host_ifname(network_name: &str, container_id: &str, ifname: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in network_name
+        .bytes()
+        .chain([0])
+        .chain(container_id.bytes())
+        .chain([0])
+        .chain(ifname.bytes())
+    {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("fw{:013x}", h & ((1u64 << 52) - 1))
+}
+
+/// The alias written on every host-side link netd creates, so reconcile
+/// recognises its own links and never touches anyone else's.
+pub fn link_alias(instance: &str, port_key: &str) -> String {
+    format!("furrow:{instance}:{port_key}")
+}
+
+pub fn alias_owner(alias: &str) -> Option<(&str, &str)> {
+    let rest = alias.strip_prefix("furrow:")?;
+    rest.split_once(':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ifnames_are_stable_short_and_distinct() {
+        let a = host_ifname("mgmt", "abc", "eth0");
+        assert_eq!(a, host_ifname("mgmt", "abc", "eth0"));
+        assert_eq!(a.len(), 15);
+        assert_ne!(a, host_ifname("mgmt", "abc", "eth1"));
+        assert_ne!(a, host_ifname("mgmt", "abd", "eth0"));
+        // The separator keeps ("ab","ceth0") apart from ("abc","eth0").
+        assert_ne!(host_ifname("mgmt", "ab", "ceth0"), host_ifname("mgmt", "abc", "eth0"));
+    }
+
+    #[test]
+    fn alias_round_trip() {
+        let a = link_alias("node1", "/furrow/ports/n/mgmt/c/eth0");
+        assert_eq!(alias_owner(&a), Some(("node1", "/furrow/ports/n/mgmt/c/eth0")));
+        assert_eq!(alias_owner("something else"), None);
+    }
+}

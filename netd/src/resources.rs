@@ -1,0 +1,285 @@
+//! Resource documents over the store: validation by kind, optimistic
+//! concurrency through metadata.resourceVersion, and loading the config
+//! directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use furrow_api::error::code;
+use furrow_api::resource::{self, field_errors_to_api, FieldError, ManagementNetwork};
+use furrow_api::ApiError;
+use serde_json::Value;
+
+use crate::store::{keys, Compare, Op, Store, StoreError, Txn};
+
+#[derive(Clone)]
+pub struct Resources {
+    store: Arc<dyn Store>,
+}
+
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(m) => ApiError::new(code::TRY_AGAIN, format!("store unavailable: {m}")),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// A validated document ready to be stored.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub kind: &'static str,
+    pub name: String,
+    pub doc: Value,
+}
+
+/// Parses and validates one document, naming the field at fault.
+pub fn validate(doc: &Value) -> Result<Validated, ApiError> {
+    let kind = resource::document_kind(doc).map_err(|e| ApiError::invalid_field(&e.field, &e.expected))?;
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    match kind {
+        ManagementNetwork::KIND => {
+            let typed: ManagementNetwork = typed_from(doc, kind, &name)?;
+            let errs = typed.validate();
+            if !errs.is_empty() {
+                return Err(field_errors_to_api(kind, &name, &errs));
+            }
+            // Store the normalised form (defaults filled in), never status.
+            let mut out = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
+            if let Some(o) = out.as_object_mut() {
+                o.remove("status");
+            }
+            Ok(Validated { kind, name, doc: out })
+        }
+        _ => Err(ApiError::invalid_field("kind", format!("{kind:?} is not served"))),
+    }
+}
+
+fn typed_from<T: serde::de::DeserializeOwned>(doc: &Value, kind: &str, name: &str) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(doc.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let err = FieldError {
+            field: if path == "." { "(document)".into() } else { path },
+            expected: e.inner().to_string(),
+        };
+        field_errors_to_api(kind, name, &[err])
+    })
+}
+
+impl Resources {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Resources { store }
+    }
+
+    /// Stores a validated document. If it carries
+    /// metadata.resourceVersion, the write only happens if the stored
+    /// document is still at that version.
+    pub async fn put(&self, v: Validated) -> Result<Value, ApiError> {
+        let key = keys::resource(v.kind, &v.name);
+        let existing = self.store.get(&key).await.map_err(store_error)?;
+        let mut doc = v.doc;
+        let wanted_rv = doc
+            .pointer("/metadata/resourceVersion")
+            .and_then(|x| x.as_str())
+            .map(|s| s.to_string());
+        let created = existing
+            .as_ref()
+            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .and_then(|d| d.pointer("/metadata/creationTimestamp").cloned())
+            .unwrap_or_else(|| Value::String(crate::util::rfc3339(crate::util::now_secs())));
+        if let Some(meta) = doc.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.remove("resourceVersion");
+            meta.insert("creationTimestamp".into(), created);
+        }
+        let mut txn = Txn::new();
+        if let Some(rv) = &wanted_rv {
+            let rev: u64 = rv.parse().map_err(|_| {
+                ApiError::invalid_field("metadata.resourceVersion", format!("{rv:?} is not a resource version"))
+            })?;
+            txn = txn.when(Compare::ModRevision(key.clone(), rev));
+        }
+        let out = self
+            .store
+            .txn(txn.then(Op::put_json(key, &doc)))
+            .await
+            .map_err(store_error)?;
+        if !out.succeeded {
+            return Err(ApiError::new(
+                code::CONFLICT,
+                format!(
+                    "{} {:?} was changed since resourceVersion {}: get it again and reapply",
+                    v.kind,
+                    v.name,
+                    wanted_rv.unwrap_or_default()
+                ),
+            ));
+        }
+        set_rv(&mut doc, out.revision);
+        Ok(doc)
+    }
+
+    pub async fn get(&self, kind: &str, name: &str) -> Result<Option<Value>, ApiError> {
+        let kv = self.store.get(&keys::resource(kind, name)).await.map_err(store_error)?;
+        Ok(kv.map(|kv| {
+            let mut d: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+            set_rv(&mut d, kv.mod_revision);
+            d
+        }))
+    }
+
+    pub async fn list(&self, kind: &str) -> Result<Vec<Value>, ApiError> {
+        let kvs = self.store.list(&keys::resources_of(kind)).await.map_err(store_error)?;
+        Ok(kvs
+            .into_iter()
+            .filter_map(|kv| {
+                let mut d: Value = serde_json::from_slice(&kv.value).ok()?;
+                set_rv(&mut d, kv.mod_revision);
+                Some(d)
+            })
+            .collect())
+    }
+
+    pub async fn delete(&self, kind: &str, name: &str) -> Result<bool, ApiError> {
+        let key = keys::resource(kind, name);
+        let out = self
+            .store
+            .txn(Txn::new().when(Compare::Present(key.clone())).then(Op::Delete(key)))
+            .await
+            .map_err(store_error)?;
+        Ok(out.succeeded)
+    }
+
+    pub async fn management_networks(&self) -> Result<Vec<ManagementNetwork>, ApiError> {
+        let docs = self.list(ManagementNetwork::KIND).await?;
+        let mut out = Vec::new();
+        for d in docs {
+            match serde_json::from_value::<ManagementNetwork>(d) {
+                Ok(n) => out.push(n),
+                Err(e) => tracing::error!(error = %e, "stored ManagementNetwork does not parse; ignoring it"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn set_rv(doc: &mut Value, rev: u64) {
+    if let Some(meta) = doc.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+}
+
+/// Parses a resource file: YAML (one or more documents separated by
+/// `---`) or JSON (one document, or a `{"items": [...]}` list).
+pub fn parse_documents(text: &str, json: bool) -> Result<Vec<Value>, String> {
+    let mut docs = Vec::new();
+    if json {
+        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        push_items(v, &mut docs);
+    } else {
+        for de in serde_norway::Deserializer::from_str(text) {
+            let v: Value = serde::Deserialize::deserialize(de).map_err(|e| e.to_string())?;
+            if !v.is_null() {
+                push_items(v, &mut docs);
+            }
+        }
+    }
+    Ok(docs)
+}
+
+fn push_items(v: Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Object(ref o) if o.contains_key("items") && !o.contains_key("kind") => {
+            if let Some(Value::Array(items)) = o.get("items") {
+                out.extend(items.iter().cloned());
+            }
+        }
+        Value::Object(ref o) if o.get("kind").and_then(|k| k.as_str()) == Some("List") => {
+            if let Some(Value::Array(items)) = o.get("items") {
+                out.extend(items.iter().cloned());
+            }
+        }
+        other => out.push(other),
+    }
+}
+
+/// Every document of the config directory, in file-name order, each with
+/// where it came from. A missing directory is simply empty.
+pub fn read_config_dir(dir: &Path) -> Result<Vec<(String, Value)>, Vec<String>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(vec![format!("{}: {e}", dir.display())]),
+    };
+    let mut files: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    files.sort();
+    for f in files {
+        let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let json = match ext {
+            "json" => true,
+            "yaml" | "yml" => false,
+            _ => continue,
+        };
+        match std::fs::read_to_string(&f).map_err(|e| e.to_string()).and_then(|t| parse_documents(&t, json)) {
+            Ok(docs) => {
+                for (i, d) in docs.into_iter().enumerate() {
+                    out.push((format!("{} (document {})", f.display(), i + 1), d));
+                }
+            }
+            Err(e) => errors.push(format!("{}: {e}", f.display())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let doc = json!({
+            "apiVersion": resource::API_VERSION, "kind": "ManagementNetwork",
+            "metadata": {"name": "mgmt"}, "spec": {"mtu": "big"}
+        });
+        let e = validate(&doc).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("spec.mtu"), "{}", e.msg);
+        let doc = json!({
+            "apiVersion": resource::API_VERSION, "kind": "ManagementNetwork",
+            "metadata": {"name": "mgmt"}, "spec": {"clusterCIDR": "10.0.0.0/33"}
+        });
+        assert!(validate(&doc).unwrap_err().msg.contains("spec.clusterCIDR"));
+        let doc = json!({"apiVersion": "v1", "kind": "ManagementNetwork", "metadata": {"name": "x"}, "spec": {}});
+        assert!(validate(&doc).unwrap_err().msg.starts_with("apiVersion"));
+    }
+
+    #[test]
+    fn validate_fills_defaults_and_drops_status() {
+        let doc = json!({
+            "apiVersion": resource::API_VERSION, "kind": "ManagementNetwork",
+            "metadata": {"name": "mgmt"}, "spec": {}, "status": {"nodeSubnets": {}}
+        });
+        let v = validate(&doc).unwrap();
+        assert_eq!(v.doc["spec"]["clusterCIDR"], "10.52.0.0/16");
+        assert!(v.doc.get("status").is_none());
+    }
+
+    #[test]
+    fn parses_multi_document_yaml_and_json_lists() {
+        let y = "apiVersion: a\nkind: X\n---\napiVersion: b\nkind: Y\n---\n";
+        assert_eq!(parse_documents(y, false).unwrap().len(), 2);
+        let j = r#"{"apiVersion":"v1","kind":"List","items":[{"kind":"A"},{"kind":"B"}]}"#;
+        assert_eq!(parse_documents(j, true).unwrap().len(), 2);
+        assert!(parse_documents("a: [", false).is_err());
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs Furrow's benchmarks (release build) and prints Furrow's figures
+# beside the reference's from the same run.
+#   bash scripts/bench.sh            all benchmarks
+#   bash scripts/bench.sh cni        CNI ADD/DEL latency vs bridge+host-local
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+cargo build --release --workspace --bins --locked
+export FURROW_BIN_DIR="$PWD/target/release"
+for b in ${1:-cni}; do
+  target/release/furrow-bench "$b"
+done

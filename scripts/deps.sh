@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Furrow's build, demo and tests need.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+PKGS=(
+  clang llvm libbpf-dev          # eBPF programs (C, compiled at build time)
+  libnftnl-dev libmnl-dev        # nftables over netlink
+  iproute2 iputils-ping nftables # the lab builds and observes with these
+  util-linux procps              # nsenter, sysctl
+  containernetworking-plugins    # the reference bridge/host-local (benchmarks)
+  iptables                       # the reference bridge plugin's ipMasq
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# bpffs: netd mounts it itself if needed; the tests inspect pins there.
+if ! grep -q " /sys/fs/bpf bpf " /proc/mounts; then
+  mount -t bpf bpf /sys/fs/bpf
+fi

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs Furrow's whole test suite on a fresh machine (as root): installs
+# the packages it needs, checks formatting and lints, builds, and runs
+# every test (unit, BPF_PROG_TEST_RUN, and the namespace lab tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+export CARGO_TERM_COLOR=never
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --bins --locked
+cargo nextest run --workspace --locked --profile ci
+echo "leftovers after the suite:"
+ls /run/netns 2>/dev/null | grep -E '^ft[0-9]+x' || echo "  none"

@@ -1,0 +1,103 @@
+//! Observing a node from the kernel's side with the standard tools, to
+//! check what netd built (and that it removed everything it should).
+
+use serde_json::Value;
+
+use crate::lab::Node;
+
+fn json(out: anyhow::Result<String>) -> Value {
+    out.ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Array(vec![]))
+}
+
+/// Names of the node's links that netd created (its alias marks them).
+pub fn furrow_links(node: &Node) -> Vec<String> {
+    let v = json(node.ns.ip(&["-j", "link", "show"]));
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|l| l["ifalias"].as_str().is_some_and(|s| s.starts_with("furrow:")))
+                .filter_map(|l| l["ifname"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Routes netd installed on the node (protocol 70).
+pub fn furrow_routes(node: &Node) -> Vec<String> {
+    let v = json(node.ns.ip(&["-j", "route", "show", "proto", "70"]));
+    v.as_array()
+        .map(|a| a.iter().filter_map(|r| r["dst"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// The nftables table of a node's netd.
+pub fn nft_table(node: &Node) -> String {
+    format!("furrow_{}", node.netd.instance.replace('-', "_"))
+}
+
+/// Elements of the management network's masquerade set.
+pub fn masquerade_members(node: &Node, network: &str) -> Vec<String> {
+    let set = format!("masq_{}", network.replace('-', "_"));
+    let out = node.ns.run("nft", &["-j", "list", "set", "ip", &nft_table(node), &set]);
+    let v = json(out);
+    let mut members = Vec::new();
+    if let Some(items) = v["nftables"].as_array() {
+        for i in items {
+            if let Some(elems) = i["set"]["elem"].as_array() {
+                for e in elems {
+                    if let Some(s) = e.as_str() {
+                        members.push(s.to_string());
+                    } else if let Some(s) = e["elem"]["val"].as_str() {
+                        members.push(s.to_string());
+                    }
+                }
+            }
+        }
+    }
+    members
+}
+
+/// Whole nftables ruleset of the node (for error messages).
+pub fn ruleset(node: &Node) -> String {
+    node.ns.run("nft", &["list", "ruleset"]).unwrap_or_default()
+}
+
+/// Entries of one of the node's BPF maps, as netd reports them.
+pub fn map_entries(node: &Node, map: &str) -> u32 {
+    let s: furrow_api::wire::NodeStatus = node.netd.client().get("/v1/status").expect("status");
+    s.datapath.maps.iter().find(|m| m.name == map).map(|m| m.entries).unwrap_or(0)
+}
+
+/// Everything of netd's that a node still holds, as readable lines; empty
+/// when the node is clean (no links, routes, NAT members, map entries,
+/// port records or address allocations).
+pub fn leftovers(node: &Node, network: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in furrow_links(node) {
+        out.push(format!("link {l}"));
+    }
+    for r in furrow_routes(node) {
+        out.push(format!("route {r}"));
+    }
+    for m in masquerade_members(node, network) {
+        out.push(format!("masquerade member {m}"));
+    }
+    if let Ok(s) = node.netd.client().get::<furrow_api::wire::NodeStatus>("/v1/status") {
+        for m in &s.datapath.maps {
+            if m.entries > 0 {
+                out.push(format!("map {} has {} entries", m.name, m.entries));
+            }
+        }
+        if s.ports.total > 0 {
+            out.push(format!("{} port records", s.ports.total));
+        }
+        for n in &s.networks {
+            if n.addresses_allocated > 0 {
+                out.push(format!("network {} has {} addresses allocated", n.name, n.addresses_allocated));
+            }
+        }
+    }
+    out
+}
