@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Per-port counters, shared by every program attached to a host-side port.
+ * The layout is mirrored by RawPortStats in ebpf/src/maps.rs. */
+#pragma once
+
+#include "common.h"
+
+struct port_stats {
+	__u64 tx_packets; /* frames the pod sent (host-side ingress) */
+	__u64 tx_bytes;
+	__u64 rx_packets; /* frames delivered to the pod */
+	__u64 rx_bytes;
+	__u64 redirected_packets; /* of tx: delivered straight to a local pod */
+	/* Drop reasons, reserved: today's programs never drop. */
+	__u64 drop_malformed;
+	__u64 drop_policy;
+	__u64 drop_vlan;
+	__u64 drop_other;
+};
+
+/* Entries are created (zeroed) by the loader when a port is attached;
+ * programs only update existing ones, so a stray ifindex never fills it.
+ * Not preallocated: per-CPU values cost max_entries * ncpus * 72 bytes up
+ * front (150 MiB on a 128-CPU node), and programs never insert, so lazy
+ * allocation costs nothing on the fast path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, FURROW_MAX_PORTS);
+	__type(key, __u32); /* host-side ifindex */
+	__type(value, struct port_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} furrow_port_stats SEC(".maps");
+
+static __always_inline struct port_stats *port_stats_get(__u32 ifindex)
+{
+	return bpf_map_lookup_elem(&furrow_port_stats, &ifindex);
+}
+
+/* Per-CPU values: plain increments are safe, no atomics needed. */
+static __always_inline void port_count_tx(struct port_stats *st, __u32 len)
+{
+	if (st) {
+		st->tx_packets++;
+		st->tx_bytes += len;
+	}
+}
+
+static __always_inline void port_count_rx(struct port_stats *st, __u32 len)
+{
+	if (st) {
+		st->rx_packets++;
+		st->rx_bytes += len;
+	}
+}

@@ -1,0 +1,436 @@
+//! Loading the programs, pinning maps, and the table operations.
+
+use std::{
+    fs, io,
+    net::Ipv4Addr,
+    os::fd::{AsFd, BorrowedFd},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{HashMap, MapData, MapInfo, PerCpuHashMap, PerCpuValues},
+    programs::SchedClassifier,
+    Ebpf, EbpfLoader,
+};
+
+use crate::{
+    bpffs,
+    error::map_errno,
+    maps::{RawMgmtEndpoint, RawPortStats, MAP_SPECS},
+    object::MGMT_OBJECT,
+    DatapathError, MgmtEndpoint, PortStats, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS, MODE, PROGRAMS,
+};
+
+/// Where one datapath instance keeps its pins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// Absolute directory on bpffs, one per netd instance, e.g.
+    /// `/sys/fs/bpf/furrow/<instance>`. Maps are pinned in `maps/`, tcx
+    /// links in `links/<ifname>:{ingress,egress}` (bpffs reserves names with
+    /// dots, so a dot in an interface name is stored as `:`, which interface
+    /// names cannot contain). Instances with different
+    /// directories share nothing.
+    pub pin_dir: PathBuf,
+}
+
+impl DatapathConfig {
+    pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
+        DatapathConfig {
+            pin_dir: pin_dir.into(),
+        }
+    }
+}
+
+/// Usage of one map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapUsage {
+    pub name: String,
+    /// Number of entries; `None` if the map could not be walked.
+    pub entries: Option<u32>,
+    pub max_entries: u32,
+}
+
+/// What [`Datapath::status`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatapathInfo {
+    /// [`crate::MODE`].
+    pub mode: String,
+    pub pin_dir: PathBuf,
+    pub programs: Vec<String>,
+    pub maps: Vec<MapUsage>,
+}
+
+/// The loaded management datapath of one netd instance.
+///
+/// Programs live as long as this value (or as long as a pinned link uses
+/// them); maps and links stay pinned after it is dropped, so a restarted
+/// netd reopens the same state with [`Datapath::open`].
+pub struct Datapath {
+    pub(crate) pin_dir: PathBuf,
+    pub(crate) bpf: Ebpf,
+    eps: HashMap<MapData, u32, RawMgmtEndpoint>,
+    pub(crate) stats: PerCpuHashMap<MapData, u32, RawPortStats>,
+    eps_max: u32,
+    pub(crate) stats_max: u32,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath")
+            .field("pin_dir", &self.pin_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Datapath {
+    /// Mounts bpffs on /sys/fs/bpf if needed, creates the pin directory,
+    /// loads the embedded object with its maps pinned under `pin_dir/maps`
+    /// (reusing existing pins and their contents) and loads the programs.
+    /// Attaches nothing: see [`Datapath::attach_port`].
+    ///
+    /// Only one process may use a pin directory at a time.
+    pub fn open(cfg: DatapathConfig) -> Result<Self, DatapathError> {
+        let pin_dir = cfg.pin_dir;
+        if !pin_dir.is_absolute() {
+            return Err(DatapathError::InvalidConfig(format!(
+                "pin_dir {} must be an absolute path",
+                pin_dir.display()
+            )));
+        }
+        bpffs::ensure_on_bpffs(&pin_dir)?;
+        let maps_dir = pin_dir.join("maps");
+        for dir in [&maps_dir, &pin_dir.join("links")] {
+            fs::create_dir_all(dir).map_err(|cause| DatapathError::Bpffs {
+                what: "creating",
+                path: dir.clone(),
+                cause,
+            })?;
+        }
+        check_pinned_maps(&maps_dir)?;
+
+        let mut bpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(MGMT_OBJECT)
+            .map_err(|e| DatapathError::Load(Box::new(e)))?;
+        for name in PROGRAMS {
+            let prog: &mut SchedClassifier = bpf
+                .program_mut(name)
+                .ok_or_else(|| DatapathError::UnknownProgram(name.into()))?
+                .try_into()
+                .map_err(|e| DatapathError::program(name, e))?;
+            prog.load().map_err(|e| DatapathError::program(name, e))?;
+        }
+
+        let eps: HashMap<MapData, u32, RawMgmtEndpoint> = take_map(&mut bpf, MAP_MGMT_ENDPOINTS)?
+            .try_into()
+            .map_err(|e| DatapathError::map(MAP_MGMT_ENDPOINTS, e))?;
+        let stats: PerCpuHashMap<MapData, u32, RawPortStats> = take_map(&mut bpf, MAP_PORT_STATS)?
+            .try_into()
+            .map_err(|e| DatapathError::map(MAP_PORT_STATS, e))?;
+        // Reused pins keep the size they were created with; report that.
+        let eps_max = pinned_max_entries(&maps_dir, MAP_MGMT_ENDPOINTS)?;
+        let stats_max = pinned_max_entries(&maps_dir, MAP_PORT_STATS)?;
+
+        tracing::debug!(pin_dir = %pin_dir.display(), "datapath loaded");
+        Ok(Datapath {
+            pin_dir,
+            bpf,
+            eps,
+            stats,
+            eps_max,
+            stats_max,
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub(crate) fn maps_dir(&self) -> PathBuf {
+        self.pin_dir.join("maps")
+    }
+
+    pub(crate) fn links_dir(&self) -> PathBuf {
+        self.pin_dir.join("links")
+    }
+
+    /// Adds or replaces the endpoint for `ip`.
+    pub fn upsert_endpoint(&mut self, ip: Ipv4Addr, ep: MgmtEndpoint) -> Result<(), DatapathError> {
+        if ep.host_ifindex == 0 {
+            return Err(DatapathError::InvalidEndpoint(format!(
+                "{ip}: host_ifindex must not be 0"
+            )));
+        }
+        self.eps
+            .insert(ip_key(ip), RawMgmtEndpoint::from(ep), 0)
+            .map_err(|e| {
+                if map_errno(&e) == Some(libc::E2BIG) {
+                    DatapathError::MapFull {
+                        map: MAP_MGMT_ENDPOINTS,
+                        max_entries: self.eps_max,
+                    }
+                } else {
+                    DatapathError::map(MAP_MGMT_ENDPOINTS, e)
+                }
+            })
+    }
+
+    /// Removes the endpoint for `ip`; fine if there is none.
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        match self.eps.remove(&ip_key(ip)) {
+            Err(e) if map_errno(&e) == Some(libc::ENOENT) => Ok(()),
+            r => r.map_err(|e| DatapathError::map(MAP_MGMT_ENDPOINTS, e)),
+        }
+    }
+
+    /// Every endpoint, sorted by address.
+    pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, MgmtEndpoint)>, DatapathError> {
+        let mut out = self
+            .eps
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| (key_ip(k), MgmtEndpoint::from(v)))
+                    .map_err(|e| DatapathError::map(MAP_MGMT_ENDPOINTS, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|(ip, _)| *ip);
+        Ok(out)
+    }
+
+    /// Counters of one port summed over CPUs; `None` if the port is not attached.
+    pub fn port_stats(&self, host_ifindex: u32) -> Result<Option<PortStats>, DatapathError> {
+        match self.stats.get(&host_ifindex, 0) {
+            Ok(values) => Ok(Some(PortStats::sum(values.iter()))),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DatapathError::map(MAP_PORT_STATS, e)),
+        }
+    }
+
+    /// Counters of every attached port, sorted by ifindex.
+    pub fn all_port_stats(&self) -> Result<Vec<(u32, PortStats)>, DatapathError> {
+        let mut out = Vec::new();
+        for r in self.stats.iter() {
+            match r {
+                Ok((k, values)) => out.push((k, PortStats::sum(values.iter()))),
+                // Removed between listing the key and reading it.
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(DatapathError::map(MAP_PORT_STATS, e)),
+            }
+        }
+        out.sort_by_key(|(k, _)| *k);
+        Ok(out)
+    }
+
+    /// Creates the zeroed counters entry of a port, keeping an existing one
+    /// (a restarted netd keeps its counters).
+    pub(crate) fn ensure_stats_entry(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        const BPF_NOEXIST: u64 = 1;
+        let ncpus = aya::util::nr_cpus()
+            .map_err(|(what, cause)| DatapathError::Syscall { call: what, cause })?;
+        let zero = PerCpuValues::try_from(vec![RawPortStats::default(); ncpus]).map_err(|e| {
+            DatapathError::Syscall {
+                call: "per-cpu values",
+                cause: e,
+            }
+        })?;
+        match self.stats.insert(ifindex, zero, BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            Err(e) => match map_errno(&e) {
+                Some(libc::EEXIST) => Ok(()),
+                Some(libc::E2BIG) => Err(DatapathError::MapFull {
+                    map: MAP_PORT_STATS,
+                    max_entries: self.stats_max,
+                }),
+                _ => Err(DatapathError::map(MAP_PORT_STATS, e)),
+            },
+        }
+    }
+
+    pub(crate) fn remove_stats_entry(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        match self.stats.remove(&ifindex) {
+            Err(e) if map_errno(&e) == Some(libc::ENOENT) => Ok(()),
+            r => r.map_err(|e| DatapathError::map(MAP_PORT_STATS, e)),
+        }
+    }
+
+    /// The fd of a loaded program, for [`crate::test_run`].
+    pub fn program_fd(&self, name: &str) -> Result<BorrowedFd<'_>, DatapathError> {
+        Ok(self
+            .classifier(name)?
+            .fd()
+            .map_err(|e| DatapathError::program(name, e))?
+            .as_fd())
+    }
+
+    /// The kernel's id of a loaded program (what tcx queries and bpftool show).
+    pub fn program_id(&self, name: &str) -> Result<u32, DatapathError> {
+        let info = self
+            .classifier(name)?
+            .info()
+            .map_err(|e| DatapathError::program(name, e))?;
+        Ok(info.id())
+    }
+
+    pub(crate) fn classifier(&self, name: &str) -> Result<&SchedClassifier, DatapathError> {
+        self.bpf
+            .program(name)
+            .ok_or_else(|| DatapathError::UnknownProgram(name.into()))?
+            .try_into()
+            .map_err(|e| DatapathError::program(name, e))
+    }
+
+    pub(crate) fn classifier_mut(
+        &mut self,
+        name: &str,
+    ) -> Result<&mut SchedClassifier, DatapathError> {
+        self.bpf
+            .program_mut(name)
+            .ok_or_else(|| DatapathError::UnknownProgram(name.into()))?
+            .try_into()
+            .map_err(|e| DatapathError::program(name, e))
+    }
+
+    /// Mode, pin directory, programs and map usage.
+    pub fn status(&self) -> DatapathInfo {
+        let count = |keys: &mut dyn Iterator<Item = Result<u32, aya::maps::MapError>>| {
+            let mut n = 0u32;
+            for k in keys {
+                k.ok()?;
+                n += 1;
+            }
+            Some(n)
+        };
+        DatapathInfo {
+            mode: MODE.to_owned(),
+            pin_dir: self.pin_dir.clone(),
+            programs: PROGRAMS.iter().map(|p| (*p).to_owned()).collect(),
+            maps: vec![
+                MapUsage {
+                    name: MAP_MGMT_ENDPOINTS.to_owned(),
+                    entries: count(&mut self.eps.keys()),
+                    max_entries: self.eps_max,
+                },
+                MapUsage {
+                    name: MAP_PORT_STATS.to_owned(),
+                    entries: count(&mut self.stats.keys()),
+                    max_entries: self.stats_max,
+                },
+            ],
+        }
+    }
+
+    /// Removes every pin of this instance (links first, which detaches the
+    /// programs, then maps and the directories). For tests and uninstall.
+    pub fn destroy(self) -> Result<(), DatapathError> {
+        for ifname in self.pinned_ports()? {
+            for dir in crate::ports::Direction::ALL {
+                self.remove_link_pin(&ifname, dir, None)?;
+            }
+        }
+        // Anything else left in links/ (not a pin of ours) would keep the
+        // directory from being removed.
+        remove_dir_contents(&self.links_dir())?;
+        let maps_dir = self.maps_dir();
+        remove_dir_contents(&maps_dir)?;
+        for dir in [self.links_dir(), maps_dir, self.pin_dir.clone()] {
+            match fs::remove_dir(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(DatapathError::Bpffs {
+                        what: "removing",
+                        path: dir,
+                        cause: e,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn take_map(bpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DatapathError> {
+    bpf.take_map(name).ok_or_else(|| DatapathError::Map {
+        map: name,
+        cause: Box::new(aya::maps::MapError::InvalidName {
+            name: name.to_owned(),
+        }),
+    })
+}
+
+fn pinned_max_entries(maps_dir: &Path, name: &'static str) -> Result<u32, DatapathError> {
+    MapInfo::from_pin(maps_dir.join(name))
+        .map(|i| i.max_entries())
+        .map_err(|e| DatapathError::map(name, e))
+}
+
+/// Refuses pinned maps whose shape differs from this build's: aya would
+/// reuse them as they are and the programs would misread their values.
+fn check_pinned_maps(maps_dir: &Path) -> Result<(), DatapathError> {
+    for spec in &MAP_SPECS {
+        let path = maps_dir.join(spec.name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path).map_err(|e| DatapathError::map(spec.name, e))?;
+        // Unknown types map to u32::MAX, which never matches.
+        let map_type = info.map_type().map_or(u32::MAX, |t| t as u32);
+        let found = (map_type, info.key_size(), info.value_size());
+        let expected = (spec.map_type, spec.key_size, spec.value_size);
+        if found != expected {
+            return Err(DatapathError::IncompatiblePin {
+                path,
+                detail: format!("type/key/value sizes {found:?}, this build needs {expected:?}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn remove_dir_contents(dir: &Path) -> Result<(), DatapathError> {
+    let err = |path: PathBuf, cause| DatapathError::Bpffs {
+        what: "removing",
+        path,
+        cause,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(dir.to_path_buf(), e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| err(dir.to_path_buf(), e))?.path();
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(path, e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Map key: the address in network byte order, as the programs read it
+/// from the IPv4 header.
+fn ip_key(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+fn key_ip(key: u32) -> Ipv4Addr {
+    Ipv4Addr::from(key.to_ne_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_key_is_network_order() {
+        let ip = Ipv4Addr::new(10, 1, 2, 3);
+        assert_eq!(ip_key(ip).to_ne_bytes(), [10, 1, 2, 3]);
+        assert_eq!(key_ip(ip_key(ip)), ip);
+    }
+
+    #[test]
+    fn datapath_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Datapath>();
+    }
+}

@@ -1,0 +1,192 @@
+//! Map value layouts shared with the C programs, and their public views.
+
+use crate::{MAP_MGMT_ENDPOINTS, MAP_PORT_STATS};
+
+/// Capacity of the endpoints map (bpf/lib/config.h: FURROW_MAX_ENDPOINTS).
+pub const MAX_ENDPOINTS: u32 = 16384;
+/// Capacity of the port counters map (bpf/lib/config.h: FURROW_MAX_PORTS).
+pub const MAX_PORTS: u32 = 16384;
+
+// BPF_MAP_TYPE_* values (include/uapi/linux/bpf.h).
+pub(crate) const BPF_MAP_TYPE_HASH: u32 = 1;
+pub(crate) const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
+
+/// `struct mgmt_endpoint` in bpf/mgmt.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RawMgmtEndpoint {
+    pub ifindex: u32,
+    pub pod_mac: [u8; 6],
+    pub host_mac: [u8; 6],
+    pub flags: u32,
+}
+
+// SAFETY: repr(C), only integers and byte arrays, no padding (checked below).
+unsafe impl aya::Pod for RawMgmtEndpoint {}
+const _: () = assert!(std::mem::size_of::<RawMgmtEndpoint>() == 20);
+
+/// `struct port_stats` in bpf/lib/stats.h.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RawPortStats {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub redirected_packets: u64,
+    pub drop_malformed: u64,
+    pub drop_policy: u64,
+    pub drop_vlan: u64,
+    pub drop_other: u64,
+}
+
+// SAFETY: repr(C), only u64 fields, no padding.
+unsafe impl aya::Pod for RawPortStats {}
+const _: () = assert!(std::mem::size_of::<RawPortStats>() == 9 * 8);
+
+/// Shape of a map this build expects; a pinned map left by another build
+/// must match it to be reused.
+pub(crate) struct MapSpec {
+    pub name: &'static str,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+}
+
+pub(crate) const MAP_SPECS: [MapSpec; 2] = [
+    MapSpec {
+        name: MAP_MGMT_ENDPOINTS,
+        map_type: BPF_MAP_TYPE_HASH,
+        key_size: 4,
+        value_size: std::mem::size_of::<RawMgmtEndpoint>() as u32,
+    },
+    MapSpec {
+        name: MAP_PORT_STATS,
+        map_type: BPF_MAP_TYPE_PERCPU_HASH,
+        key_size: 4,
+        value_size: std::mem::size_of::<RawPortStats>() as u32,
+    },
+];
+
+/// A pod on this node, as the datapath needs it to deliver frames to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MgmtEndpoint {
+    /// ifindex of the pod's host-side veth (in the node's netns).
+    pub host_ifindex: u32,
+    /// MAC of the pod's interface (the veth peer inside the pod).
+    pub pod_mac: [u8; 6],
+    /// MAC of the host-side veth (the pod's gateway MAC).
+    pub host_mac: [u8; 6],
+}
+
+impl From<MgmtEndpoint> for RawMgmtEndpoint {
+    fn from(ep: MgmtEndpoint) -> Self {
+        RawMgmtEndpoint {
+            ifindex: ep.host_ifindex,
+            pod_mac: ep.pod_mac,
+            host_mac: ep.host_mac,
+            flags: 0,
+        }
+    }
+}
+
+impl From<RawMgmtEndpoint> for MgmtEndpoint {
+    fn from(raw: RawMgmtEndpoint) -> Self {
+        MgmtEndpoint {
+            host_ifindex: raw.ifindex,
+            pod_mac: raw.pod_mac,
+            host_mac: raw.host_mac,
+        }
+    }
+}
+
+/// Counters of one port, summed over CPUs, from the pod's point of view.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames the pod sent (host-side ingress).
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames delivered to the pod: by the kernel (host-side egress) or
+    /// redirected to it by the datapath.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Of tx: frames the datapath delivered straight to a local pod.
+    pub redirected_packets: u64,
+    /// Drop reasons, reserved: today's programs never drop.
+    pub drop_malformed: u64,
+    pub drop_policy: u64,
+    pub drop_vlan: u64,
+    pub drop_other: u64,
+}
+
+impl PortStats {
+    /// Drop counters by reason name (for netd's `drops` map).
+    pub fn drops(&self) -> [(&'static str, u64); 4] {
+        [
+            ("malformed", self.drop_malformed),
+            ("policy", self.drop_policy),
+            ("vlan", self.drop_vlan),
+            ("other", self.drop_other),
+        ]
+    }
+
+    pub(crate) fn add(&mut self, raw: &RawPortStats) {
+        // Wrapping: per-CPU u64 counters are summed; overflow is theoretical.
+        self.tx_packets = self.tx_packets.wrapping_add(raw.tx_packets);
+        self.tx_bytes = self.tx_bytes.wrapping_add(raw.tx_bytes);
+        self.rx_packets = self.rx_packets.wrapping_add(raw.rx_packets);
+        self.rx_bytes = self.rx_bytes.wrapping_add(raw.rx_bytes);
+        self.redirected_packets = self.redirected_packets.wrapping_add(raw.redirected_packets);
+        self.drop_malformed = self.drop_malformed.wrapping_add(raw.drop_malformed);
+        self.drop_policy = self.drop_policy.wrapping_add(raw.drop_policy);
+        self.drop_vlan = self.drop_vlan.wrapping_add(raw.drop_vlan);
+        self.drop_other = self.drop_other.wrapping_add(raw.drop_other);
+    }
+
+    pub(crate) fn sum<'a>(values: impl IntoIterator<Item = &'a RawPortStats>) -> Self {
+        let mut s = PortStats::default();
+        for v in values {
+            s.add(v);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_roundtrip() {
+        let ep = MgmtEndpoint {
+            host_ifindex: 7,
+            pod_mac: [2, 0, 0, 0, 0, 1],
+            host_mac: [2, 0, 0, 0, 0, 2],
+        };
+        let raw = RawMgmtEndpoint::from(ep);
+        assert_eq!(raw.flags, 0);
+        assert_eq!(MgmtEndpoint::from(raw), ep);
+    }
+
+    #[test]
+    fn stats_sum_over_cpus() {
+        let a = RawPortStats {
+            tx_packets: 1,
+            tx_bytes: 100,
+            redirected_packets: 1,
+            ..Default::default()
+        };
+        let b = RawPortStats {
+            tx_packets: 2,
+            rx_bytes: 5,
+            drop_other: 3,
+            ..Default::default()
+        };
+        let s = PortStats::sum([&a, &b]);
+        assert_eq!(s.tx_packets, 3);
+        assert_eq!(s.tx_bytes, 100);
+        assert_eq!(s.rx_bytes, 5);
+        assert_eq!(s.redirected_packets, 1);
+        assert_eq!(s.drops()[3], ("other", 3));
+    }
+}

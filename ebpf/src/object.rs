@@ -1,0 +1,5 @@
+//! The eBPF objects compiled by build.rs.
+
+/// bpf/mgmt.bpf.c. aya needs the ELF image 8-byte aligned.
+pub(crate) static MGMT_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mgmt.bpf.o"));

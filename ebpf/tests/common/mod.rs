@@ -1,0 +1,220 @@
+//! Fixtures shared by the integration tests: private network namespaces
+//! held by an fd (nothing in the root netns is touched), unique bpffs pin
+//! directories removed on drop (also on panic), and frame builders.
+#![allow(dead_code)]
+
+use std::{
+    fs::File,
+    os::fd::{AsRawFd, OwnedFd},
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use nix::sched::{setns, unshare, CloneFlags};
+
+/// A private network namespace. It lives as long as this value holds its fd.
+pub struct NetNs {
+    fd: OwnedFd,
+}
+
+impl NetNs {
+    pub fn new() -> Self {
+        let fd = std::thread::spawn(|| {
+            // unshare on a throwaway thread: only that thread moves.
+            unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+            OwnedFd::from(File::open("/proc/thread-self/ns/net").expect("open netns"))
+        })
+        .join()
+        .expect("netns thread");
+        let ns = NetNs { fd };
+        ns.ip("link set lo up");
+        // No IPv6 autoconfiguration chatter (RS, MLD, DAD) to disturb the
+        // counters the tests assert on.
+        for key in ["all", "default"] {
+            let path = format!("/proc/sys/net/ipv6/conf/{key}/disable_ipv6");
+            ns.run(|| {
+                if std::path::Path::new(&path).exists() {
+                    std::fs::write(&path, "1").unwrap_or_else(|e| panic!("{path}: {e}"));
+                }
+            });
+        }
+        ns
+    }
+
+    /// Runs `f` on a thread inside this namespace and returns its result
+    /// (panics propagate).
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                setns(&self.fd, CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+        })
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+
+    /// A path `ip link set ... netns PATH` accepts.
+    pub fn path(&self) -> String {
+        format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd())
+    }
+
+    /// Runs a command inside the namespace (children inherit the thread's netns).
+    pub fn cmd(&self, prog: &str, args: &[&str]) -> std::process::Output {
+        self.run(|| {
+            Command::new(prog)
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("running {prog}: {e}"))
+        })
+    }
+
+    /// `ip ARGS` inside the namespace; panics on failure.
+    pub fn ip(&self, args: &str) -> String {
+        let argv: Vec<&str> = args.split_whitespace().collect();
+        let out = self.cmd("ip", &argv);
+        assert!(
+            out.status.success(),
+            "ip {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn ifindex(&self, ifname: &str) -> u32 {
+        let name = ifname.to_owned();
+        self.run(move || nix::net::if_::if_nametoindex(name.as_str()).expect("if_nametoindex"))
+    }
+
+    pub fn mac(&self, ifname: &str) -> [u8; 6] {
+        let out = self.ip(&format!("-o link show dev {ifname}"));
+        let s = out
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no MAC in {out}"));
+        parse_mac(s)
+    }
+
+    /// Writes a sysctl of this namespace (/proc/sys/net resolves per netns
+    /// of the writing thread).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let value = value.to_owned();
+        self.run(move || std::fs::write(&path, value).unwrap_or_else(|e| panic!("{path}: {e}")));
+    }
+
+    /// A veth pair `host` (here) / `peer` moved into `pod` and renamed
+    /// `pod_ifname`, both ends left down.
+    pub fn veth_to(&self, host: &str, peer: &str, pod: &NetNs, pod_ifname: &str) {
+        self.ip(&format!("link add {host} type veth peer name {peer}"));
+        self.ip(&format!("link set {peer} netns {}", pod.path()));
+        if peer != pod_ifname {
+            pod.ip(&format!("link set {peer} name {pod_ifname}"));
+        }
+    }
+}
+
+pub fn parse_mac(s: &str) -> [u8; 6] {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("mac byte"))
+        .collect();
+    v.try_into().expect("6-byte MAC")
+}
+
+/// A unique bpffs pin directory, removed on drop.
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        PinDir(PathBuf::from(format!(
+            "/sys/fs/bpf/furrow-test-{}-{n}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        // Unpinning links detaches them; maps go with the last reference.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+
+pub fn eth_header(dst: [u8; 6], src: [u8; 6], proto: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(64);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&proto.to_be_bytes());
+    f
+}
+
+/// RFC 1071 checksum of `data` (0 when `data` holds a valid checksum).
+pub fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from_be_bytes([chunk[0], 0])
+        };
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An Ethernet + IPv4 + UDP frame with a valid header checksum. `options`
+/// (a multiple of 4 bytes) go after the 20-byte header.
+pub fn ipv4_udp_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0);
+    let ihl = 5 + options.len() / 4;
+    let udp_len = 8 + payload.len();
+    let tot_len = ihl * 4 + udp_len;
+    let mut ip = vec![
+        0x40 | ihl as u8,
+        0,
+        (tot_len >> 8) as u8,
+        tot_len as u8,
+        0x12,
+        0x34,
+        0x40, // DF
+        0,
+        ttl,
+        17,
+        0,
+        0,
+    ];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    ip.extend_from_slice(options);
+    let csum = inet_checksum(&ip);
+    ip[10..12].copy_from_slice(&csum.to_be_bytes());
+
+    let mut f = eth_header(dst_mac, src_mac, ETH_P_IP);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&7u16.to_be_bytes());
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]); // no UDP checksum (allowed for IPv4)
+    f.extend_from_slice(payload);
+    f
+}
