@@ -4,7 +4,6 @@
 set -euo pipefail
 PKGS=(
   clang llvm libbpf-dev          # eBPF programs (C, compiled at build time)
-  libnftnl-dev libmnl-dev        # nftables over netlink
   iproute2 iputils-ping nftables # the lab builds and observes with these
   util-linux procps              # nsenter, sysctl
   containernetworking-plugins    # the reference bridge/host-local (benchmarks)

@@ -92,14 +92,24 @@ impl Client {
         self.decode(raw)
     }
 
-    pub fn post<B: Serialize, R: DeserializeOwned>(&self, route: &str, body: &B) -> Result<R, ClientError> {
-        let body = serde_json::to_vec(body).map_err(|e| self.protocol(format!("encoding request: {e}")))?;
+    pub fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        route: &str,
+        body: &B,
+    ) -> Result<R, ClientError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| self.protocol(format!("encoding request: {e}")))?;
         let raw = self.request("POST", route, Some(&body))?;
         self.decode(raw)
     }
 
-    pub fn put<B: Serialize, R: DeserializeOwned>(&self, route: &str, body: &B) -> Result<R, ClientError> {
-        let body = serde_json::to_vec(body).map_err(|e| self.protocol(format!("encoding request: {e}")))?;
+    pub fn put<B: Serialize, R: DeserializeOwned>(
+        &self,
+        route: &str,
+        body: &B,
+    ) -> Result<R, ClientError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| self.protocol(format!("encoding request: {e}")))?;
         let raw = self.request("PUT", route, Some(&body))?;
         self.decode(raw)
     }
@@ -124,7 +134,8 @@ impl Client {
         if raw.status >= 400 {
             return Err(self.error_from(&raw));
         }
-        serde_json::from_slice(&raw.body).map_err(|e| self.protocol(format!("decoding response: {e}")))
+        serde_json::from_slice(&raw.body)
+            .map_err(|e| self.protocol(format!("decoding response: {e}")))
     }
 
     fn check_version(&self, raw: &RawResponse) -> Result<(), ClientError> {
@@ -172,7 +183,12 @@ impl Client {
     }
 
     /// Sends one request and reads the whole response.
-    pub fn request(&self, method: &str, route: &str, body: Option<&[u8]>) -> Result<RawResponse, ClientError> {
+    pub fn request(
+        &self,
+        method: &str,
+        route: &str,
+        body: Option<&[u8]>,
+    ) -> Result<RawResponse, ClientError> {
         let mut stream = UnixStream::connect(&self.path).map_err(|e| self.unreachable(e))?;
         stream.set_read_timeout(Some(self.timeout)).ok();
         stream.set_write_timeout(Some(self.timeout)).ok();
@@ -190,7 +206,9 @@ impl Client {
             .and_then(|_| stream.write_all(body))
             .map_err(|e| self.unreachable(e))?;
         let mut buf = Vec::with_capacity(4096);
-        stream.read_to_end(&mut buf).map_err(|e| self.unreachable(e))?;
+        stream
+            .read_to_end(&mut buf)
+            .map_err(|e| self.unreachable(e))?;
         if buf.is_empty() {
             return Err(self.unreachable(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -257,7 +275,8 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
         let line_end = find(data, b"\r\n").ok_or("chunk size line missing")?;
         let size_str = std::str::from_utf8(&data[..line_end]).map_err(|_| "bad chunk size")?;
         let size_str = size_str.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_str, 16).map_err(|_| format!("bad chunk size {size_str:?}"))?;
+        let size = usize::from_str_radix(size_str, 16)
+            .map_err(|_| format!("bad chunk size {size_str:?}"))?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(out);
@@ -280,7 +299,10 @@ mod tests {
 
     #[test]
     fn parses_content_length_response() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-furrow-api-version: 1\r\n\r\n{}").unwrap();
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-furrow-api-version: 1\r\n\r\n{}",
+        )
+        .unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"{}");
         assert_eq!(r.api_version.as_deref(), Some("1"));

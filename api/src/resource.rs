@@ -181,7 +181,12 @@ impl ManagementNetwork {
 
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        validate_name("metadata.name", &self.metadata.name, MAX_NAME_LEN, &mut errs);
+        validate_name(
+            "metadata.name",
+            &self.metadata.name,
+            MAX_NAME_LEN,
+            &mut errs,
+        );
         let s = &self.spec;
         let cidr = s.cluster_cidr;
         if cidr.trunc() != cidr {
@@ -196,7 +201,10 @@ impl ManagementNetwork {
         if !(8..=28).contains(&cidr.prefix_len()) {
             errs.push(FieldError {
                 field: "spec.clusterCIDR".into(),
-                expected: format!("prefix length /{} out of range: expected /8 to /28", cidr.prefix_len()),
+                expected: format!(
+                    "prefix length /{} out of range: expected /8 to /28",
+                    cidr.prefix_len()
+                ),
             });
         }
         let p = s.node_subnet_prefix_length;
@@ -261,7 +269,12 @@ mod tests {
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["metadata.name", "spec.clusterCIDR", "spec.nodeSubnetPrefixLength", "spec.mtu"]
+            [
+                "metadata.name",
+                "spec.clusterCIDR",
+                "spec.nodeSubnetPrefixLength",
+                "spec.mtu"
+            ]
         );
     }
 

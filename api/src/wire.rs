@@ -121,7 +121,7 @@ pub struct StoreStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatapathStatus {
-    /// `ebpf-tcx` when programs are attached with tcx links.
+    /// `ebpf-tc`: programs attached as tc (cls_bpf direct-action) filters.
     pub mode: String,
     pub healthy: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -158,6 +158,8 @@ pub struct PortSummary {
     pub ready: u32,
     pub pending: u32,
     pub lost: u32,
+    #[serde(default)]
+    pub deleting: u32,
 }
 
 /// One network as this node sees it.
@@ -191,6 +193,9 @@ pub enum PortState {
     /// Its host-side link vanished (the pod's netns is gone) but no DEL
     /// or GC has released it yet.
     Lost,
+    /// DEL or GC answered; the kernel is still removing its link, and its
+    /// address is released once the link is gone.
+    Deleting,
 }
 
 /// `GET /v1/ports`: one entry per attachment on this node.

@@ -18,6 +18,7 @@ use crate::{
     error::map_errno,
     maps::{RawMgmtEndpoint, RawPortStats, MAP_SPECS},
     object::MGMT_OBJECT,
+    ports::Direction,
     DatapathError, MgmtEndpoint, PortStats, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS, MODE, PROGRAMS,
 };
 
@@ -25,11 +26,9 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatapathConfig {
     /// Absolute directory on bpffs, one per netd instance, e.g.
-    /// `/sys/fs/bpf/furrow/<instance>`. Maps are pinned in `maps/`, tcx
-    /// links in `links/<ifname>:{ingress,egress}` (bpffs reserves names with
-    /// dots, so a dot in an interface name is stored as `:`, which interface
-    /// names cannot contain). Instances with different
-    /// directories share nothing.
+    /// `/sys/fs/bpf/furrow/<instance>`. Maps are pinned in `maps/`.
+    /// Instances with different directories share nothing. (The tc
+    /// filters that run the programs need no pins.)
     pub pin_dir: PathBuf,
 }
 
@@ -62,9 +61,10 @@ pub struct DatapathInfo {
 
 /// The loaded management datapath of one netd instance.
 ///
-/// Programs live as long as this value (or as long as a pinned link uses
-/// them); maps and links stay pinned after it is dropped, so a restarted
-/// netd reopens the same state with [`Datapath::open`].
+/// Programs live as long as this value or a tc filter that runs them;
+/// maps stay pinned and filters stay attached after it is dropped, so a
+/// restarted netd reopens the same state with [`Datapath::open`] and
+/// takes the ports over with [`Datapath::attach_port`].
 pub struct Datapath {
     pub(crate) pin_dir: PathBuf,
     pub(crate) bpf: Ebpf,
@@ -72,6 +72,10 @@ pub struct Datapath {
     pub(crate) stats: PerCpuHashMap<MapData, u32, RawPortStats>,
     eps_max: u32,
     pub(crate) stats_max: u32,
+    /// Kernel ids of the loaded programs, by `Direction::index`.
+    pub(crate) prog_ids: [u32; 2],
+    /// Kernel ids of the pinned maps: a program using one is ours.
+    pub(crate) map_ids: [u32; 2],
 }
 
 impl std::fmt::Debug for Datapath {
@@ -99,13 +103,11 @@ impl Datapath {
         }
         bpffs::ensure_on_bpffs(&pin_dir)?;
         let maps_dir = pin_dir.join("maps");
-        for dir in [&maps_dir, &pin_dir.join("links")] {
-            fs::create_dir_all(dir).map_err(|cause| DatapathError::Bpffs {
-                what: "creating",
-                path: dir.clone(),
-                cause,
-            })?;
-        }
+        fs::create_dir_all(&maps_dir).map_err(|cause| DatapathError::Bpffs {
+            what: "creating",
+            path: maps_dir.clone(),
+            cause,
+        })?;
         check_pinned_maps(&maps_dir)?;
 
         let mut bpf = EbpfLoader::new()
@@ -128,18 +130,24 @@ impl Datapath {
             .try_into()
             .map_err(|e| DatapathError::map(MAP_PORT_STATS, e))?;
         // Reused pins keep the size they were created with; report that.
-        let eps_max = pinned_max_entries(&maps_dir, MAP_MGMT_ENDPOINTS)?;
-        let stats_max = pinned_max_entries(&maps_dir, MAP_PORT_STATS)?;
+        let (eps_max, eps_id) = pinned_map_info(&maps_dir, MAP_MGMT_ENDPOINTS)?;
+        let (stats_max, stats_id) = pinned_map_info(&maps_dir, MAP_PORT_STATS)?;
 
-        tracing::debug!(pin_dir = %pin_dir.display(), "datapath loaded");
-        Ok(Datapath {
+        let mut dp = Datapath {
             pin_dir,
             bpf,
             eps,
             stats,
             eps_max,
             stats_max,
-        })
+            prog_ids: [0; 2],
+            map_ids: [eps_id, stats_id],
+        };
+        for dir in Direction::ALL {
+            dp.prog_ids[dir.index()] = dp.program_id(dir.program())?;
+        }
+        tracing::debug!(pin_dir = %dp.pin_dir.display(), "datapath loaded");
+        Ok(dp)
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -148,10 +156,6 @@ impl Datapath {
 
     pub(crate) fn maps_dir(&self) -> PathBuf {
         self.pin_dir.join("maps")
-    }
-
-    pub(crate) fn links_dir(&self) -> PathBuf {
-        self.pin_dir.join("links")
     }
 
     /// Adds or replaces the endpoint for `ip`.
@@ -180,6 +184,15 @@ impl Datapath {
         match self.eps.remove(&ip_key(ip)) {
             Err(e) if map_errno(&e) == Some(libc::ENOENT) => Ok(()),
             r => r.map_err(|e| DatapathError::map(MAP_MGMT_ENDPOINTS, e)),
+        }
+    }
+
+    /// One endpoint by address (a single map lookup, unlike `endpoints`).
+    pub fn endpoint(&self, ip: Ipv4Addr) -> Result<Option<MgmtEndpoint>, DatapathError> {
+        match self.eps.get(&ip_key(ip), 0) {
+            Ok(v) => Ok(Some(MgmtEndpoint::from(v))),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DatapathError::map(MAP_MGMT_ENDPOINTS, e)),
         }
     }
 
@@ -262,7 +275,8 @@ impl Datapath {
             .as_fd())
     }
 
-    /// The kernel's id of a loaded program (what tcx queries and bpftool show).
+    /// The kernel's id of a loaded program (what `tc filter show` and
+    /// bpftool show).
     pub fn program_id(&self, name: &str) -> Result<u32, DatapathError> {
         let info = self
             .classifier(name)?
@@ -274,17 +288,6 @@ impl Datapath {
     pub(crate) fn classifier(&self, name: &str) -> Result<&SchedClassifier, DatapathError> {
         self.bpf
             .program(name)
-            .ok_or_else(|| DatapathError::UnknownProgram(name.into()))?
-            .try_into()
-            .map_err(|e| DatapathError::program(name, e))
-    }
-
-    pub(crate) fn classifier_mut(
-        &mut self,
-        name: &str,
-    ) -> Result<&mut SchedClassifier, DatapathError> {
-        self.bpf
-            .program_mut(name)
             .ok_or_else(|| DatapathError::UnknownProgram(name.into()))?
             .try_into()
             .map_err(|e| DatapathError::program(name, e))
@@ -319,20 +322,16 @@ impl Datapath {
         }
     }
 
-    /// Removes every pin of this instance (links first, which detaches the
-    /// programs, then maps and the directories). For tests and uninstall.
-    pub fn destroy(self) -> Result<(), DatapathError> {
+    /// Removes our filters from every interface of the calling thread's
+    /// netns that [`Datapath::pinned_ports`] reports, then every pin of
+    /// this instance (maps and the directories). For tests and uninstall.
+    pub fn destroy(mut self) -> Result<(), DatapathError> {
         for ifname in self.pinned_ports()? {
-            for dir in crate::ports::Direction::ALL {
-                self.remove_link_pin(&ifname, dir, None)?;
-            }
+            self.detach_port(&ifname, 0)?;
         }
-        // Anything else left in links/ (not a pin of ours) would keep the
-        // directory from being removed.
-        remove_dir_contents(&self.links_dir())?;
         let maps_dir = self.maps_dir();
         remove_dir_contents(&maps_dir)?;
-        for dir in [self.links_dir(), maps_dir, self.pin_dir.clone()] {
+        for dir in [maps_dir, self.pin_dir.clone()] {
             match fs::remove_dir(&dir) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     return Err(DatapathError::Bpffs {
@@ -357,9 +356,10 @@ fn take_map(bpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Datapa
     })
 }
 
-fn pinned_max_entries(maps_dir: &Path, name: &'static str) -> Result<u32, DatapathError> {
+/// max_entries and kernel id of a pinned map.
+fn pinned_map_info(maps_dir: &Path, name: &'static str) -> Result<(u32, u32), DatapathError> {
     MapInfo::from_pin(maps_dir.join(name))
-        .map(|i| i.max_entries())
+        .map(|i| (i.max_entries(), i.id()))
         .map_err(|e| DatapathError::map(name, e))
 }
 
@@ -386,7 +386,7 @@ fn check_pinned_maps(maps_dir: &Path) -> Result<(), DatapathError> {
     Ok(())
 }
 
-fn remove_dir_contents(dir: &Path) -> Result<(), DatapathError> {
+pub(crate) fn remove_dir_contents(dir: &Path) -> Result<(), DatapathError> {
     let err = |path: PathBuf, cause| DatapathError::Bpffs {
         what: "removing",
         path,

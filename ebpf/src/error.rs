@@ -67,10 +67,12 @@ pub enum DatapathError {
     #[error("invalid endpoint: {0}")]
     InvalidEndpoint(String),
 
-    #[error("link pin {}: {what}: {cause}", path.display())]
-    LinkPin {
+    /// A tc (rtnetlink) operation on an interface failed; the cause
+    /// carries the kernel's extended ack message when there is one.
+    #[error("tc: {what} on {ifname}: {cause}")]
+    Tc {
         what: &'static str,
-        path: PathBuf,
+        ifname: String,
         cause: io::Error,
     },
 
@@ -116,9 +118,4 @@ pub(crate) fn map_errno(e: &aya::maps::MapError) -> Option<i32> {
         aya::maps::MapError::IoError(e) => e.raw_os_error(),
         _ => None,
     }
-}
-
-/// An aya error as an io::Error carrying its whole message chain.
-pub(crate) fn io_other(err: &dyn std::error::Error) -> std::io::Error {
-    std::io::Error::other(chain(err))
 }

@@ -1,27 +1,17 @@
 //! The few bpf(2) commands aya 0.14 does not expose in the form we need:
-//! opening a pinned link to read its tcx target, forcing a link detach, and
+//! the maps a program (found by id in a tc filter) uses, and
 //! BPF_PROG_TEST_RUN on a bare program fd.
 
 use std::{
-    ffi::CString,
     io, mem,
-    os::{
-        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
-        unix::ffi::OsStrExt,
-    },
-    path::Path,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
 
-// enum bpf_cmd (include/uapi/linux/bpf.h). Debian 12's headers predate tcx,
-// so these are spelled out rather than taken from a bindings crate.
-const BPF_OBJ_GET: u32 = 7;
+// enum bpf_cmd (include/uapi/linux/bpf.h), spelled out rather than taken
+// from a bindings crate.
 const BPF_PROG_TEST_RUN: u32 = 10;
+const BPF_PROG_GET_FD_BY_ID: u32 = 13;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
-const BPF_LINK_DETACH: u32 = 34;
-
-pub(crate) const BPF_LINK_TYPE_TCX: u32 = 11;
-pub(crate) const BPF_TCX_INGRESS: u32 = 46;
-pub(crate) const BPF_TCX_EGRESS: u32 = 47;
 
 fn bpf<T>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: attr is a valid, initialised repr(C) prefix of union bpf_attr
@@ -42,77 +32,70 @@ fn bpf<T>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
 }
 
 #[repr(C)]
-#[derive(Default)]
-struct ObjGetAttr {
-    pathname: u64,
-    bpf_fd: u32,
-    file_flags: u32,
-    path_fd: i32,
-    _pad: u32,
-}
-
-/// Opens a pinned object (BPF_OBJ_GET).
-pub(crate) fn obj_get(path: &Path) -> io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut attr = ObjGetAttr {
-        pathname: c.as_ptr() as u64,
-        ..Default::default()
-    };
-    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
-    // SAFETY: the kernel returned a new fd that nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-#[repr(C)]
 struct InfoAttr {
     bpf_fd: u32,
     info_len: u32,
     info: u64,
 }
 
-/// The part of `struct bpf_link_info` we use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LinkInfo {
-    pub link_type: u32,
-    pub id: u32,
-    pub prog_id: u32,
-    /// For tcx links: the device, 0 once the device is gone.
-    pub tcx_ifindex: u32,
-    pub tcx_attach_type: u32,
-}
-
-pub(crate) fn link_info(fd: BorrowedFd<'_>) -> io::Result<LinkInfo> {
-    // struct bpf_link_info: type, id, prog_id, then an 8-byte aligned union
-    // whose tcx member is { ifindex, attach_type } at offset 16. A short
-    // buffer is fine: the kernel copies min(its size, info_len).
-    let mut buf = [0u32; 16];
-    let mut attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: mem::size_of_val(&buf) as u32,
-        info: buf.as_mut_ptr() as u64,
-    };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok(LinkInfo {
-        link_type: buf[0],
-        id: buf[1],
-        prog_id: buf[2],
-        tcx_ifindex: buf[4],
-        tcx_attach_type: buf[5],
-    })
-}
-
 #[repr(C)]
-struct LinkDetachAttr {
-    link_fd: u32,
+#[derive(Default)]
+struct GetFdByIdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
 }
 
-/// Detaches a link even if other fds or pins still reference it.
-pub(crate) fn link_detach(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let mut attr = LinkDetachAttr {
-        link_fd: fd.as_raw_fd() as u32,
+/// The ids of the maps a loaded program uses. `NotFound` if there is no
+/// program with that id (any more).
+pub(crate) fn prog_map_ids(prog_id: u32) -> io::Result<Vec<u32>> {
+    let mut attr = GetFdByIdAttr {
+        id: prog_id,
+        ..Default::default()
     };
-    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?;
+    // SAFETY: the kernel returned a new fd that nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut ids = vec![0u32; 8];
+    loop {
+        let mut info = ProgInfoPrefix {
+            nr_map_ids: ids.len() as u32,
+            map_ids: ids.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        let mut attr = InfoAttr {
+            bpf_fd: fd.as_raw_fd() as u32,
+            info_len: mem::size_of_val(&info) as u32,
+            info: &mut info as *mut ProgInfoPrefix as u64,
+        };
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+        // The kernel wrote min(room, count) ids and set nr_map_ids to count.
+        let count = info.nr_map_ids as usize;
+        if count <= ids.len() {
+            ids.truncate(count);
+            return Ok(ids);
+        }
+        ids = vec![0u32; count];
+    }
+}
+
+/// struct bpf_prog_info up to map_ids. Fields left 0 ask for nothing.
+#[repr(C)]
+#[derive(Default)]
+#[allow(dead_code)] // written by the kernel, only nr_map_ids is read
+struct ProgInfoPrefix {
+    prog_type: u32,
+    id: u32,
+    tag: [u8; 8],
+    jited_prog_len: u32,
+    xlated_prog_len: u32,
+    jited_prog_insns: u64,
+    xlated_prog_insns: u64,
+    load_time: u64,
+    created_by_uid: u32,
+    /// In: room in `map_ids`; out: how many maps the program uses.
+    nr_map_ids: u32,
+    map_ids: u64,
 }
 
 #[repr(C)]
@@ -177,8 +160,10 @@ mod tests {
 
     #[test]
     fn attr_layouts_match_the_uapi() {
-        assert_eq!(mem::size_of::<ObjGetAttr>(), 24);
         assert_eq!(mem::size_of::<InfoAttr>(), 16);
+        assert_eq!(mem::size_of::<GetFdByIdAttr>(), 12);
+        assert_eq!(mem::size_of::<ProgInfoPrefix>(), 64);
+        assert_eq!(mem::offset_of!(ProgInfoPrefix, nr_map_ids), 52);
         assert_eq!(mem::size_of::<TestRunAttr>(), 80);
         assert_eq!(mem::offset_of!(TestRunAttr, repeat), 32);
         assert_eq!(mem::offset_of!(TestRunAttr, ctx_in), 48);

@@ -4,7 +4,7 @@ mod common;
 
 use std::{net::Ipv4Addr, path::Path, process::Command};
 
-use common::PinDir;
+use common::{NetNs, PinDir};
 use furrow_ebpf::*;
 
 fn ep(ifindex: u32, last: u8) -> MgmtEndpoint {
@@ -22,10 +22,11 @@ fn open_pins_maps_and_reports_status() {
     for map in [MAP_MGMT_ENDPOINTS, MAP_PORT_STATS] {
         assert!(pins.0.join("maps").join(map).exists(), "{map} not pinned");
     }
-    assert!(pins.0.join("links").is_dir());
+    assert!(!pins.0.join("links").exists(), "tc filters need no pins");
 
     let st = dp.status();
-    assert_eq!(st.mode, "ebpf-tcx");
+    assert_eq!(st.mode, "ebpf-tc");
+    assert_eq!(st.mode, MODE);
     assert_eq!(st.pin_dir, pins.0);
     assert_eq!(st.programs, vec![PROG_MGMT_FROM_POD, PROG_MGMT_TO_POD]);
     let usage: Vec<_> = st
@@ -45,7 +46,7 @@ fn open_pins_maps_and_reports_status() {
         dp.program_fd("nope"),
         Err(DatapathError::UnknownProgram(_))
     ));
-    assert!(dp.pinned_ports().unwrap().is_empty());
+    assert!(NetNs::new().run(|| dp.pinned_ports()).unwrap().is_empty());
 }
 
 #[test]

@@ -7,7 +7,6 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{SchedClassifier, TcAttachType};
 use common::*;
 use furrow_ebpf::*;
 
@@ -94,23 +93,51 @@ fn pods_talk_through_the_datapath_then_the_kernel() {
     let sb = dp.port_stats(b.host_idx).unwrap().unwrap();
     assert!(sb.rx_packets >= 3 && sb.tx_packets >= 3, "{sb:?}");
 
-    // netd restarts: the pinned links keep forwarding without it...
+    // netd restarts: the filters keep forwarding without it...
+    let old_ids = node.tc_prog_ids(a.host_if);
     drop(dp);
     assert!(
         ping(&a, POD_B, 1),
         "forwarding continues while netd is down"
     );
-    // ...and the new instance takes over the same links and counters.
+    // ...and the new instance takes over the same filters and counters,
+    // replacing the programs while traffic flows.
     let mut dp = Datapath::open(DatapathConfig::new(&pins.0)).unwrap();
-    assert_eq!(dp.pinned_ports().unwrap(), vec!["fwpoda", "fwpodb"]);
-    node.run(|| {
-        dp.attach_port(a.host_if, a.host_idx).unwrap();
-        dp.attach_port(b.host_if, b.host_idx).unwrap();
-    });
-    let progs = node.run(|| SchedClassifier::query_tcx("fwpoda", TcAttachType::Ingress).unwrap());
     assert_eq!(
-        progs.1.iter().map(|p| p.id()).collect::<Vec<_>>(),
-        vec![dp.program_id(PROG_MGMT_FROM_POD).unwrap()]
+        node.run(|| dp.pinned_ports()).unwrap(),
+        vec!["fwpoda", "fwpodb"]
+    );
+    let flood = {
+        let ns = &a.ns;
+        std::thread::scope(|s| {
+            let pinger = s.spawn(|| {
+                ns.cmd(
+                    "ping",
+                    &["-c", "300", "-i", "0.002", "-W", "1", "-n", "-q", POD_B],
+                )
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            node.run(|| {
+                dp.attach_port(a.host_if, a.host_idx).unwrap();
+                dp.attach_port(b.host_if, b.host_idx).unwrap();
+            });
+            pinger.join().unwrap()
+        })
+    };
+    let text = String::from_utf8_lossy(&flood.stdout);
+    assert!(
+        flood.status.success() && text.contains(" 0% packet loss"),
+        "no loss while the programs are replaced: {text}"
+    );
+    let new_ids = node.tc_prog_ids(a.host_if);
+    assert_ne!(new_ids, old_ids);
+    assert_eq!(
+        new_ids,
+        (
+            vec![dp.program_id(PROG_MGMT_FROM_POD).unwrap().into()],
+            vec![dp.program_id(PROG_MGMT_TO_POD).unwrap().into()]
+        ),
+        "one filter per hook, running the new programs"
     );
     let before = redirected(&dp, &a);
     assert!(before > ra, "counters survived the restart");
@@ -126,16 +153,10 @@ fn pods_talk_through_the_datapath_then_the_kernel() {
         dp.detach_port(a.host_if, a.host_idx).unwrap();
         dp.detach_port(b.host_if, b.host_idx).unwrap();
     });
-    assert!(dp.pinned_ports().unwrap().is_empty());
+    assert!(node.run(|| dp.pinned_ports()).unwrap().is_empty());
     assert_eq!(dp.all_port_stats().unwrap(), vec![]);
     for p in [&a, &b] {
-        assert_eq!(
-            node.run(|| SchedClassifier::query_tcx(p.host_if, TcAttachType::Ingress))
-                .unwrap()
-                .1
-                .len(),
-            0
-        );
+        assert_eq!(node.tc_prog_ids(p.host_if), (vec![], vec![]));
     }
     assert!(
         !ping(&a, POD_B, 1),

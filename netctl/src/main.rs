@@ -138,7 +138,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 (s, "stdin".to_string())
             } else {
                 (
-                    std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+                    std::fs::read_to_string(file)
+                        .with_context(|| format!("reading {}", file.display()))?,
                     file.display().to_string(),
                 )
             };
@@ -152,9 +153,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 if kind.is_empty() {
                     bail!("{name} document {}: kind: missing", i + 1);
                 }
-                let stored: Value = client
-                    .put(&format!("/v1/resources/{kind}"), doc)
-                    .map_err(|e| anyhow::anyhow!(describe(&e)).context(format!("{name} document {}", i + 1)))?;
+                let stored: Value =
+                    client
+                        .put(&format!("/v1/resources/{kind}"), doc)
+                        .map_err(|e| {
+                            anyhow::anyhow!(describe(&e))
+                                .context(format!("{name} document {}", i + 1))
+                        })?;
                 println!(
                     "{}/{} applied (resourceVersion {})",
                     kind,
@@ -218,36 +223,61 @@ fn status_table(s: &NodeStatus) -> String {
         s.store.backend,
         s.store.location,
         s.store.revision,
-        if s.store.message.is_empty() { String::new() } else { format!(" - {}", s.store.message) }
+        if s.store.message.is_empty() {
+            String::new()
+        } else {
+            format!(" - {}", s.store.message)
+        }
     ));
     out.push_str(&format!(
         "Datapath:   {} {} pins {}{}\n",
         yes_no(s.datapath.healthy),
         s.datapath.mode,
         s.datapath.pin_dir,
-        if s.datapath.message.is_empty() { String::new() } else { format!(" - {}", s.datapath.message) }
+        if s.datapath.message.is_empty() {
+            String::new()
+        } else {
+            format!(" - {}", s.datapath.message)
+        }
     ));
     out.push_str(&format!("  programs: {}\n", s.datapath.programs.join(", ")));
     for m in &s.datapath.maps {
-        out.push_str(&format!("  map {}: {}/{} entries\n", m.name, m.entries, m.max_entries));
+        out.push_str(&format!(
+            "  map {}: {}/{} entries\n",
+            m.name, m.entries, m.max_entries
+        ));
     }
     out.push_str(&format!(
         "Firewall:   {} {} table {}{}\n",
         yes_no(s.firewall.healthy),
         s.firewall.backend,
         s.firewall.table,
-        if s.firewall.message.is_empty() { String::new() } else { format!(" - {}", s.firewall.message) }
+        if s.firewall.message.is_empty() {
+            String::new()
+        } else {
+            format!(" - {}", s.firewall.message)
+        }
     ));
     out.push_str(&format!(
-        "Ports:      {} total, {} ready, {} pending, {} lost\n\nNetworks:\n",
-        s.ports.total, s.ports.ready, s.ports.pending, s.ports.lost
+        "Ports:      {} total, {} ready, {} pending, {} lost, {} deleting\n\nNetworks:\n",
+        s.ports.total, s.ports.ready, s.ports.pending, s.ports.lost, s.ports.deleting
     ));
     out.push_str(&networks_table(&s.networks));
     out
 }
 
 fn networks_table(nets: &[NetworkInfo]) -> String {
-    let mut t = Table::new(&["NAME", "KIND", "SUBNET", "GATEWAY", "CLUSTER-CIDR", "MTU", "MASQ", "PORTS", "ADDRESSES"]);
+    let mut t = Table::new(&[
+        "NAME",
+        "KIND",
+        "SUBNET",
+        "GATEWAY",
+        "CLUSTER-CIDR",
+        "MTU",
+        "MASQ",
+        "PORTS",
+        "ADDRESSES",
+    ]);
     for n in nets {
         t.row(vec![
             n.name.clone(),
@@ -266,7 +296,17 @@ fn networks_table(nets: &[NetworkInfo]) -> String {
 
 fn ports_table(ports: &[PortInfo]) -> String {
     let mut t = Table::new(&[
-        "POD", "CONTAINER", "IF", "NETWORK", "IP", "MAC", "HOST-IF", "STATE", "TX-PKTS", "RX-PKTS", "REDIRECTED",
+        "POD",
+        "CONTAINER",
+        "IF",
+        "NETWORK",
+        "IP",
+        "MAC",
+        "HOST-IF",
+        "STATE",
+        "TX-PKTS",
+        "RX-PKTS",
+        "REDIRECTED",
     ]);
     for p in ports {
         let pod = match (&p.pod.namespace, &p.pod.name) {
@@ -281,7 +321,11 @@ fn ports_table(ports: &[PortInfo]) -> String {
             short,
             p.ifname.clone(),
             p.network_name.clone(),
-            p.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
+            p.ips
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             p.mac.to_string(),
             p.host_ifname.clone(),
             format!("{:?}", p.state).to_lowercase(),
@@ -299,8 +343,14 @@ fn resources_table(items: &[Value]) -> String {
         t.row(vec![
             i["kind"].as_str().unwrap_or("").into(),
             i["metadata"]["name"].as_str().unwrap_or("").into(),
-            i["metadata"]["resourceVersion"].as_str().unwrap_or("").into(),
-            i["metadata"]["creationTimestamp"].as_str().unwrap_or("").into(),
+            i["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .into(),
+            i["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or("")
+                .into(),
             i["spec"].to_string(),
         ]);
     }

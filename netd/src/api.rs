@@ -25,7 +25,8 @@ pub struct Failure(pub ApiError);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(self.0)).into_response()
     }
 }
@@ -39,7 +40,8 @@ impl From<ApiError> for Failure {
 type Reply<T> = Result<Json<T>, Failure>;
 
 fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
-    serde_json::from_slice(body).map_err(|e| Failure(ApiError::new(code::DECODE, format!("request body: {e}"))))
+    serde_json::from_slice(body)
+        .map_err(|e| Failure(ApiError::new(code::DECODE, format!("request body: {e}"))))
 }
 
 pub fn router(d: Arc<Daemon>) -> Router {
@@ -53,7 +55,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/ports", get(ports))
         .route("/v1/networks", get(networks))
         .route("/v1/resources", get(kinds))
-        .route("/v1/resources/{kind}", get(list_resources).put(apply_resource).post(apply_resource))
+        .route(
+            "/v1/resources/{kind}",
+            get(list_resources).put(apply_resource).post(apply_resource),
+        )
         .route(
             "/v1/resources/{kind}/{name}",
             get(get_resource).put(apply_named).delete(delete_resource),
@@ -65,8 +70,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
 }
 
 async fn add_version_header(mut r: Response) -> Response {
-    r.headers_mut()
-        .insert(API_VERSION_HEADER, HeaderValue::from_str(&API_VERSION.to_string()).expect("digits"));
+    r.headers_mut().insert(
+        API_VERSION_HEADER,
+        HeaderValue::from_str(&API_VERSION.to_string()).expect("digits"),
+    );
     r
 }
 
@@ -132,7 +139,10 @@ fn kind_of(input: &str) -> Result<&'static str, Failure> {
     })
 }
 
-async fn list_resources(State(d): State<Arc<Daemon>>, UrlPath(kind): UrlPath<String>) -> Reply<ResourceList> {
+async fn list_resources(
+    State(d): State<Arc<Daemon>>,
+    UrlPath(kind): UrlPath<String>,
+) -> Reply<ResourceList> {
     let kind = kind_of(&kind)?;
     Ok(Json(ResourceList {
         items: d.resources.list(kind).await?,
@@ -146,11 +156,18 @@ async fn get_resource(
     let kind = kind_of(&kind)?;
     match d.resources.get(kind, &name).await? {
         Some(v) => Ok(Json(v)),
-        None => Err(Failure(ApiError::new(code::NOT_FOUND, format!("{kind} {name:?} not found")))),
+        None => Err(Failure(ApiError::new(
+            code::NOT_FOUND,
+            format!("{kind} {name:?} not found"),
+        ))),
     }
 }
 
-async fn apply_resource(State(d): State<Arc<Daemon>>, UrlPath(kind): UrlPath<String>, body: Bytes) -> Reply<Value> {
+async fn apply_resource(
+    State(d): State<Arc<Daemon>>,
+    UrlPath(kind): UrlPath<String>,
+    body: Bytes,
+) -> Reply<Value> {
     let kind = kind_of(&kind)?;
     let doc: Value = decode(&body)?;
     if doc.get("kind").and_then(|k| k.as_str()) != Some(kind) {

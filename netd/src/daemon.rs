@@ -11,8 +11,9 @@ use furrow_api::cni::{AttachmentSpec, CniResult};
 use furrow_api::error::code;
 use furrow_api::resource::{ManagementNetwork, ManagementNetworkSpec};
 use furrow_api::wire::{
-    AttachmentRef, AttachmentRequest, DatapathStatus, FirewallStatus, GcRequest, GcResponse, MapUsage, NetworkInfo,
-    NodeStatus, PortCounters, PortInfo, PortState, PortSummary, ReadyResponse, StoreStatus,
+    AttachmentRef, AttachmentRequest, DatapathStatus, FirewallStatus, GcRequest, GcResponse,
+    MapUsage, NetworkInfo, NodeStatus, PortCounters, PortInfo, PortState, PortSummary,
+    ReadyResponse, StoreStatus,
 };
 use furrow_api::ApiError;
 use furrow_ebpf::{Datapath, DatapathConfig};
@@ -43,16 +44,29 @@ impl Daemon {
     pub async fn start(cfg: Resolved) -> anyhow::Result<Arc<Daemon>> {
         // Pods' traffic is routed through the node.
         sysctl::write("net.ipv4.ip_forward", "1").context("enabling IPv4 forwarding")?;
-        let store = EmbeddedStore::open(&cfg.state_dir.join("store.redb"))
-            .with_context(|| format!("opening the embedded store in {}", cfg.state_dir.display()))?;
+        let store = EmbeddedStore::open(&cfg.state_dir.join("store.redb")).with_context(|| {
+            format!("opening the embedded store in {}", cfg.state_dir.display())
+        })?;
         let host = Netlink::current().context("opening rtnetlink")?;
         let pin_dir = cfg.bpf_dir.clone();
-        let datapath = tokio::task::spawn_blocking(move || Datapath::open(DatapathConfig { pin_dir }))
-            .await?
-            .with_context(|| format!("loading the eBPF datapath (pins in {})", cfg.bpf_dir.display()))?;
+        let datapath =
+            tokio::task::spawn_blocking(move || Datapath::open(DatapathConfig { pin_dir }))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "loading the eBPF datapath (pins in {})",
+                        cfg.bpf_dir.display()
+                    )
+                })?;
         let firewall = NftablesDriver::new(&cfg.nft_table)
             .with_context(|| format!("preparing nftables table {}", cfg.nft_table))?;
-        let node = Arc::new(Node::new(cfg, Arc::new(store), host, datapath, Arc::new(firewall)));
+        let node = Arc::new(Node::new(
+            cfg,
+            Arc::new(store),
+            host,
+            datapath,
+            Arc::new(firewall),
+        ));
         let daemon = Arc::new(Daemon {
             mgmt: ManagementDriver::new(node.clone()),
             resources: Resources::new(node.store.clone()),
@@ -62,14 +76,36 @@ impl Daemon {
             reconcile_lock: Default::default(),
         });
         daemon.load_config_dir().await;
-        daemon.ensure_default_network().await.map_err(|e| anyhow::anyhow!(e))?;
-        let wanted = daemon.mgmt.wanted_masquerade().await.map_err(|e| anyhow::anyhow!(e))?;
+        daemon
+            .ensure_default_network()
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let wanted = daemon
+            .mgmt
+            .wanted_masquerade()
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
         daemon.node.masq_init_wanted(wanted).await;
-        daemon.reconcile("start").await.map_err(|e| anyhow::anyhow!(e))?;
-        let report = daemon.mgmt.reconcile_ports().await.map_err(|e| anyhow::anyhow!(e))?;
+        daemon
+            .reconcile("start")
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let report = daemon
+            .mgmt
+            .reconcile_ports()
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
         let m = &daemon.node.metrics;
-        m.add("furrow_reconcile_repairs_total", vec![("kind", "undone".into())], report.undone as u64);
-        m.add("furrow_reconcile_repairs_total", vec![("kind", "lost".into())], report.lost as u64);
+        m.add(
+            "furrow_reconcile_repairs_total",
+            vec![("kind", "undone".into())],
+            report.undone as u64,
+        );
+        m.add(
+            "furrow_reconcile_repairs_total",
+            vec![("kind", "lost".into())],
+            report.lost as u64,
+        );
         m.add(
             "furrow_reconcile_repairs_total",
             vec![("kind", "orphan".into())],
@@ -113,8 +149,16 @@ impl Daemon {
     }
 
     async fn ensure_default_network(&self) -> Result<(), ApiError> {
-        if self.resources.list(ManagementNetwork::KIND).await?.is_empty() {
-            let n = ManagementNetwork::new(ManagementNetwork::DEFAULT_NAME, ManagementNetworkSpec::default());
+        if self
+            .resources
+            .list(ManagementNetwork::KIND)
+            .await?
+            .is_empty()
+        {
+            let n = ManagementNetwork::new(
+                ManagementNetwork::DEFAULT_NAME,
+                ManagementNetworkSpec::default(),
+            );
             let doc = serde_json::to_value(&n).map_err(|e| ApiError::internal(e.to_string()))?;
             self.apply_doc(doc).await?;
             tracing::info!(cidr = %n.spec.cluster_cidr, "created the default management network \"mgmt\"");
@@ -126,9 +170,10 @@ impl Daemon {
     /// triggered by the API and by the store watch never interleave.
     pub async fn reconcile(&self, trigger: &'static str) -> Result<(), ApiError> {
         let _g = self.reconcile_lock.lock().await;
-        self.node
-            .metrics
-            .inc("furrow_reconcile_runs_total", vec![("trigger", trigger.into())]);
+        self.node.metrics.inc(
+            "furrow_reconcile_runs_total",
+            vec![("trigger", trigger.into())],
+        );
         let nets = self.resources.management_networks().await?;
         self.mgmt.reconcile_networks(nets).await
     }
@@ -160,15 +205,19 @@ impl Daemon {
             if let Some(old) = self.resources.get(v.kind, &v.name).await? {
                 let old: ManagementNetwork =
                     serde_json::from_value(old).map_err(|e| ApiError::internal(e.to_string()))?;
-                let new: ManagementNetwork =
-                    serde_json::from_value(v.doc.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
+                let new: ManagementNetwork = serde_json::from_value(v.doc.clone())
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
                 let users = self.ports_using(&v.name).await?;
                 if users > 0 {
                     for (field, changed) in [
-                        ("spec.clusterCIDR", old.spec.cluster_cidr != new.spec.cluster_cidr),
+                        (
+                            "spec.clusterCIDR",
+                            old.spec.cluster_cidr != new.spec.cluster_cidr,
+                        ),
                         (
                             "spec.nodeSubnetPrefixLength",
-                            old.spec.node_subnet_prefix_length != new.spec.node_subnet_prefix_length,
+                            old.spec.node_subnet_prefix_length
+                                != new.spec.node_subnet_prefix_length,
                         ),
                     ] {
                         if changed {
@@ -190,7 +239,13 @@ impl Daemon {
     pub async fn apply(&self, doc: Value) -> Result<Value, ApiError> {
         let stored = self.apply_doc(doc).await?;
         self.reconcile("api").await.map_err(|e| {
-            ApiError::new(e.code, format!("stored, but this node could not put it into effect: {}", e.msg))
+            ApiError::new(
+                e.code,
+                format!(
+                    "stored, but this node could not put it into effect: {}",
+                    e.msg
+                ),
+            )
         })?;
         Ok(stored)
     }
@@ -206,13 +261,22 @@ impl Daemon {
             }
         }
         if !self.resources.delete(kind, name).await? {
-            return Err(ApiError::new(code::NOT_FOUND, format!("{kind} {name:?} not found")));
+            return Err(ApiError::new(
+                code::NOT_FOUND,
+                format!("{kind} {name:?} not found"),
+            ));
         }
         self.reconcile("api").await
     }
 
     async fn ports_using(&self, network: &str) -> Result<usize, ApiError> {
-        Ok(self.mgmt.records().await?.iter().filter(|r| r.network == network).count())
+        Ok(self
+            .mgmt
+            .records()
+            .await?
+            .iter()
+            .filter(|r| r.network == network)
+            .count())
     }
 
     fn driver(&self, req: &AttachmentRequest) -> &dyn NetworkDriver {
@@ -311,7 +375,10 @@ impl Daemon {
 
     /// Whether ADD can be served now (CNI STATUS).
     pub async fn cni_status(&self) -> ReadyResponse {
-        let not_ready = |reason: String| ReadyResponse { ready: false, reason };
+        let not_ready = |reason: String| ReadyResponse {
+            ready: false,
+            reason,
+        };
         if let Err(e) = self.node.store.revision().await {
             return not_ready(format!("store: {e}"));
         }
@@ -323,7 +390,9 @@ impl Daemon {
             if self.node.masq_network(&n).await {
                 match self.node.masq_rule_present(&n).await {
                     Ok(true) => {}
-                    Ok(false) => return not_ready(format!("masquerade rule of network {n} is missing")),
+                    Ok(false) => {
+                        return not_ready(format!("masquerade rule of network {n} is missing"))
+                    }
                     Err(e) => return not_ready(format!("nftables: {e}")),
                 }
             }
@@ -359,7 +428,7 @@ impl Daemon {
                     rx_packets: s.rx_packets,
                     rx_bytes: s.rx_bytes,
                     redirected_packets: s.redirected_packets,
-                    drops: [("malformed".to_string(), s.drop_malformed)].into_iter().collect(),
+                    drops: s.drops().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
                 });
             }
             out.push(info);
@@ -401,7 +470,7 @@ impl Daemon {
                 .iter()
                 .map(|m| MapUsage {
                     name: m.name.clone(),
-                    entries: m.entries,
+                    entries: m.entries.unwrap_or(0),
                     max_entries: m.max_entries,
                 })
                 .collect(),
@@ -445,6 +514,7 @@ impl Daemon {
                 ready: count(PortState::Ready),
                 pending: count(PortState::Pending),
                 lost: count(PortState::Lost),
+                deleting: count(PortState::Deleting),
             },
         })
     }
@@ -467,13 +537,22 @@ impl Daemon {
             )],
         );
         if let Ok(rev) = self.node.store.revision().await {
-            family(&mut out, "furrow_store_revision", "gauge", "Current revision of the store.", &[(vec![], rev as f64)]);
+            family(
+                &mut out,
+                "furrow_store_revision",
+                "gauge",
+                "Current revision of the store.",
+                &[(vec![], rev as f64)],
+            );
         }
         if let Ok(nets) = self.networks().await {
             let mut samples = Vec::new();
             for n in &nets {
                 samples.push((
-                    vec![("network", n.name.clone()), ("state", "allocated".to_string())],
+                    vec![
+                        ("network", n.name.clone()),
+                        ("state", "allocated".to_string()),
+                    ],
                     n.addresses_allocated as f64,
                 ));
                 samples.push((
@@ -481,13 +560,20 @@ impl Daemon {
                     (n.addresses_total - n.addresses_allocated) as f64,
                 ));
             }
-            family(&mut out, "furrow_ipam_addresses", "gauge", "Addresses of this node's subnet, by state.", &samples);
+            family(
+                &mut out,
+                "furrow_ipam_addresses",
+                "gauge",
+                "Addresses of this node's subnet, by state.",
+                &samples,
+            );
         }
         if let Ok(ports) = self.ports().await {
             let states = [
                 ("pending", PortState::Pending),
                 ("ready", PortState::Ready),
                 ("lost", PortState::Lost),
+                ("deleting", PortState::Deleting),
             ];
             let samples: Vec<_> = states
                 .iter()
@@ -498,13 +584,33 @@ impl Daemon {
                     )
                 })
                 .collect();
-            family(&mut out, "furrow_ports", "gauge", "Attachments on this node, by state.", &samples);
+            family(
+                &mut out,
+                "furrow_ports",
+                "gauge",
+                "Attachments on this node, by state.",
+                &samples,
+            );
             type Pick = fn(&PortCounters) -> u64;
             let series: [(&str, &str, Pick); 5] = [
-                ("furrow_port_tx_packets_total", "Packets the pod sent.", |c| c.tx_packets),
-                ("furrow_port_tx_bytes_total", "Bytes the pod sent.", |c| c.tx_bytes),
-                ("furrow_port_rx_packets_total", "Packets delivered to the pod.", |c| c.rx_packets),
-                ("furrow_port_rx_bytes_total", "Bytes delivered to the pod.", |c| c.rx_bytes),
+                (
+                    "furrow_port_tx_packets_total",
+                    "Packets the pod sent.",
+                    |c| c.tx_packets,
+                ),
+                ("furrow_port_tx_bytes_total", "Bytes the pod sent.", |c| {
+                    c.tx_bytes
+                }),
+                (
+                    "furrow_port_rx_packets_total",
+                    "Packets delivered to the pod.",
+                    |c| c.rx_packets,
+                ),
+                (
+                    "furrow_port_rx_bytes_total",
+                    "Bytes delivered to the pod.",
+                    |c| c.rx_bytes,
+                ),
                 (
                     "furrow_port_redirected_packets_total",
                     "Packets the datapath delivered straight to another local pod.",
@@ -533,15 +639,27 @@ impl Daemon {
         let samples: Vec<_> = info
             .maps
             .iter()
-            .map(|m| (vec![("map", m.name.clone())], m.entries as f64))
+            .filter_map(|m| Some((vec![("map", m.name.clone())], m.entries? as f64)))
             .collect();
-        family(&mut out, "furrow_datapath_map_entries", "gauge", "Entries in each BPF map.", &samples);
+        family(
+            &mut out,
+            "furrow_datapath_map_entries",
+            "gauge",
+            "Entries in each BPF map.",
+            &samples,
+        );
         let samples: Vec<_> = info
             .maps
             .iter()
             .map(|m| (vec![("map", m.name.clone())], m.max_entries as f64))
             .collect();
-        family(&mut out, "furrow_datapath_map_capacity", "gauge", "Capacity of each BPF map.", &samples);
+        family(
+            &mut out,
+            "furrow_datapath_map_capacity",
+            "gauge",
+            "Capacity of each BPF map.",
+            &samples,
+        );
         out
     }
 }

@@ -15,7 +15,11 @@ pub enum IpamError {
     #[error("no free address left in {subnet} ({capacity} usable, all allocated)")]
     Exhausted { subnet: Ipv4Net, capacity: u32 },
     #[error("{ip} is not a usable address of {subnet} (network, broadcast and gateway {gateway} are reserved)")]
-    OutOfRange { ip: Ipv4Addr, subnet: Ipv4Net, gateway: Ipv4Addr },
+    OutOfRange {
+        ip: Ipv4Addr,
+        subnet: Ipv4Net,
+        gateway: Ipv4Addr,
+    },
     #[error("{ip} is already allocated")]
     InUse { ip: Ipv4Addr },
 }
@@ -166,9 +170,18 @@ mod tests {
     #[test]
     fn requested_addresses_are_checked() {
         let mut p = Pool::new("10.0.0.0/24".parse().unwrap());
-        assert!(matches!(p.pick(Some("10.0.0.1".parse().unwrap())), Err(IpamError::OutOfRange { .. })));
-        assert!(matches!(p.pick(Some("10.0.1.5".parse().unwrap())), Err(IpamError::OutOfRange { .. })));
-        assert!(matches!(p.pick(Some("10.0.0.255".parse().unwrap())), Err(IpamError::OutOfRange { .. })));
+        assert!(matches!(
+            p.pick(Some("10.0.0.1".parse().unwrap())),
+            Err(IpamError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            p.pick(Some("10.0.1.5".parse().unwrap())),
+            Err(IpamError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            p.pick(Some("10.0.0.255".parse().unwrap())),
+            Err(IpamError::OutOfRange { .. })
+        ));
         let ip = "10.0.0.9".parse().unwrap();
         assert_eq!(p.pick(Some(ip)).unwrap(), ip);
         p.take(ip);

@@ -1,18 +1,18 @@
 //! netd: Furrow's per-node network daemon.
 
-pub mod store;
-pub mod netlink;
-pub mod ipam;
-pub mod ports;
-pub mod subnets;
-pub mod util;
+pub mod api;
+pub mod daemon;
+pub mod drivers;
 pub mod firewall;
-pub mod options;
-pub mod resources;
+pub mod ipam;
 pub mod locks;
 pub mod metrics;
-pub mod validate;
+pub mod netlink;
 pub mod node;
-pub mod drivers;
-pub mod daemon;
-pub mod api;
+pub mod options;
+pub mod ports;
+pub mod resources;
+pub mod store;
+pub mod subnets;
+pub mod util;
+pub mod validate;

@@ -11,21 +11,23 @@ pub struct KeyedLocks {
     map: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
 }
 
-pub struct KeyedGuard<'a> {
-    owner: &'a KeyedLocks,
+/// Holds one key's lock; owns what it needs, so it can move into a
+/// background task that finishes the operation.
+pub struct KeyedGuard {
+    owner: Arc<KeyedLocks>,
     key: String,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl KeyedLocks {
-    pub async fn lock(&self, key: &str) -> KeyedGuard<'_> {
+    pub async fn lock(self: &Arc<Self>, key: &str) -> KeyedGuard {
         let m = {
             let mut map = self.map.lock().expect("lock map poisoned");
             map.entry(key.to_string()).or_default().clone()
         };
         let guard = m.lock_owned().await;
         KeyedGuard {
-            owner: self,
+            owner: self.clone(),
             key: key.to_string(),
             guard: Some(guard),
         }
@@ -40,12 +42,15 @@ impl KeyedLocks {
     }
 }
 
-impl Drop for KeyedGuard<'_> {
+impl Drop for KeyedGuard {
     fn drop(&mut self) {
         self.guard.take();
         let mut map = self.owner.map.lock().expect("lock map poisoned");
         // Only the map still refers to it: nobody holds or waits; forget it.
-        if map.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
             map.remove(&self.key);
         }
     }

@@ -24,7 +24,9 @@ fn main() {
 fn init_logging(opts: &Options) {
     let filter = tracing_subscriber::EnvFilter::try_new(&opts.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match opts.log_format {
         LogFormat::Json => b.json().flatten_event(true).init(),
         LogFormat::Text => b.init(),
@@ -44,7 +46,8 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     );
     // Bind before the (possibly slow) reconcile so a second netd for the
     // same instance is refused at once, but serve only once reconciled.
-    let listener = furrow_netd::api::bind(&cfg.socket).with_context(|| format!("binding {}", cfg.socket.display()))?;
+    let listener = furrow_netd::api::bind(&cfg.socket)
+        .with_context(|| format!("binding {}", cfg.socket.display()))?;
     let socket = cfg.socket.clone();
     let metrics_listen = cfg.metrics_listen;
     let daemon: Arc<Daemon> = Daemon::start(cfg).await?;
@@ -59,9 +62,11 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         let metrics_app = axum::Router::new()
             .route(
                 "/metrics",
-                axum::routing::get(|axum::extract::State(d): axum::extract::State<Arc<Daemon>>| async move {
-                    d.metrics_text().await
-                }),
+                axum::routing::get(
+                    |axum::extract::State(d): axum::extract::State<Arc<Daemon>>| async move {
+                        d.metrics_text().await
+                    },
+                ),
             )
             .with_state(daemon.clone());
         let mut rx = stop_rx.clone();
@@ -96,7 +101,9 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     // Ports, maps, pinned links and NAT rules stay: pods keep their
     // connectivity while netd is down, and the next start adopts them.
     let _ = std::fs::remove_file(&socket);

@@ -7,8 +7,12 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 type Labels = Vec<(&'static str, String)>;
+/// A metric's name and its rendered label set.
+type SeriesKey = (&'static str, String);
 
-const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -19,32 +23,57 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, String), (Labels, u64)>>,
-    histograms: Mutex<BTreeMap<(&'static str, String), (Labels, Histogram)>>,
+    counters: Mutex<BTreeMap<SeriesKey, (Labels, u64)>>,
+    histograms: Mutex<BTreeMap<SeriesKey, (Labels, Histogram)>>,
 }
 
 fn label_key(labels: &Labels) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub fn render_labels(labels: &[(&str, String)]) -> String {
     if labels.is_empty() {
         return String::new();
     }
-    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     format!("{{{}}}", inner.join(","))
 }
 
 /// Help text of every metric netd exports, in output order.
 const HELP: &[(&str, &str, &str)] = &[
-    ("furrow_cni_requests_total", "counter", "CNI requests served, by command and outcome (ok or the CNI error code)."),
-    ("furrow_cni_request_duration_seconds", "histogram", "Time netd spent serving a CNI request, by command."),
-    ("furrow_reconcile_runs_total", "counter", "Reconcile passes run, by what triggered them."),
-    ("furrow_reconcile_repairs_total", "counter", "Objects reconcile created, fixed or removed, by kind."),
+    (
+        "furrow_cni_requests_total",
+        "counter",
+        "CNI requests served, by command and outcome (ok or the CNI error code).",
+    ),
+    (
+        "furrow_cni_request_duration_seconds",
+        "histogram",
+        "Time netd spent serving a CNI request, by command.",
+    ),
+    (
+        "furrow_reconcile_runs_total",
+        "counter",
+        "Reconcile passes run, by what triggered them.",
+    ),
+    (
+        "furrow_reconcile_repairs_total",
+        "counter",
+        "Objects reconcile created, fixed or removed, by kind.",
+    ),
 ];
 
 impl Metrics {
@@ -114,7 +143,13 @@ impl Metrics {
 }
 
 /// Appends one gauge or counter family computed at scrape time.
-pub fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Vec<(&str, String)>, f64)]) {
+pub fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: &[(Vec<(&str, String)>, f64)],
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, v) in samples {
         let _ = writeln!(out, "{name}{} {v}", render_labels(labels));
@@ -128,20 +163,40 @@ mod tests {
     #[test]
     fn renders_counters_and_histograms() {
         let m = Metrics::default();
-        m.inc("furrow_cni_requests_total", vec![("command", "add".into()), ("outcome", "ok".into())]);
-        m.inc("furrow_cni_requests_total", vec![("command", "add".into()), ("outcome", "ok".into())]);
-        m.observe("furrow_cni_request_duration_seconds", vec![("command", "add".into())], 0.003);
+        m.inc(
+            "furrow_cni_requests_total",
+            vec![("command", "add".into()), ("outcome", "ok".into())],
+        );
+        m.inc(
+            "furrow_cni_requests_total",
+            vec![("command", "add".into()), ("outcome", "ok".into())],
+        );
+        m.observe(
+            "furrow_cni_request_duration_seconds",
+            vec![("command", "add".into())],
+            0.003,
+        );
         let mut s = String::new();
         m.render(&mut s);
-        assert!(s.contains("furrow_cni_requests_total{command=\"add\",outcome=\"ok\"} 2"), "{s}");
-        assert!(s.contains("furrow_cni_request_duration_seconds_bucket{command=\"add\",le=\"0.0025\"} 0"));
-        assert!(s.contains("furrow_cni_request_duration_seconds_bucket{command=\"add\",le=\"0.005\"} 1"));
+        assert!(
+            s.contains("furrow_cni_requests_total{command=\"add\",outcome=\"ok\"} 2"),
+            "{s}"
+        );
+        assert!(s.contains(
+            "furrow_cni_request_duration_seconds_bucket{command=\"add\",le=\"0.0025\"} 0"
+        ));
+        assert!(s.contains(
+            "furrow_cni_request_duration_seconds_bucket{command=\"add\",le=\"0.005\"} 1"
+        ));
         assert!(s.contains("furrow_cni_request_duration_seconds_count{command=\"add\"} 1"));
         assert!(s.contains("# TYPE furrow_cni_request_duration_seconds histogram"));
     }
 
     #[test]
     fn escapes_label_values() {
-        assert_eq!(render_labels(&[("a", "x\"y\\z\n".into())]), "{a=\"x\\\"y\\\\z\\n\"}");
+        assert_eq!(
+            render_labels(&[("a", "x\"y\\z\n".into())]),
+            "{a=\"x\\\"y\\\\z\\n\"}"
+        );
     }
 }

@@ -23,7 +23,10 @@ pub struct Node {
     /// Map and link updates are single syscalls; a plain mutex is enough.
     pub datapath: Mutex<Datapath>,
     pub firewall: Arc<dyn FirewallDriver>,
-    pub port_locks: KeyedLocks,
+    pub port_locks: Arc<KeyedLocks>,
+    /// Work that outlives the request that started it (a veth's removal
+    /// after DEL answered); shutdown waits for it.
+    pub background: tokio_util::task::TaskTracker,
     pub metrics: Metrics,
     /// The masquerade set members netd wants, per network. Every change
     /// to the kernel set goes through here under one lock, so a full
@@ -54,7 +57,8 @@ impl Node {
             host,
             datapath: Mutex::new(datapath),
             firewall,
-            port_locks: KeyedLocks::default(),
+            port_locks: Arc::new(KeyedLocks::default()),
+            background: tokio_util::task::TaskTracker::new(),
             metrics: Metrics::default(),
             masq: tokio::sync::Mutex::new(MasqState::default()),
         }
@@ -112,12 +116,19 @@ impl Node {
 
     /// Makes the kernel hold exactly these masquerading networks, each with
     /// the members that want it, in one atomic batch.
-    pub async fn masq_set_networks(&self, networks: Vec<MasqueradeNetwork>) -> Result<(), FirewallError> {
+    pub async fn masq_set_networks(
+        &self,
+        networks: Vec<MasqueradeNetwork>,
+    ) -> Result<(), FirewallError> {
         let mut st = self.masq.lock().await;
         let desired: Vec<(MasqueradeNetwork, Vec<Ipv4Addr>)> = networks
             .iter()
             .map(|n| {
-                let m = st.wanted.get(&n.name).map(|s| s.iter().copied().collect()).unwrap_or_default();
+                let m = st
+                    .wanted
+                    .get(&n.name)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
                 (n.clone(), m)
             })
             .collect();
@@ -132,7 +143,7 @@ impl Node {
         self.masq.lock().await.networks.contains_key(network)
     }
 
-    /// Runs datapath work (map updates, tcx attach) off the async threads.
+    /// Runs datapath work (map updates, tc filter attach) off the async threads.
     pub async fn with_datapath<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Datapath) -> T + Send + 'static,
@@ -148,5 +159,7 @@ impl Node {
 pub async fn blocking<T: Send + 'static, E: Send + 'static>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, E> {
-    tokio::task::spawn_blocking(f).await.expect("blocking kernel task panicked")
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking kernel task panicked")
 }

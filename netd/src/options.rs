@@ -84,7 +84,9 @@ impl Options {
         let inst = &self.instance;
         let inst_ok = !inst.is_empty()
             && inst.len() <= 32
-            && inst.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && inst
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !inst_ok {
             return Err(OptionsError {
                 flag: "instance",
@@ -121,7 +123,9 @@ impl Options {
         };
         if nft_table.is_empty()
             || nft_table.len() > 64
-            || !nft_table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || !nft_table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
             return Err(OptionsError {
                 flag: "nft-table",
@@ -131,12 +135,21 @@ impl Options {
         Ok(Resolved {
             instance: inst.clone(),
             node,
-            socket: self.socket.clone().unwrap_or_else(|| sub("/run/furrow", "netd.sock")),
-            state_dir: self
-                .state_dir
+            socket: self
+                .socket
                 .clone()
-                .unwrap_or_else(|| if default { "/var/lib/furrow".into() } else { PathBuf::from("/var/lib/furrow").join(inst) }),
-            config_dir: self.config_dir.clone().unwrap_or_else(|| sub("/etc/furrow", "resources.d")),
+                .unwrap_or_else(|| sub("/run/furrow", "netd.sock")),
+            state_dir: self.state_dir.clone().unwrap_or_else(|| {
+                if default {
+                    "/var/lib/furrow".into()
+                } else {
+                    PathBuf::from("/var/lib/furrow").join(inst)
+                }
+            }),
+            config_dir: self
+                .config_dir
+                .clone()
+                .unwrap_or_else(|| sub("/etc/furrow", "resources.d")),
             bpf_dir: self
                 .bpf_dir
                 .clone()
@@ -166,10 +179,15 @@ mod tests {
 
     #[test]
     fn instance_moves_everything_aside() {
-        let r = parse(&["--instance", "node-2", "--node-name", "n2"]).resolve().unwrap();
+        let r = parse(&["--instance", "node-2", "--node-name", "n2"])
+            .resolve()
+            .unwrap();
         assert_eq!(r.socket, PathBuf::from("/run/furrow/node-2/netd.sock"));
         assert_eq!(r.state_dir, PathBuf::from("/var/lib/furrow/node-2"));
-        assert_eq!(r.config_dir, PathBuf::from("/etc/furrow/node-2/resources.d"));
+        assert_eq!(
+            r.config_dir,
+            PathBuf::from("/etc/furrow/node-2/resources.d")
+        );
         assert_eq!(r.bpf_dir, PathBuf::from("/sys/fs/bpf/furrow/node-2"));
         assert_eq!(r.nft_table, "furrow_node_2");
     }

@@ -30,6 +30,10 @@ pub struct PortRecord {
     #[serde(default, skip_serializing_if = "PodRef::is_empty")]
     pub pod: PodRef,
     pub host_ifname: String,
+    /// The host link's index once built: the datapath keys its counters by
+    /// it, and teardown needs it even when the link is already gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifindex: Option<u32>,
     /// The pod-side MAC; set at creation (requested or kernel-chosen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
@@ -43,7 +47,12 @@ pub struct PortRecord {
 
 impl PortRecord {
     pub fn key(&self) -> String {
-        keys::port(&self.node, &self.network_name, &self.container_id, &self.ifname)
+        keys::port(
+            &self.node,
+            &self.network_name,
+            &self.container_id,
+            &self.ifname,
+        )
     }
 
     pub fn to_info(&self, host_ifindex: Option<u32>) -> PortInfo {
@@ -85,6 +94,13 @@ pub fn host_ifname(network_name: &str, container_id: &str, ifname: &str) -> Stri
     format!("fw{:013x}", h & ((1u64 << 52) - 1))
 }
 
+/// The name a deleted pod-side interface carries inside the pod's
+/// namespace until the kernel has removed the pair: it frees CNI_IFNAME
+/// at once, and like the host name it is unique per attachment.
+pub fn tombstone_ifname(host_ifname: &str) -> String {
+    format!("fx{}", host_ifname.trim_start_matches("fw"))
+}
+
 /// The alias written on every host-side link netd creates, so reconcile
 /// recognises its own links and never touches anyone else's.
 pub fn link_alias(instance: &str, port_key: &str) -> String {
@@ -108,13 +124,19 @@ mod tests {
         assert_ne!(a, host_ifname("mgmt", "abc", "eth1"));
         assert_ne!(a, host_ifname("mgmt", "abd", "eth0"));
         // The separator keeps ("ab","ceth0") apart from ("abc","eth0").
-        assert_ne!(host_ifname("mgmt", "ab", "ceth0"), host_ifname("mgmt", "abc", "eth0"));
+        assert_ne!(
+            host_ifname("mgmt", "ab", "ceth0"),
+            host_ifname("mgmt", "abc", "eth0")
+        );
     }
 
     #[test]
     fn alias_round_trip() {
         let a = link_alias("node1", "/furrow/ports/n/mgmt/c/eth0");
-        assert_eq!(alias_owner(&a), Some(("node1", "/furrow/ports/n/mgmt/c/eth0")));
+        assert_eq!(
+            alias_owner(&a),
+            Some(("node1", "/furrow/ports/n/mgmt/c/eth0"))
+        );
         assert_eq!(alias_owner("something else"), None);
     }
 }

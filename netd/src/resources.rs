@@ -19,7 +19,9 @@ pub struct Resources {
 
 pub fn store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::Unavailable(m) => ApiError::new(code::TRY_AGAIN, format!("store unavailable: {m}")),
+        StoreError::Unavailable(m) => {
+            ApiError::new(code::TRY_AGAIN, format!("store unavailable: {m}"))
+        }
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -34,7 +36,8 @@ pub struct Validated {
 
 /// Parses and validates one document, naming the field at fault.
 pub fn validate(doc: &Value) -> Result<Validated, ApiError> {
-    let kind = resource::document_kind(doc).map_err(|e| ApiError::invalid_field(&e.field, &e.expected))?;
+    let kind =
+        resource::document_kind(doc).map_err(|e| ApiError::invalid_field(&e.field, &e.expected))?;
     let name = doc
         .pointer("/metadata/name")
         .and_then(|v| v.as_str())
@@ -48,21 +51,37 @@ pub fn validate(doc: &Value) -> Result<Validated, ApiError> {
                 return Err(field_errors_to_api(kind, &name, &errs));
             }
             // Store the normalised form (defaults filled in), never status.
-            let mut out = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
+            let mut out =
+                serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
             if let Some(o) = out.as_object_mut() {
                 o.remove("status");
             }
-            Ok(Validated { kind, name, doc: out })
+            Ok(Validated {
+                kind,
+                name,
+                doc: out,
+            })
         }
-        _ => Err(ApiError::invalid_field("kind", format!("{kind:?} is not served"))),
+        _ => Err(ApiError::invalid_field(
+            "kind",
+            format!("{kind:?} is not served"),
+        )),
     }
 }
 
-fn typed_from<T: serde::de::DeserializeOwned>(doc: &Value, kind: &str, name: &str) -> Result<T, ApiError> {
+fn typed_from<T: serde::de::DeserializeOwned>(
+    doc: &Value,
+    kind: &str,
+    name: &str,
+) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(doc.clone()).map_err(|e| {
         let path = e.path().to_string();
         let err = FieldError {
-            field: if path == "." { "(document)".into() } else { path },
+            field: if path == "." {
+                "(document)".into()
+            } else {
+                path
+            },
             expected: e.inner().to_string(),
         };
         field_errors_to_api(kind, name, &[err])
@@ -97,7 +116,10 @@ impl Resources {
         let mut txn = Txn::new();
         if let Some(rv) = &wanted_rv {
             let rev: u64 = rv.parse().map_err(|_| {
-                ApiError::invalid_field("metadata.resourceVersion", format!("{rv:?} is not a resource version"))
+                ApiError::invalid_field(
+                    "metadata.resourceVersion",
+                    format!("{rv:?} is not a resource version"),
+                )
             })?;
             txn = txn.when(Compare::ModRevision(key.clone(), rev));
         }
@@ -122,7 +144,11 @@ impl Resources {
     }
 
     pub async fn get(&self, kind: &str, name: &str) -> Result<Option<Value>, ApiError> {
-        let kv = self.store.get(&keys::resource(kind, name)).await.map_err(store_error)?;
+        let kv = self
+            .store
+            .get(&keys::resource(kind, name))
+            .await
+            .map_err(store_error)?;
         Ok(kv.map(|kv| {
             let mut d: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
             set_rv(&mut d, kv.mod_revision);
@@ -131,7 +157,11 @@ impl Resources {
     }
 
     pub async fn list(&self, kind: &str) -> Result<Vec<Value>, ApiError> {
-        let kvs = self.store.list(&keys::resources_of(kind)).await.map_err(store_error)?;
+        let kvs = self
+            .store
+            .list(&keys::resources_of(kind))
+            .await
+            .map_err(store_error)?;
         Ok(kvs
             .into_iter()
             .filter_map(|kv| {
@@ -146,7 +176,11 @@ impl Resources {
         let key = keys::resource(kind, name);
         let out = self
             .store
-            .txn(Txn::new().when(Compare::Present(key.clone())).then(Op::Delete(key)))
+            .txn(
+                Txn::new()
+                    .when(Compare::Present(key.clone()))
+                    .then(Op::Delete(key)),
+            )
             .await
             .map_err(store_error)?;
         Ok(out.succeeded)
@@ -158,7 +192,9 @@ impl Resources {
         for d in docs {
             match serde_json::from_value::<ManagementNetwork>(d) {
                 Ok(n) => out.push(n),
-                Err(e) => tracing::error!(error = %e, "stored ManagementNetwork does not parse; ignoring it"),
+                Err(e) => {
+                    tracing::error!(error = %e, "stored ManagementNetwork does not parse; ignoring it")
+                }
             }
         }
         Ok(out)
@@ -224,7 +260,10 @@ pub fn read_config_dir(dir: &Path) -> Result<Vec<(String, Value)>, Vec<String>> 
             "yaml" | "yml" => false,
             _ => continue,
         };
-        match std::fs::read_to_string(&f).map_err(|e| e.to_string()).and_then(|t| parse_documents(&t, json)) {
+        match std::fs::read_to_string(&f)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse_documents(&t, json))
+        {
             Ok(docs) => {
                 for (i, d) in docs.into_iter().enumerate() {
                     out.push((format!("{} (document {})", f.display(), i + 1), d));

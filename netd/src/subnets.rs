@@ -18,7 +18,11 @@ pub struct SubnetLease {
 #[derive(Debug, thiserror::Error)]
 pub enum SubnetError {
     #[error("no free /{prefix} subnet left in {cidr} for node {node}")]
-    Exhausted { cidr: Ipv4Net, prefix: u8, node: String },
+    Exhausted {
+        cidr: Ipv4Net,
+        prefix: u8,
+        node: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -34,7 +38,8 @@ pub async fn lease(
     node: &str,
 ) -> Result<Ipv4Net, SubnetError> {
     loop {
-        let leases: Vec<(String, SubnetLease, u64)> = list_json(store, &keys::subnet_leases_of(network)).await?;
+        let leases: Vec<(String, SubnetLease, u64)> =
+            list_json(store, &keys::subnet_leases_of(network)).await?;
         let mut held = None;
         for (key, l, rev) in &leases {
             if l.node != node {
@@ -45,14 +50,19 @@ pub async fn lease(
             } else {
                 // Stale or duplicate lease of ours: give it back.
                 store
-                    .txn(Txn::new().when(Compare::ModRevision(key.clone(), *rev)).then(Op::Delete(key.clone())))
+                    .txn(
+                        Txn::new()
+                            .when(Compare::ModRevision(key.clone(), *rev))
+                            .then(Op::Delete(key.clone())),
+                    )
                     .await?;
             }
         }
         if let Some(s) = held {
             return Ok(s);
         }
-        let taken: std::collections::HashSet<Ipv4Net> = leases.iter().map(|(_, l, _)| l.subnet).collect();
+        let taken: std::collections::HashSet<Ipv4Net> =
+            leases.iter().map(|(_, l, _)| l.subnet).collect();
         let subnets = cidr.subnets(prefix).map_err(|_| SubnetError::Exhausted {
             cidr,
             prefix,
@@ -72,7 +82,11 @@ pub async fn lease(
             acquired_at: crate::util::now_secs(),
         };
         let out = store
-            .txn(Txn::new().when(Compare::Absent(key.clone())).then(Op::put_json(key, &lease)))
+            .txn(
+                Txn::new()
+                    .when(Compare::Absent(key.clone()))
+                    .then(Op::put_json(key, &lease)),
+            )
             .await?;
         if out.succeeded {
             return Ok(candidate);

@@ -28,7 +28,9 @@ pub fn ifname(name: &str) -> Result<(), ApiError> {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
     if ok {
         Ok(())
     } else {

@@ -17,7 +17,11 @@ pub fn furrow_links(node: &Node) -> Vec<String> {
     v.as_array()
         .map(|a| {
             a.iter()
-                .filter(|l| l["ifalias"].as_str().is_some_and(|s| s.starts_with("furrow:")))
+                .filter(|l| {
+                    l["ifalias"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("furrow:"))
+                })
                 .filter_map(|l| l["ifname"].as_str().map(String::from))
                 .collect()
         })
@@ -28,7 +32,11 @@ pub fn furrow_links(node: &Node) -> Vec<String> {
 pub fn furrow_routes(node: &Node) -> Vec<String> {
     let v = json(node.ns.ip(&["-j", "route", "show", "proto", "70"]));
     v.as_array()
-        .map(|a| a.iter().filter_map(|r| r["dst"].as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["dst"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -40,7 +48,9 @@ pub fn nft_table(node: &Node) -> String {
 /// Elements of the management network's masquerade set.
 pub fn masquerade_members(node: &Node, network: &str) -> Vec<String> {
     let set = format!("masq_{}", network.replace('-', "_"));
-    let out = node.ns.run("nft", &["-j", "list", "set", "ip", &nft_table(node), &set]);
+    let out = node
+        .ns
+        .run("nft", &["-j", "list", "set", "ip", &nft_table(node), &set]);
     let v = json(out);
     let mut members = Vec::new();
     if let Some(items) = v["nftables"].as_array() {
@@ -67,13 +77,45 @@ pub fn ruleset(node: &Node) -> String {
 /// Entries of one of the node's BPF maps, as netd reports them.
 pub fn map_entries(node: &Node, map: &str) -> u32 {
     let s: furrow_api::wire::NodeStatus = node.netd.client().get("/v1/status").expect("status");
-    s.datapath.maps.iter().find(|m| m.name == map).map(|m| m.entries).unwrap_or(0)
+    s.datapath
+        .maps
+        .iter()
+        .find(|m| m.name == map)
+        .map(|m| m.entries)
+        .unwrap_or(0)
+}
+
+/// Waits until netd has finished removing the ports DEL and GC already
+/// answered for (their links go in the background). Panics after 20 s.
+pub fn settle(node: &Node) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match node
+            .netd
+            .client()
+            .get::<furrow_api::wire::NodeStatus>("/v1/status")
+        {
+            Ok(s) if s.ports.deleting == 0 => return,
+            // netd down: nothing will change.
+            Err(furrow_api::client::ClientError::Unreachable { .. }) => return,
+            Err(e) => panic!("netd status: {e}"),
+            Ok(s) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} ports still deleting after 20 s",
+                    s.ports.deleting
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 /// Everything of netd's that a node still holds, as readable lines; empty
 /// when the node is clean (no links, routes, NAT members, map entries,
 /// port records or address allocations).
 pub fn leftovers(node: &Node, network: &str) -> Vec<String> {
+    settle(node);
     let mut out = Vec::new();
     for l in furrow_links(node) {
         out.push(format!("link {l}"));
@@ -84,7 +126,11 @@ pub fn leftovers(node: &Node, network: &str) -> Vec<String> {
     for m in masquerade_members(node, network) {
         out.push(format!("masquerade member {m}"));
     }
-    if let Ok(s) = node.netd.client().get::<furrow_api::wire::NodeStatus>("/v1/status") {
+    if let Ok(s) = node
+        .netd
+        .client()
+        .get::<furrow_api::wire::NodeStatus>("/v1/status")
+    {
         for m in &s.datapath.maps {
             if m.entries > 0 {
                 out.push(format!("map {} has {} entries", m.name, m.entries));
@@ -95,7 +141,10 @@ pub fn leftovers(node: &Node, network: &str) -> Vec<String> {
         }
         for n in &s.networks {
             if n.addresses_allocated > 0 {
-                out.push(format!("network {} has {} addresses allocated", n.name, n.addresses_allocated));
+                out.push(format!(
+                    "network {} has {} addresses allocated",
+                    n.name, n.addresses_allocated
+                ));
             }
         }
     }

@@ -34,7 +34,10 @@ pub fn sweep() {
                 .collect();
             if let Some(i) = args.iter().position(|a| a == "--instance") {
                 if args.get(i + 1).is_some_and(|inst| dead_owner(inst)) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }

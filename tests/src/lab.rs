@@ -45,7 +45,9 @@ pub struct Pod {
 impl Pod {
     /// The first address of the ADD result, without its prefix length.
     pub fn ip(&self) -> Ipv4Addr {
-        let a = self.result["ips"][0]["address"].as_str().expect("result has an address");
+        let a = self.result["ips"][0]["address"]
+            .as_str()
+            .expect("result has an address");
         a.split('/').next().unwrap().parse().expect("IPv4 address")
     }
 
@@ -57,7 +59,9 @@ impl Pod {
 /// Creates a veth pair whose ends live in two namespaces.
 fn veth_between(a: &Netns, a_name: &str, b: &Netns, b_name: &str) -> anyhow::Result<()> {
     // Create inside `a` so nothing ever appears in the root namespace.
-    a.ip(&["link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", &b.name])?;
+    a.ip(&[
+        "link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", &b.name,
+    ])?;
     a.ip(&["link", "set", a_name, "up"])?;
     b.ip(&["link", "set", b_name, "up"])?;
     Ok(())
@@ -79,9 +83,15 @@ impl Lab {
         };
         let port = lab.fabric_port();
         veth_between(&lab.fabric, &port, &lab.external, "eth0")?;
-        lab.fabric.ip(&["link", "set", &port, "master", FABRIC_BRIDGE])?;
-        lab.external
-            .ip(&["addr", "add", &format!("{EXTERNAL_IP}/{UNDERLAY_PREFIX}"), "dev", "eth0"])?;
+        lab.fabric
+            .ip(&["link", "set", &port, "master", FABRIC_BRIDGE])?;
+        lab.external.ip(&[
+            "addr",
+            "add",
+            &format!("{EXTERNAL_IP}/{UNDERLAY_PREFIX}"),
+            "dev",
+            "eth0",
+        ])?;
         Ok(lab)
     }
 
@@ -101,13 +111,21 @@ impl Lab {
         let ns = Netns::new(&names::unique(&format!("n{idx}")))?;
         let port = self.fabric_port();
         veth_between(&self.fabric, &port, &ns, "uplink0")?;
-        self.fabric.ip(&["link", "set", &port, "master", FABRIC_BRIDGE])?;
+        self.fabric
+            .ip(&["link", "set", &port, "master", FABRIC_BRIDGE])?;
         let ip = Ipv4Addr::new(198, 18, 0, idx);
-        ns.ip(&["addr", "add", &format!("{ip}/{UNDERLAY_PREFIX}"), "dev", "uplink0"])?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{ip}/{UNDERLAY_PREFIX}"),
+            "dev",
+            "uplink0",
+        ])?;
         ns.ip(&["route", "add", "default", "via", &EXTERNAL_IP.to_string()])?;
         let mut netd = NetdProcess::new(&ns.path(), name)?;
         if start {
-            netd.start().with_context(|| format!("starting netd on {name}"))?;
+            netd.start()
+                .with_context(|| format!("starting netd on {name}"))?;
         }
         self.nodes.push(Node {
             name: name.to_string(),
@@ -160,7 +178,9 @@ impl Node {
         let container_id = format!("{}-{}", ns.name, "c0ffee");
         let path = ns.path_str();
         let mut att = Attachment::new(&container_id, &path, "eth0");
-        att.args = Some(format!("IgnoreUnknown=true;K8S_POD_NAMESPACE=lab;K8S_POD_NAME={tag}"));
+        att.args = Some(format!(
+            "IgnoreUnknown=true;K8S_POD_NAMESPACE=lab;K8S_POD_NAME={tag}"
+        ));
         let out = cni::add(&att, config);
         if !out.success() {
             bail!("ADD failed: {}\n{}", out.stdout, out.stderr);

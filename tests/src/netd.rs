@@ -64,7 +64,10 @@ impl NetdProcess {
         if self.child.is_some() {
             bail!("netd {} is already running", self.instance);
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.netns.display()))
             .arg("--")
@@ -79,7 +82,12 @@ impl NetdProcess {
             .arg(&self.config_dir)
             .arg("--bpf-dir")
             .arg(&self.bpf_dir)
-            .args(["--log-format", "json", "--log-level", "info"])
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "info,furrow_netd=debug",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -99,7 +107,10 @@ impl NetdProcess {
             if let Some(c) = self.child.as_mut() {
                 if let Some(status) = c.try_wait()? {
                     self.child = None;
-                    bail!("netd exited during start ({status}):\n{}", self.log_tail(40));
+                    bail!(
+                        "netd exited during start ({status}):\n{}",
+                        self.log_tail(40)
+                    );
                 }
             }
             if let Ok(r) = self.client().get::<ReadyResponse>("/v1/cni/status") {
@@ -130,7 +141,10 @@ impl NetdProcess {
         let Some(mut c) = self.child.take() else {
             return Ok(true);
         };
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(s) = c.try_wait()? {
@@ -183,7 +197,9 @@ impl NetdProcess {
 
     /// Opens the log for appending notes (the demo prints where it is).
     pub fn log_file(&self) -> anyhow::Result<File> {
-        Ok(std::fs::OpenOptions::new().append(true).open(&self.log_path)?)
+        Ok(std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)?)
     }
 }
 

@@ -55,7 +55,9 @@ impl Netns {
     /// exec`, which remounts /sys and hides bpffs).
     pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.path().display())).arg("--").arg(program);
+        c.arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program);
         c
     }
 
@@ -65,13 +67,17 @@ impl Netns {
     }
 
     /// Runs `f` on a thread that has entered this namespace.
-    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    pub fn enter<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
         let file = File::open(self.path())?;
         let h = std::thread::spawn(move || {
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
             f()
         });
-        h.join().map_err(|_| anyhow::anyhow!("thread in {} panicked", self.name))
+        h.join()
+            .map_err(|_| anyhow::anyhow!("thread in {} panicked", self.name))
     }
 
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {

@@ -23,7 +23,11 @@ pub fn ping_ok(from: &Netns, to: IpAddr, attempts: u32) -> bool {
 /// Sends a UDP datagram from `sender` to `dst` (an address of
 /// `receiver`) and returns the source address the receiver saw: the way
 /// to check NAT from the far side.
-pub fn udp_source_seen(sender: &Netns, receiver: &Netns, dst: SocketAddr) -> anyhow::Result<IpAddr> {
+pub fn udp_source_seen(
+    sender: &Netns,
+    receiver: &Netns,
+    dst: SocketAddr,
+) -> anyhow::Result<IpAddr> {
     let (tx, rx) = std::sync::mpsc::channel();
     let bind = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), dst.port());
     let recv = {
@@ -48,5 +52,6 @@ pub fn udp_source_seen(sender: &Netns, receiver: &Netns, dst: SocketAddr) -> any
         }
         Ok(())
     })??;
-    recv.join().map_err(|_| anyhow::anyhow!("receiver panicked"))?
+    recv.join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))?
 }

@@ -28,11 +28,19 @@ fn env<'a>(cmd: &'a str, cid: &'a str, netns: &'a str, ifname: &'a str) -> Vec<(
 #[test]
 fn c01_version_lists_supported_versions() {
     for v in ["0.3.1", "1.1.0"] {
-        let out = cni::run(&[("CNI_COMMAND", "VERSION")], json!({"cniVersion": v}).to_string().as_bytes());
+        let out = cni::run(
+            &[("CNI_COMMAND", "VERSION")],
+            json!({"cniVersion": v}).to_string().as_bytes(),
+        );
         assert!(out.success(), "{out:?}");
         let j = out.json();
         assert!(j["cniVersion"].is_string());
-        let sv: Vec<&str> = j["supportedVersions"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+        let sv: Vec<&str> = j["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap())
+            .collect();
         for want in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
             assert!(sv.contains(&want), "{sv:?}");
         }
@@ -55,12 +63,22 @@ fn c02_missing_variables_and_unknown_command_are_code_4() {
     ] {
         let e: Vec<(&str, &str)> = full
             .iter()
-            .map(|(k, v)| if *k == "CNI_COMMAND" { (*k, cmd) } else { (*k, *v) })
+            .map(|(k, v)| {
+                if *k == "CNI_COMMAND" {
+                    (*k, cmd)
+                } else {
+                    (*k, *v)
+                }
+            })
             .filter(|(k, _)| *k != var)
             .collect();
         let out = cni::run(&e, cfg.as_bytes());
         assert_eq!(out.error_code(), Some(4), "{cmd} without {var}: {out:?}");
-        assert!(out.error_msg().contains(var), "{cmd} without {var}: {}", out.error_msg());
+        assert!(
+            out.error_msg().contains(var),
+            "{cmd} without {var}: {}",
+            out.error_msg()
+        );
     }
     let out = cni::run(&[], cfg.as_bytes());
     assert_eq!(out.error_code(), Some(4));
@@ -88,7 +106,10 @@ fn c03_container_id_and_ifname_are_validated() {
         let out = cni::run(&env("ADD", "c1", &p, ifname), cfg.as_bytes());
         assert_eq!(out.error_code(), Some(4), "ifname {ifname:?}: {out:?}");
     }
-    assert_eq!(inspect::leftovers(lab.node(0), "mgmt"), Vec::<String>::new());
+    assert_eq!(
+        inspect::leftovers(lab.node(0), "mgmt"),
+        Vec::<String>::new()
+    );
 }
 
 // 4 and 5. Error codes and the error document on stdout.
@@ -109,7 +130,11 @@ fn c04_c05_error_codes_and_format() {
     cfg["vLan"] = json!(100);
     let out = cni::run(&e, cfg.to_string().as_bytes());
     assert_eq!(out.error_code(), Some(2), "{out:?}");
-    assert!(out.error_msg().contains("vLan") && out.error_msg().contains("100"), "{}", out.error_msg());
+    assert!(
+        out.error_msg().contains("vLan") && out.error_msg().contains("100"),
+        "{}",
+        out.error_msg()
+    );
     // 6: bad JSON
     let out = cni::run(&e, b"{\"cniVersion\": ");
     assert_eq!(out.error_code(), Some(6));
@@ -121,8 +146,15 @@ fn c04_c05_error_codes_and_format() {
     assert!(out.error_msg().contains("mtu"));
     // Format: cniVersion, code, msg (details may be empty); stderr quiet.
     let j = out.json();
-    assert!(j["cniVersion"].is_string() && j["code"].is_u64() && j["msg"].is_string(), "{j}");
-    assert!(out.stderr.is_empty(), "stderr is for logs only: {}", out.stderr);
+    assert!(
+        j["cniVersion"].is_string() && j["code"].is_u64() && j["msg"].is_string(),
+        "{j}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "stderr is for logs only: {}",
+        out.stderr
+    );
     assert_ne!(out.status, 0);
     assert_eq!(inspect::leftovers(node, "mgmt"), Vec::<String>::new());
 }
@@ -142,7 +174,10 @@ fn c06_add_result_in_every_version() {
         assert_eq!(ifaces[idx]["name"], "eth0");
         assert_eq!(ifaces[idx]["sandbox"], pod.ns.path_str());
         assert!(ifaces[idx]["mac"].is_string());
-        assert!(ifaces.iter().any(|i| i.get("sandbox").is_none()), "host side listed too");
+        assert!(
+            ifaces.iter().any(|i| i.get("sandbox").is_none()),
+            "host side listed too"
+        );
         if v.starts_with("0.") {
             assert_eq!(ip["version"], "4", "{v}: {r}");
         } else {
@@ -160,7 +195,10 @@ fn c07_c09_existing_ifname_fails_and_leaves_nothing() {
     let lab = one_node();
     let node = lab.node(0);
     let pod = Netns::new(&names::unique("pod")).unwrap();
-    pod.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "other"]).unwrap();
+    pod.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "other",
+    ])
+    .unwrap();
     let a = Attachment::new("c-exists", &pod.path_str(), "eth0");
     let out = cni::add(&a, &node.mgmt_config("1.1.0"));
     assert!(!out.success());
@@ -187,7 +225,12 @@ fn c08_add_with_prev_result_keeps_it() {
     let r = &pod.result;
     assert_eq!(r["interfaces"][0]["name"], "net0");
     assert_eq!(r["ips"][0]["address"], "192.168.7.2/24");
-    let ours = r["ips"].as_array().unwrap().iter().find(|i| i["address"].as_str().unwrap().starts_with("10.52.")).unwrap();
+    let ours = r["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["address"].as_str().unwrap().starts_with("10.52."))
+        .unwrap();
     let idx = ours["interface"].as_u64().unwrap() as usize;
     assert_eq!(r["interfaces"][idx]["name"], "eth0");
     assert_eq!(r["dns"]["nameservers"][0], "192.168.7.1");
@@ -232,27 +275,54 @@ fn c12_check_detects_missing_state_and_tolerates_extra_routes() {
     cni::check(&att, &cfg, &pod.result).expect_ok("CHECK right after ADD");
 
     // Another plugin adds a route: still fine.
-    pod.ns.ip(&["route", "add", "192.0.2.0/24", "via", "10.52.0.1"]).unwrap();
+    pod.ns
+        .ip(&["route", "add", "192.0.2.0/24", "via", "10.52.0.1"])
+        .unwrap();
     cni::check(&att, &cfg, &pod.result).expect_ok("CHECK with an extra route");
 
     // The default route disappears: CHECK says so.
     pod.ns.ip(&["route", "del", "default"]).unwrap();
     let out = cni::check(&att, &cfg, &pod.result);
     assert!(!out.success());
-    assert!(out.error_msg().contains("route 0.0.0.0/0"), "{}", out.error_msg());
-    pod.ns.ip(&["route", "add", "default", "via", "10.52.0.1"]).unwrap();
+    assert!(
+        out.error_msg().contains("route 0.0.0.0/0"),
+        "{}",
+        out.error_msg()
+    );
+    pod.ns
+        .ip(&["route", "add", "default", "via", "10.52.0.1"])
+        .unwrap();
     cni::check(&att, &cfg, &pod.result).expect_ok("CHECK after repair");
 
     // The NAT entry disappears: CHECK says so.
     let table = inspect::nft_table(node);
     node.ns
-        .run("nft", &["delete", "element", "ip", &table, "masq_mgmt", &format!("{{ {} }}", pod.ip())])
+        .run(
+            "nft",
+            &[
+                "delete",
+                "element",
+                "ip",
+                &table,
+                "masq_mgmt",
+                &format!("{{ {} }}", pod.ip()),
+            ],
+        )
         .unwrap();
     let out = cni::check(&att, &cfg, &pod.result);
-    assert!(out.error_msg().contains("masquerade"), "{}", out.error_msg());
+    assert!(
+        out.error_msg().contains("masquerade"),
+        "{}",
+        out.error_msg()
+    );
 
     // The host side disappears: CHECK says so.
-    let host_if = pod.result["interfaces"].as_array().unwrap().iter().find(|i| i.get("sandbox").is_none()).unwrap()["name"]
+    let host_if = pod.result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i.get("sandbox").is_none())
+        .unwrap()["name"]
         .as_str()
         .unwrap()
         .to_string();
@@ -289,7 +359,10 @@ fn c13_status_reflects_netd() {
     let out = cni::run(&env("ADD", "c1", &pod.path_str(), "eth0"), cfg.as_bytes());
     assert_eq!(out.error_code(), Some(11), "{out:?}");
     assert!(out.error_msg().contains("netd"), "{}", out.error_msg());
-    assert!(pod.ip(&["link", "show", "eth0"]).is_err(), "nothing half-created");
+    assert!(
+        pod.ip(&["link", "show", "eth0"]).is_err(),
+        "nothing half-created"
+    );
 }
 
 // 14. GC releases attachments not listed, keeps the listed ones.
@@ -303,17 +376,32 @@ fn c14_gc_releases_only_unlisted_attachments() {
     let gone2 = node.add_pod("g2", &cfg).unwrap();
     let mut gc = cfg.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": keep.container_id, "ifname": "eth0"}]);
-    let out = cni::run(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")], gc.to_string().as_bytes());
+    let out = cni::run(
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")],
+        gc.to_string().as_bytes(),
+    );
     assert!(out.success(), "{out:?}");
-    assert!(out.stdout.trim().is_empty(), "GC prints nothing on success: {}", out.stdout);
+    assert!(
+        out.stdout.trim().is_empty(),
+        "GC prints nothing on success: {}",
+        out.stdout
+    );
+    inspect::settle(node);
     let ports: Vec<furrow_api::wire::PortInfo> = node.netd.client().get("/v1/ports").unwrap();
-    assert_eq!(ports.len(), 1);
+    assert_eq!(ports.len(), 1, "{ports:#?}");
     assert_eq!(ports[0].container_id, keep.container_id);
     for p in [&gone1, &gone2] {
-        assert!(p.ns.ip(&["link", "show", "eth0"]).is_err(), "released pod still has eth0");
+        assert!(
+            p.ns.ip(&["link", "show", "eth0"]).is_err(),
+            "released pod still has eth0"
+        );
         assert!(!inspect::masquerade_members(node, "mgmt").contains(&p.ip().to_string()));
     }
-    assert!(probe::ping_ok(&keep.ns, IpAddr::V4(furrow_tests::lab::EXTERNAL_IP), 3));
+    assert!(probe::ping_ok(
+        &keep.ns,
+        IpAddr::V4(furrow_tests::lab::EXTERNAL_IP),
+        3
+    ));
     node.del_pod(&keep).expect_ok("DEL");
     assert_eq!(inspect::leftovers(node, "mgmt"), Vec::<String>::new());
 }
@@ -325,7 +413,14 @@ fn c15_parallel_adds_get_distinct_addresses() {
     let node = lab.node(0);
     let cfg = node.mgmt_config("1.1.0");
     let pods: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..8).map(|i| s.spawn({ let cfg = cfg.clone(); move || node.add_pod(&format!("p{i}"), &cfg) })).collect();
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                s.spawn({
+                    let cfg = cfg.clone();
+                    move || node.add_pod(&format!("p{i}"), &cfg)
+                })
+            })
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
     });
     let mut ips: Vec<_> = pods.iter().map(|p| p.ip()).collect();
@@ -382,7 +477,9 @@ fn c17_runtime_config_honoured_only_with_capabilities() {
     cfg["runtimeConfig"] = json!({"mac": "52:54:00:aa:bb:cc", "ips": ["10.52.0.200"]});
     let without = node.add_pod("p1", &cfg).unwrap();
     let mac_of = |p: &furrow_tests::Pod| -> Value {
-        let v: Value = serde_json::from_str(&p.ns.ip(&["-j", "link", "show", "dev", "eth0"]).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_str(&p.ns.ip(&["-j", "link", "show", "dev", "eth0"]).unwrap())
+                .unwrap();
         v[0]["address"].clone()
     };
     assert_ne!(mac_of(&without), "52:54:00:aa:bb:cc");
@@ -411,12 +508,19 @@ fn bad_input_unknown_network_and_missing_netns() {
     assert_eq!(out.error_code(), Some(7), "{out:?}");
     assert!(out.error_msg().contains("nosuchnet"));
     let cfg = node.mgmt_config("1.1.0");
-    let out = cni::add(&Attachment::new("c2", "/run/netns/does-not-exist-furrow", "eth0"), &cfg);
+    let out = cni::add(
+        &Attachment::new("c2", "/run/netns/does-not-exist-furrow", "eth0"),
+        &cfg,
+    );
     assert_eq!(out.error_code(), Some(3), "{out:?}");
     assert!(out.error_msg().contains("does-not-exist-furrow"));
     // A path that exists but is not a network namespace.
     let out = cni::add(&Attachment::new("c3", "/etc/hostname", "eth0"), &cfg);
     assert!(!out.success());
-    assert!(out.error_msg().contains("/etc/hostname"), "{}", out.error_msg());
+    assert!(
+        out.error_msg().contains("/etc/hostname"),
+        "{}",
+        out.error_msg()
+    );
     assert_eq!(inspect::leftovers(node, "mgmt"), Vec::<String>::new());
 }

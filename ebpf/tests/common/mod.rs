@@ -124,6 +124,58 @@ pub fn parse_mac(s: &str) -> [u8; 6] {
     v.try_into().expect("6-byte MAC")
 }
 
+/// One cls_bpf filter as `tc -j filter show` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcFilter {
+    pub kind: String,
+    pub pref: u64,
+    pub protocol: String,
+    pub handle: String,
+    pub prog_id: u64,
+    pub direct_action: bool,
+}
+
+impl NetNs {
+    /// The filters (not the per-priority entries) on the `hook` ("ingress"
+    /// or "egress") of `ifname`, from `tc -j filter show` in this netns.
+    pub fn tc_filters(&self, ifname: &str, hook: &str) -> Vec<TcFilter> {
+        let out = self.cmd("tc", &["-j", "filter", "show", "dev", ifname, hook]);
+        assert!(
+            out.status.success(),
+            "tc filter show dev {ifname} {hook}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("tc -j output");
+        v.as_array()
+            .expect("tc -j: an array")
+            .iter()
+            .filter_map(|f| {
+                let o = f.get("options")?;
+                Some(TcFilter {
+                    kind: f["kind"].as_str().unwrap_or_default().to_owned(),
+                    pref: f["pref"].as_u64().expect("pref"),
+                    protocol: f["protocol"].as_str().unwrap_or_default().to_owned(),
+                    handle: o["handle"].as_str().unwrap_or_default().to_owned(),
+                    prog_id: o["prog"]["id"].as_u64().unwrap_or(0),
+                    direct_action: o["direct-action"].as_bool().unwrap_or(false),
+                })
+            })
+            .collect()
+    }
+
+    /// Program ids of the bpf filters on (ingress, egress) of `ifname`.
+    pub fn tc_prog_ids(&self, ifname: &str) -> (Vec<u64>, Vec<u64>) {
+        let ids = |hook| {
+            self.tc_filters(ifname, hook)
+                .iter()
+                .filter(|f| f.kind == "bpf")
+                .map(|f| f.prog_id)
+                .collect()
+        };
+        (ids("ingress"), ids("egress"))
+    }
+}
+
 /// A unique bpffs pin directory, removed on drop.
 pub struct PinDir(pub PathBuf);
 
@@ -140,7 +192,7 @@ impl PinDir {
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        // Unpinning links detaches them; maps go with the last reference.
+        // Maps go with their last reference (filters die with their netns).
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -15,7 +15,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use furrow_api::cni::{AttachmentSpec, CniResult, Interface, IpConfig, ManagementAttachment, Route};
+use furrow_api::cni::{
+    AttachmentSpec, CniResult, Interface, IpConfig, ManagementAttachment, Route,
+};
 use furrow_api::error::code;
 use furrow_api::resource::{ManagementNetwork, ManagementNetworkSpec};
 use furrow_api::wire::{AttachmentRequest, NetworkInfo, PortState};
@@ -60,15 +62,54 @@ pub struct AllocationOwner {
     pub port: String,
 }
 
+/// Cheap to clone (shared handles), so slow work can move into background
+/// tasks.
+#[derive(Clone)]
 pub struct ManagementDriver {
     node: Arc<Node>,
-    networks: RwLock<BTreeMap<String, Arc<MgmtNet>>>,
+    networks: Arc<RwLock<BTreeMap<String, Arc<MgmtNet>>>>,
 }
 
 /// What building the kernel side produced.
 struct Built {
+    host_ifindex: u32,
     host_mac: MacAddr,
     pod_mac: MacAddr,
+}
+
+/// Per-step timings of one operation, logged at debug level: where an
+/// ADD or DEL spends its time is the first question when it is slow.
+struct Phases {
+    start: std::time::Instant,
+    last: std::time::Instant,
+    steps: Vec<(&'static str, u64)>,
+}
+
+impl Phases {
+    fn new() -> Self {
+        let now = std::time::Instant::now();
+        Phases {
+            start: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps
+            .push((step, (now - self.last).as_micros() as u64));
+        self.last = now;
+    }
+    fn log(&self, op: &'static str) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let steps: Vec<String> = self
+                .steps
+                .iter()
+                .map(|(n, us)| format!("{n}={us}us"))
+                .collect();
+            tracing::debug!(op, total_us = self.start.elapsed().as_micros() as u64, steps = %steps.join(" "), "timing");
+        }
+    }
 }
 
 fn kernel(e: NetlinkError) -> ApiError {
@@ -85,7 +126,7 @@ impl ManagementDriver {
     pub fn new(node: Arc<Node>) -> Self {
         ManagementDriver {
             node,
-            networks: RwLock::new(BTreeMap::new()),
+            networks: Arc::new(RwLock::new(BTreeMap::new())),
         }
     }
 
@@ -107,10 +148,16 @@ impl ManagementDriver {
             format!(
                 "network: no ManagementNetwork named {name:?} exists on node {} (known: {})",
                 self.node.cfg.node,
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ),
         )
-        .with_details("set the CNI config's \"network\" field to an existing ManagementNetwork, or apply one"))
+        .with_details(
+            "set the CNI config's \"network\" field to an existing ManagementNetwork, or apply one",
+        ))
     }
 
     /// Brings the set of networks in line with the resources: leases each
@@ -124,12 +171,18 @@ impl ManagementDriver {
         let mut next = BTreeMap::new();
         for n in specs {
             let name = n.metadata.name.clone();
-            let subnet = subnets::lease(store, &name, n.spec.cluster_cidr, n.spec.node_subnet_prefix_length, node)
-                .await
-                .map_err(|e| match e {
-                    subnets::SubnetError::Store(s) => store_error(s),
-                    other => ApiError::new(code::POOL_EXHAUSTED, other.to_string()),
-                })?;
+            let subnet = subnets::lease(
+                store,
+                &name,
+                n.spec.cluster_cidr,
+                n.spec.node_subnet_prefix_length,
+                node,
+            )
+            .await
+            .map_err(|e| match e {
+                subnets::SubnetError::Store(s) => store_error(s),
+                other => ApiError::new(code::POOL_EXHAUSTED, other.to_string()),
+            })?;
             let current = self.network(&name).await;
             if let Some(c) = current.filter(|c| c.spec == n.spec && c.subnet == subnet) {
                 next.insert(name, c);
@@ -137,9 +190,14 @@ impl ManagementDriver {
             }
             let mut pool = Pool::new(subnet);
             let allocs: Vec<(String, AllocationOwner, u64)> =
-                list_json(store, &keys::allocations_of(&name)).await.map_err(store_error)?;
+                list_json(store, &keys::allocations_of(&name))
+                    .await
+                    .map_err(store_error)?;
             for (key, owner, _) in allocs {
-                let ip = key.rsplit('/').next().and_then(|s| s.parse::<Ipv4Addr>().ok());
+                let ip = key
+                    .rsplit('/')
+                    .next()
+                    .and_then(|s| s.parse::<Ipv4Addr>().ok());
                 match ip {
                     Some(ip) if subnet.contains(&ip) && owner.node == *node => pool.take(ip),
                     _ => {}
@@ -156,7 +214,12 @@ impl ManagementDriver {
                 }),
             );
         }
-        let in_use: BTreeSet<String> = self.records().await?.into_iter().map(|r| r.network).collect();
+        let in_use: BTreeSet<String> = self
+            .records()
+            .await?
+            .into_iter()
+            .map(|r| r.network)
+            .collect();
         {
             let mut nets = self.networks.write().await;
             for (name, net) in nets.iter() {
@@ -166,7 +229,11 @@ impl ManagementDriver {
                         next.insert(name.clone(), net.clone());
                     } else {
                         let key = keys::subnet_lease(name, &net.subnet);
-                        self.node.store.txn(Txn::new().then(Op::Delete(key))).await.map_err(store_error)?;
+                        self.node
+                            .store
+                            .txn(Txn::new().then(Op::Delete(key)))
+                            .await
+                            .map_err(store_error)?;
                         tracing::info!(network = %name, "management network removed");
                     }
                 }
@@ -197,19 +264,29 @@ impl ManagementDriver {
 
     /// Every port record of this node.
     pub async fn records(&self) -> Result<Vec<PortRecord>, ApiError> {
-        let recs: Vec<(String, PortRecord, u64)> =
-            list_json(self.node.store.as_ref(), &keys::ports_of_node(&self.node.cfg.node))
-                .await
-                .map_err(store_error)?;
-        Ok(recs.into_iter().map(|(_, r, _)| r).filter(|r| r.kind == KIND).collect())
+        let recs: Vec<(String, PortRecord, u64)> = list_json(
+            self.node.store.as_ref(),
+            &keys::ports_of_node(&self.node.cfg.node),
+        )
+        .await
+        .map_err(store_error)?;
+        Ok(recs
+            .into_iter()
+            .map(|(_, r, _)| r)
+            .filter(|r| r.kind == KIND)
+            .collect())
     }
 
     /// Who wants masquerade according to the records (startup).
-    pub async fn wanted_masquerade(&self) -> Result<BTreeMap<String, BTreeSet<Ipv4Addr>>, ApiError> {
+    pub async fn wanted_masquerade(
+        &self,
+    ) -> Result<BTreeMap<String, BTreeSet<Ipv4Addr>>, ApiError> {
         let mut out: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
         for r in self.records().await? {
             if r.ip_masq && r.state == PortState::Ready {
-                out.entry(r.network.clone()).or_default().insert(r.address.addr());
+                out.entry(r.network.clone())
+                    .or_default()
+                    .insert(r.address.addr());
             }
         }
         Ok(out)
@@ -238,7 +315,12 @@ impl ManagementDriver {
 
     /// Takes an address and writes the Pending record, atomically. Returns
     /// the record with its address.
-    async fn claim(&self, net: &MgmtNet, mut rec: PortRecord, requested: Option<Ipv4Addr>) -> Result<PortRecord, ApiError> {
+    async fn claim(
+        &self,
+        net: &MgmtNet,
+        mut rec: PortRecord,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<PortRecord, ApiError> {
         let store = self.node.store.as_ref();
         let port_key = rec.key();
         let mut pool = net.pool.lock().await;
@@ -247,8 +329,13 @@ impl ManagementDriver {
         // pool then learns.
         for _ in 0..8 {
             let ip = pool.pick(requested).map_err(|e| match e {
-                IpamError::Exhausted { .. } => ApiError::new(code::POOL_EXHAUSTED, format!("network {}: {e}", net.name)),
-                other => ApiError::new(code::ADDRESS_UNAVAILABLE, format!("requested address: {other}")),
+                IpamError::Exhausted { .. } => {
+                    ApiError::new(code::POOL_EXHAUSTED, format!("network {}: {e}", net.name))
+                }
+                other => ApiError::new(
+                    code::ADDRESS_UNAVAILABLE,
+                    format!("requested address: {other}"),
+                ),
             })?;
             rec.address = Ipv4Net::new(ip, net.subnet.prefix_len()).expect("prefix from a subnet");
             let alloc_key = keys::allocation(&net.name, IpAddr::V4(ip));
@@ -282,10 +369,16 @@ impl ManagementDriver {
             tracing::warn!(%ip, network = %net.name, "address held in the store but not in the pool; skipping it");
             pool.take(ip);
             if requested.is_some() {
-                return Err(ApiError::new(code::ADDRESS_UNAVAILABLE, format!("requested address {ip} is already allocated")));
+                return Err(ApiError::new(
+                    code::ADDRESS_UNAVAILABLE,
+                    format!("requested address {ip} is already allocated"),
+                ));
             }
         }
-        Err(ApiError::internal(format!("network {}: could not claim an address after several attempts", net.name)))
+        Err(ApiError::internal(format!(
+            "network {}: could not claim an address after several attempts",
+            net.name
+        )))
     }
 
     /// Removes the record and frees its address, atomically.
@@ -307,7 +400,13 @@ impl ManagementDriver {
     }
 
     /// Creates everything in the kernel for a claimed port.
-    async fn build(&self, rec: &PortRecord, netns: &File, netns_path: &str) -> Result<Built, ApiError> {
+    async fn build(
+        &self,
+        rec: &PortRecord,
+        netns: &File,
+        netns_path: &str,
+        ph: &mut Phases,
+    ) -> Result<Built, ApiError> {
         let host = &self.node.host;
         let ip = rec.address.addr();
         let gw = rec.gateway;
@@ -315,7 +414,7 @@ impl ManagementDriver {
         // host link of this name is debris of a crash; clear it.
         if let Some(l) = host.link_by_name(&rec.host_ifname).await.map_err(kernel)? {
             tracing::warn!(link = %rec.host_ifname, "removing leftover host link before ADD");
-            host.delete_link(l.index).await.map_err(kernel)?;
+            delete_host_link(l.index).await.map_err(kernel)?;
         }
         let alias = ports::link_alias(&self.node.cfg.instance, &rec.key());
         host.create_veth_into(
@@ -337,37 +436,65 @@ impl ManagementDriver {
             if e.is_exists() {
                 ApiError::new(
                     code::IFNAME_EXISTS,
-                    format!("interface {:?} already exists in network namespace {netns_path}", rec.ifname),
+                    format!(
+                        "interface {:?} already exists in network namespace {netns_path}",
+                        rec.ifname
+                    ),
                 )
                 .with_details("choose another CNI_IFNAME or remove the existing interface")
             } else {
                 kernel(e)
             }
         })?;
+        ph.mark("veth");
         let hl = host
             .link_by_name(&rec.host_ifname)
             .await
             .map_err(kernel)?
-            .ok_or_else(|| ApiError::internal(format!("host link {} vanished right after creation", rec.host_ifname)))?;
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "host link {} vanished right after creation",
+                    rec.host_ifname
+                ))
+            })?;
         host.set_up(hl.index).await.map_err(kernel)?;
-        host.add_address_v4(hl.index, gw, 32, false).await.map_err(kernel)?;
-        host.add_route_v4(ip, 32, None, Some(hl.index), true).await.map_err(kernel)?;
+        host.add_address_v4(hl.index, gw, 32, false)
+            .await
+            .map_err(kernel)?;
+        host.add_route_v4(ip, 32, None, Some(hl.index), true)
+            .await
+            .map_err(kernel)?;
+        ph.mark("host-side");
 
-        let ns = Netlink::in_netns(std::path::Path::new(netns_path)).await.map_err(kernel)?;
+        let ns = Netlink::in_netns(std::path::Path::new(netns_path))
+            .await
+            .map_err(kernel)?;
+        ph.mark("netns-socket");
         let pl = ns
             .link_by_name(&rec.ifname)
             .await
             .map_err(kernel)?
-            .ok_or_else(|| ApiError::internal(format!("{} did not appear in {netns_path}", rec.ifname)))?;
+            .ok_or_else(|| {
+                ApiError::internal(format!("{} did not appear in {netns_path}", rec.ifname))
+            })?;
         ns.set_up(pl.index).await.map_err(kernel)?;
-        ns.add_address_v4(pl.index, ip, rec.address.prefix_len(), true).await.map_err(kernel)?;
-        ns.add_route_v4(gw, 32, None, Some(pl.index), true).await.map_err(kernel)?;
+        ns.add_address_v4(pl.index, ip, rec.address.prefix_len(), true)
+            .await
+            .map_err(kernel)?;
+        ns.add_route_v4(gw, 32, None, Some(pl.index), true)
+            .await
+            .map_err(kernel)?;
         ns.add_route_v4(Ipv4Addr::UNSPECIFIED, 0, Some(gw), Some(pl.index), false)
             .await
             .map_err(kernel)?;
+        ph.mark("pod-side");
 
-        let host_mac = hl.mac.ok_or_else(|| ApiError::internal("host link has no MAC"))?;
-        let pod_mac = pl.mac.ok_or_else(|| ApiError::internal("pod link has no MAC"))?;
+        let host_mac = hl
+            .mac
+            .ok_or_else(|| ApiError::internal("host link has no MAC"))?;
+        let pod_mac = pl
+            .mac
+            .ok_or_else(|| ApiError::internal("pod link has no MAC"))?;
         let (name, index) = (rec.host_ifname.clone(), hl.index);
         self.node
             .with_datapath(move |dp| {
@@ -383,62 +510,187 @@ impl ManagementDriver {
             })
             .await
             .map_err(datapath_error)?;
+        ph.mark("datapath");
         if rec.ip_masq {
             self.node
                 .masq_add(&rec.network, ip)
                 .await
                 .map_err(|e| ApiError::internal(format!("adding masquerade for {ip}: {e}")))?;
         }
-        Ok(Built { host_mac, pod_mac })
+        ph.mark("masquerade");
+        Ok(Built {
+            host_ifindex: hl.index,
+            host_mac,
+            pod_mac,
+        })
     }
 
-    /// Removes every kernel trace of a port: datapath entries first (so
-    /// nothing is redirected into a link about to vanish), then the NAT
-    /// member, then the veth pair (its routes and the pod side go with it).
+    /// Removes every kernel trace of a port, synchronously: [`unplug`]
+    /// then [`remove_link`].
     async fn teardown(&self, rec: &PortRecord) -> Result<(), ApiError> {
+        self.unplug(rec).await?;
+        self.remove_link(rec).await
+    }
+
+    /// The fast half of removing a port: afterwards nothing reaches the pod
+    /// or leaves it. The datapath forgets the endpoint first (nothing is
+    /// redirected into a link about to vanish), then the NAT member goes,
+    /// then the host link is set down.
+    async fn unplug(&self, rec: &PortRecord) -> Result<(), ApiError> {
+        let mut ph = Phases::new();
         let mut errors = Vec::new();
         let host = &self.node.host;
         let ip = rec.address.addr();
         let link = host.link_by_name(&rec.host_ifname).await.map_err(kernel)?;
-        let index = link.as_ref().map(|l| l.index).unwrap_or(0);
-        let name = rec.host_ifname.clone();
+        let index = link
+            .as_ref()
+            .map(|l| l.index)
+            .or(rec.host_ifindex)
+            .unwrap_or(0);
         let dp = self
             .node
             .with_datapath(move |dp| {
                 let owned = dp
-                    .endpoints()?
-                    .into_iter()
-                    .any(|(eip, ep)| eip == ip && (index == 0 || ep.host_ifindex == index));
+                    .endpoint(ip)?
+                    .is_some_and(|ep| index == 0 || ep.host_ifindex == index);
                 if owned {
                     dp.remove_endpoint(ip)?;
                 }
-                dp.detach_port(&name, index)
+                Ok::<_, furrow_ebpf::DatapathError>(())
             })
             .await;
         if let Err(e) = dp {
             errors.push(format!("datapath: {e}"));
         }
+        ph.mark("datapath");
         if let Err(e) = self.node.masq_remove(&rec.network, ip).await {
             errors.push(format!("masquerade: {e}"));
         }
-        if let Some(l) = link {
-            if let Err(e) = host.delete_link(l.index).await {
-                errors.push(e.to_string());
+        ph.mark("masquerade");
+        if let Some(l) = link.filter(|l| l.up) {
+            if let Err(e) = host.set_down(l.index).await {
+                if !e.is_not_found() {
+                    errors.push(e.to_string());
+                }
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::internal(format!(
-                "removing port {}/{}: {}",
-                rec.container_id,
-                rec.ifname,
-                errors.join("; ")
-            )))
+        ph.mark("link-down");
+        // Free CNI_IFNAME inside the pod now (a runtime may ADD it again
+        // right after DEL), by renaming our end: removing the pair takes
+        // the kernel a grace period, renaming does not.
+        if let Some(path) = rec
+            .netns
+            .as_deref()
+            .filter(|p| std::path::Path::new(p).exists())
+        {
+            if let Ok(ns) = Netlink::in_netns(std::path::Path::new(path)).await {
+                if let Ok(Some(pl)) = ns.link_by_name(&rec.ifname).await {
+                    // Only our own end of the pair, never an interface
+                    // someone created under that name since.
+                    if rec.mac.is_some() && pl.mac == rec.mac {
+                        let tomb = ports::tombstone_ifname(&rec.host_ifname);
+                        let r = async {
+                            ns.set_down(pl.index).await?;
+                            ns.rename(pl.index, &tomb).await
+                        }
+                        .await;
+                        if let Err(e) = r {
+                            if !e.is_not_found() {
+                                errors.push(format!("freeing {} in {path}: {e}", rec.ifname));
+                            }
+                        }
+                    }
+                }
+            }
         }
+        ph.mark("pod-rename");
+        ph.log("unplug");
+        fold_errors(rec, errors)
     }
 
-    fn result_for(rec: &PortRecord, built: &Built, netns: &str, att: &ManagementAttachment) -> CniResult {
+    /// The slow half: the veth pair goes (the kernel waits for an RCU
+    /// grace period here, tens of milliseconds), taking the pod side and
+    /// the host route with it; then the datapath drops the port's
+    /// programs and counters (cheap once the link is gone).
+    async fn remove_link(&self, rec: &PortRecord) -> Result<(), ApiError> {
+        let mut ph = Phases::new();
+        let mut errors = Vec::new();
+        let host = &self.node.host;
+        let link = host.link_by_name(&rec.host_ifname).await.map_err(kernel)?;
+        let index = link
+            .as_ref()
+            .map(|l| l.index)
+            .or(rec.host_ifindex)
+            .unwrap_or(0);
+        if let Some(l) = &link {
+            let index = l.index;
+            match tokio::task::spawn_blocking(move || crate::netlink::delete_link_blocking(index))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e.to_string()),
+                Err(e) => errors.push(format!("link removal task: {e}")),
+            }
+        }
+        ph.mark("link-delete");
+        let name = rec.host_ifname.clone();
+        if let Err(e) = self
+            .node
+            .with_datapath(move |dp| dp.detach_port(&name, index))
+            .await
+        {
+            errors.push(format!("datapath: {e}"));
+        }
+        ph.mark("datapath-detach");
+        ph.log("remove-link");
+        fold_errors(rec, errors)
+    }
+
+    /// Removes a port whose lock the caller holds: unplugs it now, marks it
+    /// Deleting, and leaves the link removal, which only the kernel's pace
+    /// bounds, to a background task that keeps the lock until the record
+    /// and the address are gone. A crash in between leaves a Deleting
+    /// record that the next start finishes.
+    async fn delete_port(
+        &self,
+        mut rec: PortRecord,
+        guard: crate::locks::KeyedGuard,
+    ) -> Result<(), ApiError> {
+        if rec.state == PortState::Deleting {
+            // An earlier background removal gave up; finish it here, in the
+            // caller's sight.
+            self.remove_link(&rec).await?;
+            return self.forget(&rec).await;
+        }
+        self.unplug(&rec).await?;
+        rec.state = PortState::Deleting;
+        self.put_record(&rec).await?;
+        let me = self.clone();
+        self.node.background.spawn(async move {
+            let _lock = guard;
+            let mut delay = std::time::Duration::from_millis(100);
+            for attempt in 1..=3 {
+                match me.remove_link(&rec).await {
+                    Ok(()) => match me.forget(&rec).await {
+                        Ok(()) => return,
+                        Err(e) => tracing::warn!(port = %rec.key(), attempt, error = %e, "releasing a deleted port's record"),
+                    },
+                    Err(e) => tracing::warn!(port = %rec.key(), attempt, error = %e, "removing a deleted port's link"),
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+            tracing::error!(port = %rec.key(), "could not finish removing the port; the next DEL, GC or netd start retries");
+        });
+        Ok(())
+    }
+
+    fn result_for(
+        rec: &PortRecord,
+        built: &Built,
+        netns: &str,
+        att: &ManagementAttachment,
+    ) -> CniResult {
         CniResult {
             interfaces: vec![
                 Interface {
@@ -483,30 +735,33 @@ impl ManagementDriver {
         let host = &self.node.host;
         let records = self.records().await?;
         let links = host.links().await.map_err(kernel)?;
-        let by_name: BTreeMap<&str, &crate::netlink::Link> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+        let by_name: BTreeMap<&str, &crate::netlink::Link> =
+            links.iter().map(|l| (l.name.as_str(), l)).collect();
         let mut keep_links = BTreeSet::new();
         let mut keep_ips = BTreeSet::new();
         for mut rec in records {
             let key = rec.key();
             let _g = self.node.port_locks.lock(&key).await;
             match rec.state {
-                PortState::Pending => {
-                    tracing::info!(port = %key, "undoing ADD cut short by a restart");
+                PortState::Pending | PortState::Deleting => {
+                    tracing::info!(port = %key, state = ?rec.state, "finishing what a restart cut short: removing the port");
                     self.teardown(&rec).await?;
                     self.forget(&rec).await?;
                     report.undone += 1;
                 }
                 PortState::Ready | PortState::Lost => {
                     let alias_ok = |l: &&&crate::netlink::Link| {
-                        l.alias.as_deref() == Some(ports::link_alias(&self.node.cfg.instance, &key).as_str())
+                        l.alias.as_deref()
+                            == Some(ports::link_alias(&self.node.cfg.instance, &key).as_str())
                     };
                     match by_name.get(rec.host_ifname.as_str()).filter(alias_ok) {
                         Some(l) => {
                             self.readopt(&rec, l).await?;
                             keep_links.insert(rec.host_ifname.clone());
                             keep_ips.insert(rec.address.addr());
-                            if rec.state == PortState::Lost {
+                            if rec.state == PortState::Lost || rec.host_ifindex != Some(l.index) {
                                 rec.state = PortState::Ready;
+                                rec.host_ifindex = Some(l.index);
                                 self.put_record(&rec).await?;
                             }
                             report.adopted += 1;
@@ -527,13 +782,20 @@ impl ManagementDriver {
         // Links carrying our alias that no record explains.
         let prefix = format!("furrow:{}:", self.node.cfg.instance);
         for l in &links {
-            if l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix)) && !keep_links.contains(&l.name) {
+            if l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix))
+                && !keep_links.contains(&l.name)
+            {
                 tracing::info!(link = %l.name, "removing orphaned host link");
-                host.delete_link(l.index).await.map_err(kernel)?;
+                delete_host_link(l.index).await.map_err(kernel)?;
                 report.orphans_removed += 1;
             }
         }
         let keep_links2 = keep_links.clone();
+        let keep_indices: BTreeSet<u32> = links
+            .iter()
+            .filter(|l| keep_links.contains(&l.name))
+            .map(|l| l.index)
+            .collect();
         let removed = self
             .node
             .with_datapath(move |dp| -> Result<u32, furrow_ebpf::DatapathError> {
@@ -550,6 +812,13 @@ impl ManagementDriver {
                         n += 1;
                     }
                 }
+                // Counters of interfaces that vanished without a detach.
+                for (idx, _) in dp.all_port_stats()? {
+                    if !keep_indices.contains(&idx) {
+                        dp.forget_port_stats(idx)?;
+                        n += 1;
+                    }
+                }
                 Ok(n)
             })
             .await
@@ -561,16 +830,25 @@ impl ManagementDriver {
         let live: BTreeSet<String> = self.records().await?.iter().map(|r| r.key()).collect();
         for net in self.network_names().await {
             let allocs: Vec<(String, AllocationOwner, u64)> =
-                list_json(self.node.store.as_ref(), &keys::allocations_of(&net)).await.map_err(store_error)?;
+                list_json(self.node.store.as_ref(), &keys::allocations_of(&net))
+                    .await
+                    .map_err(store_error)?;
             for (key, owner, rev) in allocs {
                 if owner.node == *node && !live.contains(&owner.port) {
                     tracing::warn!(allocation = %key, "freeing address whose port record is missing");
                     self.node
                         .store
-                        .txn(Txn::new().when(Compare::ModRevision(key.clone(), rev)).then(Op::Delete(key.clone())))
+                        .txn(
+                            Txn::new()
+                                .when(Compare::ModRevision(key.clone(), rev))
+                                .then(Op::Delete(key.clone())),
+                        )
                         .await
                         .map_err(store_error)?;
-                    if let (Some(n), Some(ip)) = (self.network(&net).await, key.rsplit('/').next().and_then(|s| s.parse().ok())) {
+                    if let (Some(n), Some(ip)) = (
+                        self.network(&net).await,
+                        key.rsplit('/').next().and_then(|s| s.parse().ok()),
+                    ) {
                         n.pool.lock().await.release(ip);
                     }
                     report.orphans_removed += 1;
@@ -588,8 +866,12 @@ impl ManagementDriver {
         if !link.up {
             host.set_up(link.index).await.map_err(kernel)?;
         }
-        host.add_address_v4(link.index, rec.gateway, 32, false).await.map_err(kernel)?;
-        host.add_route_v4(ip, 32, None, Some(link.index), true).await.map_err(kernel)?;
+        host.add_address_v4(link.index, rec.gateway, 32, false)
+            .await
+            .map_err(kernel)?;
+        host.add_route_v4(ip, 32, None, Some(link.index), true)
+            .await
+            .map_err(kernel)?;
         let (name, index) = (rec.host_ifname.clone(), link.index);
         let host_mac = link.mac.unwrap_or_default();
         let pod_mac = rec.mac.unwrap_or_default();
@@ -626,14 +908,21 @@ impl ManagementDriver {
     }
 
     async fn record(&self, key: &str) -> Result<Option<PortRecord>, ApiError> {
-        Ok(crate::store::get_json::<PortRecord>(self.node.store.as_ref(), key)
-            .await
-            .map_err(store_error)?
-            .map(|(r, _)| r))
+        Ok(
+            crate::store::get_json::<PortRecord>(self.node.store.as_ref(), key)
+                .await
+                .map_err(store_error)?
+                .map(|(r, _)| r),
+        )
     }
 
     fn port_key(&self, req: &AttachmentRequest) -> String {
-        keys::port(&self.node.cfg.node, &req.network_name, &req.container_id, &req.ifname)
+        keys::port(
+            &self.node.cfg.node,
+            &req.network_name,
+            &req.container_id,
+            &req.ifname,
+        )
     }
 
     /// Lists what differs between a port's record and the kernel.
@@ -658,11 +947,17 @@ impl ManagementDriver {
             }
             match host.addresses_v4(l.index).await {
                 Ok(a) if a.contains(&(rec.gateway, 32)) => {}
-                Ok(_) => p.push(format!("gateway address {}/32 missing on {}", rec.gateway, l.name)),
+                Ok(_) => p.push(format!(
+                    "gateway address {}/32 missing on {}",
+                    rec.gateway, l.name
+                )),
                 Err(e) => p.push(e.to_string()),
             }
             match host.routes_v4().await {
-                Ok(rs) if rs.iter().any(|r| r.dst == ip && r.prefix_len == 32 && r.oif == Some(l.index)) => {}
+                Ok(rs)
+                    if rs
+                        .iter()
+                        .any(|r| r.dst == ip && r.prefix_len == 32 && r.oif == Some(l.index)) => {}
                 Ok(_) => p.push(format!("host route to {ip}/32 via {} missing", l.name)),
                 Err(e) => p.push(e.to_string()),
             }
@@ -681,11 +976,16 @@ impl ManagementDriver {
                         ));
                     }
                     if pl.mtu != rec.mtu {
-                        p.push(format!("{} has MTU {} but the attachment has {}", rec.ifname, pl.mtu, rec.mtu));
+                        p.push(format!(
+                            "{} has MTU {} but the attachment has {}",
+                            rec.ifname, pl.mtu, rec.mtu
+                        ));
                     }
                     match ns.addresses_v4(pl.index).await {
                         Ok(a) if a.contains(&(ip, rec.address.prefix_len())) => {}
-                        Ok(_) => p.push(format!("address {} missing on {}", rec.address, rec.ifname)),
+                        Ok(_) => {
+                            p.push(format!("address {} missing on {}", rec.address, rec.ifname))
+                        }
                         Err(e) => p.push(e.to_string()),
                     }
                     match ns.routes_v4().await {
@@ -703,6 +1003,8 @@ impl ManagementDriver {
                                     want.push((dst, gw));
                                 }
                             }
+                            want.sort();
+                            want.dedup();
                             for (dst, gw) in want {
                                 let found = rs.iter().any(|r| {
                                     r.dst == dst.network()
@@ -725,16 +1027,21 @@ impl ManagementDriver {
             },
         }
         if let Some(prev) = prev {
-            let ours = prev
-                .interfaces
-                .iter()
-                .position(|i| i.name == rec.ifname && i.sandbox.as_deref().is_none_or(|s| s == netns));
+            let ours = prev.interfaces.iter().position(|i| {
+                i.name == rec.ifname && i.sandbox.as_deref().is_none_or(|s| s == netns)
+            });
             match ours {
-                None => p.push(format!("prevResult has no interface {} in {netns}", rec.ifname)),
+                None => p.push(format!(
+                    "prevResult has no interface {} in {netns}",
+                    rec.ifname
+                )),
                 Some(idx) => {
                     if let (Some(m), Some(r)) = (prev.interfaces[idx].mac, rec.mac) {
                         if m != r {
-                            p.push(format!("prevResult says {} has MAC {m}, the attachment has {r}", rec.ifname));
+                            p.push(format!(
+                                "prevResult says {} has MAC {m}, the attachment has {r}",
+                                rec.ifname
+                            ));
                         }
                     }
                     if !prev.ips.iter().any(|c| c.address == IpNet::V4(rec.address)) {
@@ -747,16 +1054,21 @@ impl ManagementDriver {
             let (name, index) = (rec.host_ifname.clone(), l.index);
             let dp = self
                 .node
-                .with_datapath(move |dp| -> Result<(bool, Option<MgmtEndpoint>), furrow_ebpf::DatapathError> {
-                    let attached = dp.is_port_attached(&name)?;
-                    let ep = dp.endpoints()?.into_iter().find(|(e, _)| *e == ip).map(|(_, e)| e);
-                    Ok((attached, ep))
-                })
+                .with_datapath(
+                    move |dp| -> Result<(bool, Option<MgmtEndpoint>), furrow_ebpf::DatapathError> {
+                        let attached = dp.is_port_attached(&name)?;
+                        let ep = dp.endpoint(ip)?;
+                        Ok((attached, ep))
+                    },
+                )
                 .await;
             match dp {
                 Ok((attached, ep)) => {
                     if !attached {
-                        p.push(format!("datapath programs are not attached to {}", rec.host_ifname));
+                        p.push(format!(
+                            "datapath programs are not attached to {}",
+                            rec.host_ifname
+                        ));
                     }
                     match ep {
                         Some(e) if e.host_ifindex == index => {}
@@ -773,7 +1085,10 @@ impl ManagementDriver {
         if rec.ip_masq && self.node.masq_network(&rec.network).await {
             match self.node.masq_rule_present(&rec.network).await {
                 Ok(true) => {}
-                Ok(false) => p.push(format!("masquerade rule of network {} missing", rec.network)),
+                Ok(false) => p.push(format!(
+                    "masquerade rule of network {} missing",
+                    rec.network
+                )),
                 Err(e) => p.push(e.to_string()),
             }
             match self.node.masq_has(&rec.network, ip).await {
@@ -792,6 +1107,30 @@ pub fn datapath_error(e: furrow_ebpf::DatapathError) -> ApiError {
         ApiError::new(code::CAPACITY, msg)
     } else {
         ApiError::new(code::INTERNAL, msg)
+    }
+}
+
+/// Deletes a link of the node's namespace on a blocking thread with its
+/// own socket (see [`crate::netlink::delete_link_blocking`]).
+async fn delete_host_link(index: u32) -> Result<(), NetlinkError> {
+    tokio::task::spawn_blocking(move || crate::netlink::delete_link_blocking(index))
+        .await
+        .map_err(|e| NetlinkError::Other {
+            op: format!("deleting link #{index}"),
+            msg: e.to_string(),
+        })?
+}
+
+fn fold_errors(rec: &PortRecord, errors: Vec<String>) -> Result<(), ApiError> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::internal(format!(
+            "removing port {}/{}: {}",
+            rec.container_id,
+            rec.ifname,
+            errors.join("; ")
+        )))
     }
 }
 
@@ -819,7 +1158,10 @@ fn requested_ip(req: &AttachmentRequest, net: &MgmtNet) -> Result<Option<Ipv4Add
         if !net.subnet.contains(&ip) {
             return Err(ApiError::new(
                 code::ADDRESS_UNAVAILABLE,
-                format!("ips: {ip} is not in node {}'s subnet {} of network {}", req.network_name, net.subnet, net.name),
+                format!(
+                    "ips: {ip} is not in node {}'s subnet {} of network {}",
+                    req.network_name, net.subnet, net.name
+                ),
             ));
         }
     }
@@ -829,16 +1171,22 @@ fn requested_ip(req: &AttachmentRequest, net: &MgmtNet) -> Result<Option<Ipv4Add
 fn open_netns(path: &str) -> Result<File, ApiError> {
     let f = File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            ApiError::new(code::UNKNOWN_CONTAINER, format!("network namespace {path} does not exist"))
+            ApiError::new(
+                code::UNKNOWN_CONTAINER,
+                format!("network namespace {path} does not exist"),
+            )
         } else {
-            ApiError::new(code::UNKNOWN_CONTAINER, format!("network namespace {path}: {e}"))
+            ApiError::new(
+                code::UNKNOWN_CONTAINER,
+                format!("network namespace {path}: {e}"),
+            )
         }
     })?;
     // Namespace files live on nsfs; anything else would make the kernel
     // fail later with a far less helpful error.
     const NSFS_MAGIC: i64 = 0x6e73_6673;
     match nix::sys::statfs::fstatfs(&f) {
-        Ok(st) if st.filesystem_type().0 as i64 == NSFS_MAGIC => {
+        Ok(st) if st.filesystem_type().0 == NSFS_MAGIC => {
             // NS_GET_NSTYPE: an nsfs file may be another kind of namespace.
             const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
             // SAFETY: the ioctl takes no argument and only reads the fd.
@@ -876,7 +1224,10 @@ impl NetworkDriver for ManagementDriver {
         let netns = open_netns(netns_path)?;
         if let Some(m) = req.mac {
             if !m.is_valid_unicast() {
-                return Err(ApiError::invalid_field("mac", format!("{m} is not a unicast address")));
+                return Err(ApiError::invalid_field(
+                    "mac",
+                    format!("{m} is not a unicast address"),
+                ));
             }
         }
         let requested = requested_ip(req, &net)?;
@@ -893,6 +1244,7 @@ impl NetworkDriver for ManagementDriver {
             netns: Some(netns_path.to_string()),
             pod: req.pod.clone(),
             host_ifname: ports::host_ifname(&req.network_name, &req.container_id, &req.ifname),
+            host_ifindex: None,
             mac: req.mac,
             address: Ipv4Net::new(net.gateway(), net.subnet.prefix_len()).expect("valid"),
             gateway: net.gateway(),
@@ -901,8 +1253,10 @@ impl NetworkDriver for ManagementDriver {
             state: PortState::Pending,
             created_at: crate::util::now_secs(),
         };
+        let mut ph = Phases::new();
         let mut rec = self.claim(&net, rec, requested).await?;
-        let built = match self.build(&rec, &netns, netns_path).await {
+        ph.mark("claim");
+        let built = match self.build(&rec, &netns, netns_path, &mut ph).await {
             Ok(b) => b,
             Err(e) => {
                 if let Err(te) = self.teardown(&rec).await {
@@ -915,24 +1269,31 @@ impl NetworkDriver for ManagementDriver {
             }
         };
         rec.mac = Some(built.pod_mac);
+        rec.host_ifindex = Some(built.host_ifindex);
         rec.state = PortState::Ready;
         if let Err(e) = self.put_record(&rec).await {
             let _ = self.teardown(&rec).await;
             let _ = self.forget(&rec).await;
             return Err(e);
         }
+        ph.mark("commit");
+        ph.log("add");
         tracing::info!(container = %rec.container_id, ifname = %rec.ifname, address = %rec.address, host_if = %rec.host_ifname, "port added");
         Ok(Self::result_for(&rec, &built, netns_path, att))
     }
 
     async fn del(&self, req: &AttachmentRequest) -> Result<(), ApiError> {
         let key = self.port_key(req);
-        let _g = self.node.port_locks.lock(&key).await;
+        let guard = self.node.port_locks.lock(&key).await;
         match self.record(&key).await? {
             Some(rec) => {
-                self.teardown(&rec).await?;
-                self.forget(&rec).await?;
-                tracing::info!(container = %rec.container_id, ifname = %rec.ifname, address = %rec.address, "port deleted");
+                let mut ph = Phases::new();
+                let (cid, ifname, address) =
+                    (rec.container_id.clone(), rec.ifname.clone(), rec.address);
+                self.delete_port(rec, guard).await?;
+                ph.mark("unplug");
+                ph.log("del");
+                tracing::info!(container = %cid, ifname = %ifname, address = %address, "port deleted");
             }
             None => {
                 // Nothing recorded; still clear a link of ours for this
@@ -941,7 +1302,7 @@ impl NetworkDriver for ManagementDriver {
                 let alias = ports::link_alias(&self.node.cfg.instance, &key);
                 if let Some(l) = self.node.host.link_by_name(&name).await.map_err(kernel)? {
                     if l.alias.as_deref() == Some(alias.as_str()) {
-                        self.node.host.delete_link(l.index).await.map_err(kernel)?;
+                        delete_host_link(l.index).await.map_err(kernel)?;
                     }
                 }
             }
@@ -964,7 +1325,10 @@ impl NetworkDriver for ManagementDriver {
         if rec.state != PortState::Ready {
             return Err(ApiError::new(
                 code::CHECK_FAILED,
-                format!("attachment is {:?}, not ready", rec.state).to_lowercase(),
+                format!(
+                    "attachment is {}, not ready",
+                    format!("{:?}", rec.state).to_lowercase()
+                ),
             ));
         }
         let problems = self.problems(&rec, req.prev_result.as_ref()).await;
@@ -985,12 +1349,12 @@ impl NetworkDriver for ManagementDriver {
 
     async fn release(&self, rec: &PortRecord) -> Result<(), ApiError> {
         let key = rec.key();
-        let _g = self.node.port_locks.lock(&key).await;
+        let guard = self.node.port_locks.lock(&key).await;
         // Re-read under the lock: a concurrent DEL may have done the work.
         if let Some(rec) = self.record(&key).await? {
-            self.teardown(&rec).await?;
-            self.forget(&rec).await?;
-            tracing::info!(container = %rec.container_id, ifname = %rec.ifname, "port released by GC");
+            let (cid, ifname) = (rec.container_id.clone(), rec.ifname.clone());
+            self.delete_port(rec, guard).await?;
+            tracing::info!(container = %cid, ifname = %ifname, "port released by GC");
         }
         Ok(())
     }

@@ -20,7 +20,9 @@ use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
@@ -35,7 +37,11 @@ pub enum NetlinkError {
     #[error("{op}: {msg}")]
     Other { op: String, msg: String },
     #[error("network namespace {path}: {msg}")]
-    Netns { path: PathBuf, msg: String, missing: bool },
+    Netns {
+        path: PathBuf,
+        msg: String,
+        missing: bool,
+    },
 }
 
 impl NetlinkError {
@@ -49,7 +55,10 @@ impl NetlinkError {
         self.errno() == Some(libc::EEXIST)
     }
     pub fn is_not_found(&self) -> bool {
-        matches!(self.errno(), Some(libc::ENODEV) | Some(libc::ENOENT) | Some(libc::ESRCH))
+        matches!(
+            self.errno(),
+            Some(libc::ENODEV) | Some(libc::ENOENT) | Some(libc::ESRCH)
+        )
     }
 }
 
@@ -68,6 +77,76 @@ fn kernel_err(op: impl Into<String>, e: rtnetlink::Error) -> NetlinkError {
             op,
             msg: other.to_string(),
         },
+    }
+}
+
+/// Deletes a link on a socket of its own, blocking the calling thread.
+///
+/// The kernel runs RTM_DELLINK inside the sender's sendmsg() and, for a
+/// veth pair, waits there for an RCU barrier (tens of milliseconds). On the
+/// shared connection that would stall every request queued behind it and
+/// an async worker thread with it; run this on a blocking thread instead.
+/// A link that is already gone is not an error.
+pub fn delete_link_blocking(index: u32) -> Result<(), NetlinkError> {
+    use netlink_packet_core::{
+        NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
+    };
+    use netlink_packet_route::RouteNetlinkMessage;
+    let op = || format!("deleting link #{index}");
+    let io = |e: std::io::Error| NetlinkError::Kernel {
+        op: op(),
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        msg: e.to_string(),
+    };
+    let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE).map_err(io)?;
+    socket.bind_auto().map_err(io)?;
+    socket
+        .connect(&netlink_sys::SocketAddr::new(0, 0))
+        .map_err(io)?;
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.sequence_number = 1;
+    let mut msg = NetlinkMessage::new(
+        header,
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)),
+    );
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    socket.send(&buf, 0).map_err(io)?;
+    let mut rbuf = vec![0u8; 8192];
+    loop {
+        let n = socket.recv(&mut &mut rbuf[..], 0).map_err(io)?;
+        let reply =
+            NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[..n]).map_err(|e| {
+                NetlinkError::Other {
+                    op: op(),
+                    msg: format!("undecodable reply: {e}"),
+                }
+            })?;
+        if reply.header.sequence_number != 1 {
+            continue;
+        }
+        return match reply.payload {
+            NetlinkPayload::Error(e) => match e.code {
+                None => Ok(()),
+                Some(c) => {
+                    let errno = -c.get();
+                    if errno == libc::ENODEV || errno == libc::ENOENT {
+                        Ok(())
+                    } else {
+                        Err(NetlinkError::Kernel {
+                            op: op(),
+                            errno,
+                            msg: std::io::Error::from_raw_os_error(errno).to_string(),
+                        })
+                    }
+                }
+            },
+            _ => Ok(()),
+        };
     }
 }
 
@@ -185,7 +264,8 @@ impl Netlink {
                     .map_err(|e| format!("is not a network namespace ({e})"))
                     .and_then(|_| {
                         let _guard = rt.enter();
-                        rtnetlink::new_connection().map_err(|e| format!("opening rtnetlink socket inside: {e}"))
+                        rtnetlink::new_connection()
+                            .map_err(|e| format!("opening rtnetlink socket inside: {e}"))
                     });
                 let _ = tx.send(res);
             })
@@ -199,7 +279,12 @@ impl Netlink {
     }
 
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
-        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match s.try_next().await {
             Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
             Ok(None) => Ok(None),
@@ -233,7 +318,11 @@ impl Netlink {
     pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
         let mut s = self.handle.link().get().execute();
         let mut out = Vec::new();
-        while let Some(m) = s.try_next().await.map_err(|e| kernel_err("listing links", e))? {
+        while let Some(m) = s
+            .try_next()
+            .await
+            .map_err(|e| kernel_err("listing links", e))?
+        {
             out.push(Link::from_message(&m));
         }
         Ok(out)
@@ -250,7 +339,9 @@ impl Netlink {
         peer_netns: &File,
         alias: &str,
     ) -> Result<(), NetlinkError> {
-        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new().name(peer.name.clone()).mtu(peer.mtu);
+        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.name.clone())
+            .mtu(peer.mtu);
         if let Some(mac) = peer.mac {
             peer_msg = peer_msg.address(mac.0.to_vec());
         }
@@ -302,6 +393,29 @@ impl Netlink {
             .map_err(|e| kernel_err(format!("setting link #{index} up"), e))
     }
 
+    /// Renames a link (it must be down).
+    pub async fn rename(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index)
+            .name(name.to_string())
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| kernel_err(format!("renaming link #{index} to {name}"), e))
+    }
+
+    pub async fn set_down(&self, index: u32) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index).down().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| kernel_err(format!("setting link #{index} down"), e))
+    }
+
     /// Deletes a link; a link that is already gone is not an error.
     pub async fn delete_link(&self, index: u32) -> Result<(), NetlinkError> {
         match self.handle.link().del(index).execute().await {
@@ -348,7 +462,12 @@ impl Netlink {
 
     /// IPv4 addresses of a link with their prefix lengths.
     pub async fn addresses_v4(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
-        let mut s = self.handle.address().get().set_link_index_filter(index).execute();
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
         let mut out = Vec::new();
         while let Some(m) = s
             .try_next()
@@ -407,7 +526,11 @@ impl Netlink {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
         let mut s = self.handle.route().get(msg).execute();
         let mut out = Vec::new();
-        while let Some(m) = s.try_next().await.map_err(|e| kernel_err("listing routes", e))? {
+        while let Some(m) = s
+            .try_next()
+            .await
+            .map_err(|e| kernel_err("listing routes", e))?
+        {
             if let Some(r) = route_v4(&m) {
                 if r.table == 254 {
                     out.push(r);

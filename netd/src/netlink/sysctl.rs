@@ -27,6 +27,8 @@ pub fn read(key: &str) -> Result<String, SysctlError> {
 /// Writes a per-interface IPv4 setting (`net/ipv4/conf/<if>/<key>`);
 /// interface names may contain dots, so no key translation here.
 pub fn write_if_v4(ifname: &str, key: &str, value: &str) -> Result<(), SysctlError> {
-    let path = PathBuf::from("/proc/sys/net/ipv4/conf").join(ifname).join(key);
+    let path = PathBuf::from("/proc/sys/net/ipv4/conf")
+        .join(ifname)
+        .join(key);
     std::fs::write(&path, value).map_err(|source| SysctlError { path, source })
 }

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::broadcast;
 
-use super::{Compare, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch, WatchEvent};
+use super::{
+    Compare, KeyValue, Op, Revision, Store, StoreError, Txn, TxnOutcome, Watch, WatchEvent,
+};
 
 /// key -> (create_revision, mod_revision, value)
 const KV: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("kv");
@@ -90,7 +92,11 @@ impl EmbeddedStore {
         {
             let mut kv = w.open_table(KV).map_err(io)?;
             let mut meta = w.open_table(META).map_err(io)?;
-            let current: Revision = meta.get(REVISION).map_err(io)?.map(|g| g.value()).unwrap_or(0);
+            let current: Revision = meta
+                .get(REVISION)
+                .map_err(io)?
+                .map(|g| g.value())
+                .unwrap_or(0);
             let mut ok = true;
             for c in &txn.compares {
                 let holds = match c {
@@ -120,7 +126,8 @@ impl EmbeddedStore {
                                 .map_err(io)?
                                 .map(|g| g.value().0)
                                 .unwrap_or(rev);
-                            kv.insert(k.as_str(), (create, rev, v.as_slice())).map_err(io)?;
+                            kv.insert(k.as_str(), (create, rev, v.as_slice()))
+                                .map_err(io)?;
                             events.push(WatchEvent::Put(KeyValue {
                                 key: k.clone(),
                                 value: v.clone(),
@@ -229,7 +236,8 @@ mod tests {
             pub fn new() -> Self {
                 static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let p = std::env::temp_dir().join(format!("furrow-store-test-{}-{n}", std::process::id()));
+                let p = std::env::temp_dir()
+                    .join(format!("furrow-store-test-{}-{n}", std::process::id()));
                 std::fs::create_dir_all(&p).unwrap();
                 Dir(p)
             }
@@ -244,19 +252,37 @@ mod tests {
     #[tokio::test]
     async fn put_get_list_delete_with_revisions() {
         let (_d, s) = tmp();
-        let o = s.txn(Txn::new().then(Op::Put("/a/1".into(), b"x".to_vec()))).await.unwrap();
+        let o = s
+            .txn(Txn::new().then(Op::Put("/a/1".into(), b"x".to_vec())))
+            .await
+            .unwrap();
         assert!(o.succeeded);
         assert_eq!(o.revision, 1);
-        s.txn(Txn::new().then(Op::Put("/a/2".into(), b"y".to_vec()))).await.unwrap();
-        s.txn(Txn::new().then(Op::Put("/b/1".into(), b"z".to_vec()))).await.unwrap();
-        let o = s.txn(Txn::new().then(Op::Put("/a/1".into(), b"x2".to_vec()))).await.unwrap();
+        s.txn(Txn::new().then(Op::Put("/a/2".into(), b"y".to_vec())))
+            .await
+            .unwrap();
+        s.txn(Txn::new().then(Op::Put("/b/1".into(), b"z".to_vec())))
+            .await
+            .unwrap();
+        let o = s
+            .txn(Txn::new().then(Op::Put("/a/1".into(), b"x2".to_vec())))
+            .await
+            .unwrap();
         assert_eq!(o.revision, 4);
         let kv = s.get("/a/1").await.unwrap().unwrap();
         assert_eq!(kv.value, b"x2");
         assert_eq!((kv.create_revision, kv.mod_revision), (1, 4));
-        let keys: Vec<String> = s.list("/a/").await.unwrap().into_iter().map(|k| k.key).collect();
+        let keys: Vec<String> = s
+            .list("/a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.key)
+            .collect();
         assert_eq!(keys, ["/a/1", "/a/2"]);
-        s.txn(Txn::new().then(Op::Delete("/a/1".into()))).await.unwrap();
+        s.txn(Txn::new().then(Op::Delete("/a/1".into())))
+            .await
+            .unwrap();
         assert!(s.get("/a/1").await.unwrap().is_none());
         assert_eq!(s.revision().await.unwrap(), 5);
     }
@@ -274,7 +300,11 @@ mod tests {
         let before = s.revision().await.unwrap();
         let o = s.txn(claim("/ip/1")).await.unwrap();
         assert!(!o.succeeded);
-        assert_eq!(s.revision().await.unwrap(), before, "a failed txn must not bump the revision");
+        assert_eq!(
+            s.revision().await.unwrap(),
+            before,
+            "a failed txn must not bump the revision"
+        );
         let rev = s.get("/ip/1").await.unwrap().unwrap().mod_revision;
         let stale = Txn::new()
             .when(Compare::ModRevision("/ip/1".into(), rev - 1))
@@ -284,7 +314,12 @@ mod tests {
             .when(Compare::ModRevision("/ip/1".into(), rev))
             .then(Op::Delete("/ip/1".into()));
         assert!(s.txn(fresh).await.unwrap().succeeded);
-        assert!(s.txn(Txn::new().when(Compare::Present("/ip/1".into()))).await.unwrap().succeeded == false);
+        assert!(
+            !s.txn(Txn::new().when(Compare::Present("/ip/1".into())))
+                .await
+                .unwrap()
+                .succeeded
+        );
     }
 
     #[tokio::test]
@@ -293,7 +328,9 @@ mod tests {
         let path = d.0.join("store.redb");
         {
             let s = EmbeddedStore::open(&path).unwrap();
-            s.txn(Txn::new().then(Op::Put("/k".into(), b"v".to_vec()))).await.unwrap();
+            s.txn(Txn::new().then(Op::Put("/k".into(), b"v".to_vec())))
+                .await
+                .unwrap();
         }
         let s = EmbeddedStore::open(&path).unwrap();
         assert_eq!(s.get("/k").await.unwrap().unwrap().value, b"v");
@@ -304,9 +341,15 @@ mod tests {
     async fn watch_sees_only_its_prefix() {
         let (_d, s) = tmp();
         let mut w = s.watch("/a/");
-        s.txn(Txn::new().then(Op::Put("/b/1".into(), b"1".to_vec()))).await.unwrap();
-        s.txn(Txn::new().then(Op::Put("/a/1".into(), b"2".to_vec()))).await.unwrap();
-        s.txn(Txn::new().then(Op::Delete("/a/1".into()))).await.unwrap();
+        s.txn(Txn::new().then(Op::Put("/b/1".into(), b"1".to_vec())))
+            .await
+            .unwrap();
+        s.txn(Txn::new().then(Op::Put("/a/1".into(), b"2".to_vec())))
+            .await
+            .unwrap();
+        s.txn(Txn::new().then(Op::Delete("/a/1".into())))
+            .await
+            .unwrap();
         match w.next().await.unwrap() {
             WatchEvent::Put(kv) => assert_eq!(kv.key, "/a/1"),
             e => panic!("unexpected {e:?}"),

@@ -48,7 +48,10 @@ pub enum Op {
 
 impl Op {
     pub fn put_json<T: Serialize>(key: impl Into<String>, value: &T) -> Op {
-        Op::Put(key.into(), serde_json::to_vec(value).expect("store values serialize"))
+        Op::Put(
+            key.into(),
+            serde_json::to_vec(value).expect("store values serialize"),
+        )
     }
 }
 

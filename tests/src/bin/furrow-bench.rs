@@ -70,14 +70,24 @@ fn ratio(a: Duration, b: Duration) -> String {
 }
 
 /// Runs a CNI plugin inside the node namespace, as the node's runtime.
-fn run_plugin(node: &Netns, plugin: &PathBuf, env: &[(&str, &str)], stdin: &str) -> anyhow::Result<Duration> {
+fn run_plugin(
+    node: &Netns,
+    plugin: &PathBuf,
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> anyhow::Result<Duration> {
     let mut cmd = node.cmd(plugin);
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let t = Instant::now();
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes())?;
     let out = child.wait_with_output()?;
     let el = t.elapsed();
@@ -98,8 +108,18 @@ struct Round {
 }
 
 /// ADD for every sandbox, then DEL for every sandbox.
-fn round(node: &Netns, plugin: &PathBuf, cni_path: &str, config: &str, sandboxes: &[Netns], tag: &str) -> anyhow::Result<Round> {
-    let mut r = Round { add: Samples::default(), del: Samples::default() };
+fn round(
+    node: &Netns,
+    plugin: &PathBuf,
+    cni_path: &str,
+    config: &str,
+    sandboxes: &[Netns],
+    tag: &str,
+) -> anyhow::Result<Round> {
+    let mut r = Round {
+        add: Samples::default(),
+        del: Samples::default(),
+    };
     for (i, s) in sandboxes.iter().enumerate() {
         let cid = format!("{tag}-{i}");
         let p = s.path_str();
@@ -132,13 +152,23 @@ fn bench_cni(pods: usize, fill: usize) -> anyhow::Result<()> {
     if !ref_bridge.exists() {
         bail!("the reference plugins are missing: apt-get install containernetworking-plugins");
     }
-    println!("CNI ADD/DEL latency, {pods} pods, sequential, plugin run in the node namespace by both");
+    println!(
+        "CNI ADD/DEL latency, {pods} pods, sequential, plugin run in the node namespace by both"
+    );
     let mut lab = Lab::new()?;
-    lab.add_node("bench-furrow")?;
+    // A /20 per node: room for the fill plus the measured pods.
+    let n = lab.add_node_with("bench-furrow", false)?;
+    n.netd.write_config(
+        "mgmt.yaml",
+        "apiVersion: network.furrow.io/v1alpha1\nkind: ManagementNetwork\nmetadata: {name: mgmt}\nspec: {clusterCIDR: 10.52.0.0/16, nodeSubnetPrefixLength: 20}\n",
+    )?;
+    n.netd.start()?;
     lab.add_node_with("bench-ref", false)?;
     let fnode = &lab.nodes[0];
     let rnode = &lab.nodes[1];
-    let sandboxes: Vec<Netns> = (0..pods).map(|_| Netns::new(&names::unique("b")).unwrap()).collect();
+    let sandboxes: Vec<Netns> = (0..pods)
+        .map(|_| Netns::new(&names::unique("b")).unwrap())
+        .collect();
 
     let furrow_cfg = fnode.mgmt_config("1.1.0").to_string();
     let furrow_bin = furrow_tests::bins::furrow();
@@ -151,19 +181,54 @@ fn bench_cni(pods: usize, fill: usize) -> anyhow::Result<()> {
     .to_string();
 
     // Warm-up round each (page cache, first-bridge creation), not counted.
-    round(&fnode.ns, &furrow_bin, "/usr/lib/cni", &furrow_cfg, &sandboxes[..5.min(pods)], "warm")?;
-    round(&rnode.ns, &ref_bridge, "/usr/lib/cni", &ref_cfg, &sandboxes[..5.min(pods)], "warm")?;
-    let f = round(&fnode.ns, &furrow_bin, "/usr/lib/cni", &furrow_cfg, &sandboxes, "f")?;
-    let r = round(&rnode.ns, &ref_bridge, "/usr/lib/cni", &ref_cfg, &sandboxes, "r")?;
+    round(
+        &fnode.ns,
+        &furrow_bin,
+        "/usr/lib/cni",
+        &furrow_cfg,
+        &sandboxes[..5.min(pods)],
+        "warm",
+    )?;
+    round(
+        &rnode.ns,
+        &ref_bridge,
+        "/usr/lib/cni",
+        &ref_cfg,
+        &sandboxes[..5.min(pods)],
+        "warm",
+    )?;
+    let f = round(
+        &fnode.ns,
+        &furrow_bin,
+        "/usr/lib/cni",
+        &furrow_cfg,
+        &sandboxes,
+        "f",
+    )?;
+    let r = round(
+        &rnode.ns,
+        &ref_bridge,
+        "/usr/lib/cni",
+        &ref_cfg,
+        &sandboxes,
+        "r",
+    )?;
     let _ = std::fs::remove_dir_all(&ref_dir);
 
-    println!("\n{:<14} {:>12} {:>12} {:>10}", "metric", "furrow", "reference", "ratio");
+    println!(
+        "\n{:<14} {:>12} {:>12} {:>10}",
+        "metric", "furrow", "reference", "ratio"
+    );
     let rows = [
         ("ADD p50", f.add.pct(0.5), r.add.pct(0.5)),
         ("ADD p99", f.add.pct(0.99), r.add.pct(0.99)),
         ("DEL p50", f.del.pct(0.5), r.del.pct(0.5)),
         ("DEL p99", f.del.pct(0.99), r.del.pct(0.99)),
-        ("ADD+DEL p50", f.add.pct(0.5) + f.del.pct(0.5), r.add.pct(0.5) + r.del.pct(0.5)),
+        (
+            "ADD+DEL p50",
+            f.add.pct(0.5) + f.del.pct(0.5),
+            r.add.pct(0.5) + r.del.pct(0.5),
+        ),
     ];
     for (name, a, b) in rows {
         println!("{name:<14} {:>12} {:>12} {:>10}", ms(a), ms(b), ratio(a, b));
@@ -172,13 +237,25 @@ fn bench_cni(pods: usize, fill: usize) -> anyhow::Result<()> {
 
     if fill > 0 {
         println!("\nFlatness: furrow with {fill} pods already attached vs. an empty node");
-        let filled: Vec<Netns> = (0..fill).map(|_| Netns::new(&names::unique("f")).unwrap()).collect();
+        let filled: Vec<Netns> = (0..fill)
+            .map(|_| Netns::new(&names::unique("f")).unwrap())
+            .collect();
         for (i, s) in filled.iter().enumerate() {
             let a = Attachment::new(&format!("fill-{i}"), &s.path_str(), "eth0");
             cni::add(&a, &fnode.mgmt_config("1.1.0")).expect_ok("fill ADD");
         }
-        let full = round(&fnode.ns, &furrow_bin, "/usr/lib/cni", &furrow_cfg, &sandboxes, "full")?;
-        println!("\n{:<14} {:>12} {:>12} {:>10}", "metric", "full node", "empty node", "ratio");
+        let full = round(
+            &fnode.ns,
+            &furrow_bin,
+            "/usr/lib/cni",
+            &furrow_cfg,
+            &sandboxes,
+            "full",
+        )?;
+        println!(
+            "\n{:<14} {:>12} {:>12} {:>10}",
+            "metric", "full node", "empty node", "ratio"
+        );
         for (name, a, b) in [
             ("ADD p50", full.add.pct(0.5), f.add.pct(0.5)),
             ("DEL p50", full.del.pct(0.5), f.del.pct(0.5)),
