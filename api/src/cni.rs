@@ -128,6 +128,48 @@ impl PodRef {
 pub enum AttachmentSpec {
     /// The NAT'ed management (pod) network.
     Management(ManagementAttachment),
+    /// A layer-2 port on a cluster network: access (one VLAN, untagged to
+    /// the VM), untagged, or trunk (tagged, an allowed list).
+    Vlan(VlanAttachment),
+}
+
+/// An inclusive VLAN ID range (a single ID has min == max).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VlanRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+/// Highest usable VLAN ID (802.1Q reserves 0 and 4095).
+pub const VLAN_MAX: u16 = 4094;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VlanAttachment {
+    /// The ClusterNetwork (CNI config `clusterNetwork`, or Harvester's
+    /// `"bridge": "<cn>-br"`).
+    pub cluster_network: String,
+    /// Access VLAN 1-4094; 0 means untagged. Ignored for trunks.
+    pub vlan: u16,
+    /// Allowed VLANs of a trunk port, normalised (sorted, merged). Empty
+    /// for access and untagged ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunk: Vec<VlanRange>,
+    /// Interface MTU; None means the cluster network's MTU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Harvester NADs set `promiscMode`; the datapath floods unknown
+    /// unicast within the VLAN either way, so this is recorded only.
+    #[serde(default)]
+    pub promisc: bool,
+    #[serde(default, skip_serializing_if = "Dns::is_empty")]
+    pub dns: Dns,
+}
+
+impl VlanAttachment {
+    pub fn is_trunk(&self) -> bool {
+        !self.trunk.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -279,9 +279,13 @@ impl Daemon {
             .count())
     }
 
-    fn driver(&self, req: &AttachmentRequest) -> &dyn NetworkDriver {
+    fn driver(&self, req: &AttachmentRequest) -> Result<&dyn NetworkDriver, ApiError> {
         match req.attachment {
-            AttachmentSpec::Management(_) => &self.mgmt,
+            AttachmentSpec::Management(_) => Ok(&self.mgmt),
+            AttachmentSpec::Vlan(_) => Err(ApiError::new(
+                code::INVALID_CONFIG,
+                "VLAN attachments are not served by this netd yet",
+            )),
         }
     }
 
@@ -322,7 +326,7 @@ impl Daemon {
     pub async fn cni_add(&self, req: AttachmentRequest) -> Result<CniResult, ApiError> {
         self.timed("add", async {
             Self::validate_request(&req)?;
-            self.driver(&req).add(&req).await
+            self.driver(&req)?.add(&req).await
         })
         .await
     }
@@ -330,7 +334,7 @@ impl Daemon {
     pub async fn cni_del(&self, req: AttachmentRequest) -> Result<(), ApiError> {
         self.timed("del", async {
             Self::validate_request(&req)?;
-            self.driver(&req).del(&req).await
+            self.driver(&req)?.del(&req).await
         })
         .await
     }
@@ -338,7 +342,7 @@ impl Daemon {
     pub async fn cni_check(&self, req: AttachmentRequest) -> Result<(), ApiError> {
         self.timed("check", async {
             Self::validate_request(&req)?;
-            self.driver(&req).check(&req).await
+            self.driver(&req)?.check(&req).await
         })
         .await
     }

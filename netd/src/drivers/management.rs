@@ -119,6 +119,8 @@ fn kernel(e: NetlinkError) -> ApiError {
 fn spec_of(req: &AttachmentRequest) -> &ManagementAttachment {
     match &req.attachment {
         AttachmentSpec::Management(a) => a,
+        // The daemon dispatches by kind; another kind never reaches here.
+        other => unreachable!("management driver got {other:?}"),
     }
 }
 
