@@ -344,6 +344,50 @@ mod tests {
         }
     }
 
+    /// A layer-2 result (VLAN attachment, no IPAM): interfaces only.
+    fn layer2() -> CniResult {
+        serde_json::from_value(json!({
+            "interfaces": [
+                {"name": "fw0123456789", "mac": "aa:bb:cc:00:00:01", "mtu": 1500},
+                {"name": "net1", "mac": "52:54:00:00:00:02", "mtu": 1500, "sandbox": "/var/run/netns/x"}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn render_layer2_result_in_every_version() {
+        for ver in CniVersion::ALL {
+            let text = render(&layer2(), ver);
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["cniVersion"], ver.as_str());
+            let ifs = v["interfaces"].as_array().unwrap();
+            assert_eq!(ifs.len(), 2, "{ver}: {v}");
+            assert_eq!(ifs[1]["sandbox"], "/var/run/netns/x");
+            assert_eq!(ifs[1]["mac"], "52:54:00:00:00:02");
+            // No addresses: no ips, routes or dns at all (every version
+            // makes them optional; libcni's types omit empty lists).
+            let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["cniVersion", "interfaces"], "{ver}: {v}");
+            // It parses back (as a prevResult of CHECK/DEL) and renders
+            // the same.
+            let back = parse_result(&v).unwrap();
+            assert!(back.ips.is_empty() && back.routes.is_empty());
+            assert_eq!(render(&back, ver), text, "{ver}");
+        }
+        // Chained after a plugin that did assign addresses, the indices of
+        // the earlier result stay as they were.
+        let prev = parse_result(&json!({
+            "interfaces": [{"name": "eth0", "sandbox": "/n"}],
+            "ips": [{"version": "4", "address": "10.0.0.2/24", "interface": 0}]
+        }))
+        .unwrap();
+        let m = merge(Some(prev), layer2()).unwrap();
+        assert_eq!(m.interfaces.len(), 3);
+        assert_eq!(m.ips.len(), 1);
+        assert_eq!(m.ips[0].interface, Some(0));
+    }
+
     #[test]
     fn parses_foreign_prev_results() {
         // What the reference bridge plugin prints for 0.3.1.

@@ -2,10 +2,10 @@
 //! accepts as `ipam`.
 
 use furrow_api::cni::{AttachmentSpec, Dns, ManagementAttachment};
-use furrow_api::resource::{validate_name, ManagementNetwork, MAX_NAME_LEN, MTU_MAX, MTU_MIN};
+use furrow_api::resource::{validate_name, ManagementNetwork, MAX_NAME_LEN};
 use serde_json::Value;
 
-use super::{opt_str, show, ConfigError, Parser};
+use super::{mtu, opt_str, show, ConfigError, Parser};
 
 pub(super) const KEYS: &[&str] = &["network", "mtu", "ipMasq"];
 
@@ -67,25 +67,6 @@ fn fallback_network(p: &Parser) -> String {
     match p.get("network") {
         Some(Value::String(s)) if p.lenient() => s.clone(),
         _ => ManagementNetwork::DEFAULT_NAME.to_string(),
-    }
-}
-
-fn mtu(v: Option<&Value>) -> Result<Option<u32>, ConfigError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .filter(|m| (u64::from(MTU_MIN)..=u64::from(MTU_MAX)).contains(m))
-            .map(|m| Some(m as u32))
-            .ok_or_else(|| {
-                ConfigError::invalid(
-                    "mtu",
-                    format!(
-                        "expected an integer from {MTU_MIN} to {MTU_MAX}, got {}",
-                        show(v)
-                    ),
-                )
-            }),
     }
 }
 

@@ -4,7 +4,9 @@
 //! Keys fall in three groups: the spec's own (and `cni.dev/*`, reserved
 //! for runtimes), Furrow keys common to every network kind (`socket`),
 //! and the keys of one network kind (see [`Kind`]). Anything else is code
-//! 2: a misspelt option must never be silently ignored.
+//! 2: a misspelt option must never be silently ignored. Code 2 says why
+//! when it can: a key of the other kind of network, or an option of the
+//! reference bridge plugin that Furrow does not have.
 //!
 //! DEL and GC are lenient: they only need what identifies the attachments
 //! and reaches netd (cniVersion, name, socket, and for GC the valid
@@ -13,11 +15,13 @@
 //! was broken; netd takes what to release from its own records.
 
 mod management;
+mod vlan;
 
 use std::net::IpAddr;
 
 use furrow_api::cni::{AttachmentSpec, CniResult, Dns, SUPPORTED_VERSIONS};
 use furrow_api::error::code;
+use furrow_api::resource::{MTU_MAX, MTU_MIN};
 use furrow_api::wire::AttachmentRef;
 use furrow_api::MacAddr;
 use serde_json::{Map, Value};
@@ -55,16 +59,27 @@ pub enum ConfigError {
     VersionMissing,
     #[error("cniVersion {0} is not supported; Furrow supports {list}", list = SUPPORTED_VERSIONS.join(", "))]
     VersionUnsupported(String),
-    /// Unknown top-level keys, each with its value as JSON.
+    /// Keys Furrow does not accept here, each with its value as JSON
+    /// and, when known, why.
     #[error("unsupported field{} in network config: {}", plural(.0), show_fields(.0))]
-    UnsupportedFields(Vec<(String, String)>),
+    UnsupportedFields(Vec<Unsupported>),
     #[error("capabilities.{0}: Furrow does not implement this capability (it implements {caps})", caps = CAPABILITIES.join(", "))]
     UnsupportedCapability(String),
     #[error("{field}: {expected}")]
     Invalid { field: String, expected: String },
 }
 
-fn plural(v: &[(String, String)]) -> &'static str {
+/// One key of [`ConfigError::UnsupportedFields`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    pub key: String,
+    /// The value as compact JSON, cut short if long.
+    pub value: String,
+    /// Why it is not accepted, when that is more than "unknown".
+    pub reason: Option<String>,
+}
+
+fn plural(v: &[Unsupported]) -> &'static str {
     if v.len() == 1 {
         ""
     } else {
@@ -72,8 +87,14 @@ fn plural(v: &[(String, String)]) -> &'static str {
     }
 }
 
-fn show_fields(v: &[(String, String)]) -> String {
-    let parts: Vec<String> = v.iter().map(|(k, val)| format!("{k:?} = {val}")).collect();
+fn show_fields(v: &[Unsupported]) -> String {
+    let parts: Vec<String> = v
+        .iter()
+        .map(|u| match &u.reason {
+            None => format!("{:?} = {}", u.key, u.value),
+            Some(why) => format!("{:?} = {} ({why})", u.key, u.value),
+        })
+        .collect();
     parts.join(", ")
 }
 
@@ -96,20 +117,19 @@ impl ConfigError {
             ConfigError::UnsupportedFields(fields) => {
                 let mut hints: Vec<String> = fields
                     .iter()
-                    .filter_map(|(k, _)| {
-                        suggest(k).map(|s| format!("did you mean {s:?} instead of {k:?}?"))
+                    .filter(|u| u.reason.is_none())
+                    .filter_map(|u| {
+                        suggest(&u.key)
+                            .map(|s| format!("did you mean {s:?} instead of {:?}?", u.key))
                     })
                     .collect();
                 hints.push(format!(
-                    "accepted keys: {}, {}*, {}",
+                    "accepted keys: {}, {}*, {}; management network: {}; VLAN networks (with clusterNetwork or bridge): {}",
                     SPEC_KEYS.join(", "),
                     RESERVED_PREFIX,
-                    FURROW_KEYS
-                        .iter()
-                        .chain(Kind::Management.keys())
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    FURROW_KEYS.join(", "),
+                    Kind::Management.keys().join(", "),
+                    Kind::Vlan.keys().join(", "),
                 ));
                 hints.join(" ")
             }
@@ -125,12 +145,12 @@ impl ConfigError {
     }
 }
 
-/// A known key spelt with other capitals (`ipmasq`, `MTU`).
+/// A known key spelt with other capitals (`ipmasq`, `MTU`, `VLAN`).
 fn suggest(key: &str) -> Option<&'static str> {
     SPEC_KEYS
         .iter()
         .chain(FURROW_KEYS)
-        .chain(Kind::Management.keys())
+        .chain(Kind::ALL.iter().flat_map(|k| k.keys()))
         .find(|k| k.eq_ignore_ascii_case(key))
         .copied()
 }
@@ -164,28 +184,55 @@ pub struct NetConf {
 }
 
 /// Kinds of network a config can describe. Each kind owns its keys and
-/// produces its `AttachmentSpec`; adding one (VLAN networks: clusterNetwork,
-/// bridge, vlan, vlanTrunk, promiscMode) means a variant here, a detection
-/// rule in `detect` and a module like `management`.
+/// produces its `AttachmentSpec`; adding one means a variant here, a
+/// detection rule in `detect` and a module like `management`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// The NAT'ed management network (the default).
     Management,
+    /// A port on a cluster network: any of `clusterNetwork`, `bridge`,
+    /// `vlan`, `vlanTrunk` is present.
+    Vlan,
 }
 
 impl Kind {
-    fn detect(_obj: &Map<String, Value>) -> Kind {
-        Kind::Management
+    const ALL: [Kind; 2] = [Kind::Management, Kind::Vlan];
+
+    /// By key presence (whatever the value): a VLAN config with a bad or
+    /// null value must get that value's error, not "unknown key".
+    fn detect(obj: &Map<String, Value>) -> Kind {
+        if vlan::MARKERS.iter().any(|k| obj.contains_key(*k)) {
+            Kind::Vlan
+        } else {
+            Kind::Management
+        }
     }
 
     fn keys(self) -> &'static [&'static str] {
         match self {
             Kind::Management => management::KEYS,
+            Kind::Vlan => vlan::KEYS,
         }
     }
 
     fn parse(self, p: &Parser, dns: Dns) -> Result<AttachmentSpec, ConfigError> {
         match self {
             Kind::Management => management::parse(p, dns),
+            Kind::Vlan => vlan::parse(p, dns),
+        }
+    }
+
+    /// Why `key`, not accepted in a config of this kind, is refused; None
+    /// for a key Furrow knows nothing about.
+    fn refusal(self, key: &str) -> Option<String> {
+        match self {
+            Kind::Vlan if management::KEYS.contains(&key) => Some(format!(
+                "{key} applies to the management network only; a config with clusterNetwork, bridge, vlan or vlanTrunk is a VLAN attachment"
+            )),
+            Kind::Management if vlan::KEYS.contains(&key) => Some(format!(
+                "{key} applies to VLAN networks only; set clusterNetwork, or Harvester's \"bridge\": \"<clusterNetwork>-br\", to attach to a cluster network"
+            )),
+            _ => vlan::bridge_plugin_refusal(key),
         }
     }
 }
@@ -283,7 +330,7 @@ fn version(v: Option<&Value>) -> Result<CniVersion, ConfigError> {
 }
 
 fn unknown_keys(obj: &Map<String, Value>, kind: Kind) -> Result<(), ConfigError> {
-    let unknown: Vec<(String, String)> = obj
+    let unknown: Vec<Unsupported> = obj
         .iter()
         .filter(|(k, _)| {
             !(SPEC_KEYS.contains(&k.as_str())
@@ -291,7 +338,11 @@ fn unknown_keys(obj: &Map<String, Value>, kind: Kind) -> Result<(), ConfigError>
                 || kind.keys().contains(&k.as_str())
                 || k.starts_with(RESERVED_PREFIX))
         })
-        .map(|(k, v)| (k.clone(), show(v)))
+        .map(|(k, v)| Unsupported {
+            key: k.clone(),
+            value: show(v),
+            reason: kind.refusal(k),
+        })
         .collect();
     if unknown.is_empty() {
         Ok(())
@@ -347,6 +398,26 @@ fn socket(v: Option<&Value>) -> Result<Option<String>, ConfigError> {
     }
 }
 
+/// `mtu`, for every kind: absent means the network's MTU.
+pub(crate) fn mtu(v: Option<&Value>) -> Result<Option<u32>, ConfigError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|m| (u64::from(MTU_MIN)..=u64::from(MTU_MAX)).contains(m))
+            .map(|m| Some(m as u32))
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "mtu",
+                    format!(
+                        "expected an integer from {MTU_MIN} to {MTU_MAX}, got {}",
+                        show(v)
+                    ),
+                )
+            }),
+    }
+}
+
 fn string_list(v: &Value, field: &str) -> Result<Vec<String>, ConfigError> {
     let err = || {
         ConfigError::invalid(
@@ -394,7 +465,11 @@ fn dns(v: Option<&Value>) -> Result<Dns, ConfigError> {
             "domain" => dns.domain = opt_str(Some(v), &field)?.map(str::to_string),
             "search" => dns.search = string_list(v, &field)?,
             "options" => dns.options = string_list(v, &field)?,
-            _ => unknown.push((field, show(v))),
+            _ => unknown.push(Unsupported {
+                key: field,
+                value: show(v),
+                reason: None,
+            }),
         }
     }
     if unknown.is_empty() {

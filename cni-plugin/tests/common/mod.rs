@@ -179,13 +179,16 @@ fn serve(conn: UnixStream, requests: &Mutex<Vec<Recorded>>, responses: &Mutex<Re
     let _ = conn.write_all(resp.as_bytes());
 }
 
-/// What a healthy netd answers.
+/// What a healthy netd answers. ADD of a VLAN attachment (no IPAM) gets
+/// a layer-2 result, everything else the management network's.
 fn default_answer(path: &str, req: &Value) -> (u16, Value) {
+    let ifname = req["ifname"].as_str().unwrap_or("eth0");
+    let netns = req["netns"].as_str().unwrap_or("");
     match path {
-        "/v1/cni/add" => (
-            200,
-            json!({"result": netd_result(req["ifname"].as_str().unwrap_or("eth0"), req["netns"].as_str().unwrap_or(""))}),
-        ),
+        "/v1/cni/add" if req["attachment"]["kind"] == "vlan" => {
+            (200, json!({"result": netd_l2_result(ifname, netns)}))
+        }
+        "/v1/cni/add" => (200, json!({"result": netd_result(ifname, netns)})),
         "/v1/cni/gc" => (200, json!({"released": []})),
         "/v1/cni/status" => (200, json!({"ready": true})),
         _ => (200, json!({})),
@@ -209,6 +212,17 @@ pub fn netd_result(ifname: &str, netns: &str) -> Value {
             {"dst": "::/0", "gw": "fd52::1"}
         ],
         "dns": {"nameservers": ["10.43.0.10"], "search": ["svc.cluster.local"]}
+    })
+}
+
+/// netd's part of an ADD result for a VLAN attachment without IPAM: the
+/// host veth and the container interface, no addresses, routes or DNS.
+pub fn netd_l2_result(ifname: &str, netns: &str) -> Value {
+    json!({
+        "interfaces": [
+            {"name": "fw0123456789", "mac": "aa:bb:cc:00:00:01", "mtu": 1500},
+            {"name": ifname, "mac": "52:54:00:00:00:02", "mtu": 1500, "sandbox": netns}
+        ]
     })
 }
 
