@@ -8,6 +8,8 @@ PKGS=(
   util-linux procps              # nsenter, sysctl
   containernetworking-plugins    # the reference bridge/host-local (benchmarks)
   iptables                       # the reference bridge plugin's ipMasq
+  tcpdump                        # tests observe VLAN tags and loops
+  iperf3 sockperf                # benchmarks: throughput, packet rate, latency
 )
 missing=()
 for p in "${PKGS[@]}"; do

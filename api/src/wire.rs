@@ -103,7 +103,62 @@ pub struct NodeStatus {
     pub datapath: DatapathStatus,
     pub firewall: FirewallStatus,
     pub networks: Vec<NetworkInfo>,
+    #[serde(default)]
+    pub cluster_networks: Vec<ClusterNetworkInfo>,
     pub ports: PortSummary,
+    #[serde(default)]
+    pub kernel: KernelFeatures,
+}
+
+/// What this node's kernel can do, found by probing (features some
+/// backends need).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelFeatures {
+    pub bridge_vlan_filtering: Feature,
+    pub vlan_8021q: Feature,
+    pub bonding: Feature,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Feature {
+    pub available: bool,
+    pub detail: String,
+}
+
+/// A cluster network (layer-2 domain) as this node runs it:
+/// `GET /v1/clusternetworks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterNetworkInfo {
+    pub name: String,
+    /// `ebpf` or `bridge`, once chosen.
+    pub backend: String,
+    /// Why this backend (spec, or what auto found).
+    pub backend_reason: String,
+    /// The VlanConfig that gives this node its uplink, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_config: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkInfo>,
+    /// Why the network cannot serve ports on this node, if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// VLANs in use on this node (0 = untagged).
+    pub vlans: Vec<u16>,
+    pub ports: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UplinkInfo {
+    pub nics: Vec<String>,
+    /// The NIC carrying traffic now (eBPF active-backup), or the bond.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<String>,
+    pub mtu: u32,
+    pub bond_mode: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +279,13 @@ pub struct PortInfo {
     pub created_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<PortCounters>,
+    /// VLAN ports: the access VLAN (0 = untagged); absent for trunks and
+    /// management ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// VLAN trunk ports: the allowed VLANs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunk: Vec<crate::cni::VlanRange>,
 }
 
 /// Per-port datapath counters, from the pod's point of view.

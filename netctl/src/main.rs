@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use furrow_api::client::{Client, ClientError};
-use furrow_api::wire::{NetworkInfo, NodeStatus, PortInfo, ResourceList};
+use furrow_api::wire::{ClusterNetworkInfo, NetworkInfo, NodeStatus, PortInfo, ResourceList};
 use serde::Serialize;
 use serde_json::Value;
 use table::Table;
@@ -119,7 +119,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Networks => {
             let nets: Vec<NetworkInfo> = client.get("/v1/networks")?;
-            print(cli.output, &nets, || networks_table(&nets))
+            let cns: Vec<ClusterNetworkInfo> = client.get("/v1/clusternetworks")?;
+            let both = serde_json::json!({"managementNetworks": nets, "clusterNetworks": cns});
+            print(cli.output, &both, || {
+                format!(
+                    "Management networks:\n{}\nCluster networks:\n{}",
+                    networks_table(&nets),
+                    cluster_networks_table(&cns)
+                )
+            })
         }
         Command::Get { kind, name } => match name {
             Some(n) => {
@@ -263,7 +271,65 @@ fn status_table(s: &NodeStatus) -> String {
         s.ports.total, s.ports.ready, s.ports.pending, s.ports.lost, s.ports.deleting
     ));
     out.push_str(&networks_table(&s.networks));
+    out.push_str("\nCluster networks:\n");
+    out.push_str(&cluster_networks_table(&s.cluster_networks));
+    let k = &s.kernel;
+    out.push_str("\nKernel:\n");
+    for (name, f) in [
+        ("bridge vlan_filtering", &k.bridge_vlan_filtering),
+        ("802.1Q devices", &k.vlan_8021q),
+        ("bonding", &k.bonding),
+    ] {
+        out.push_str(&format!(
+            "  {name:<22} {}  ({})\n",
+            if f.available { "yes" } else { "no" },
+            f.detail
+        ));
+    }
     out
+}
+
+fn cluster_networks_table(cns: &[ClusterNetworkInfo]) -> String {
+    let mut t = Table::new(&[
+        "NAME", "BACKEND", "UPLINK", "ACTIVE", "MTU", "VLANS", "PORTS", "PROBLEM",
+    ]);
+    for c in cns {
+        let vlans: Vec<String> = c
+            .vlans
+            .iter()
+            .map(|v| {
+                if *v == 0 {
+                    "untagged".to_string()
+                } else {
+                    v.to_string()
+                }
+            })
+            .collect();
+        t.row(vec![
+            c.name.clone(),
+            c.backend.clone(),
+            c.uplink
+                .as_ref()
+                .map(|u| u.nics.join(","))
+                .unwrap_or_else(|| "-".into()),
+            c.uplink
+                .as_ref()
+                .and_then(|u| u.active.clone())
+                .unwrap_or_else(|| "-".into()),
+            c.uplink
+                .as_ref()
+                .map(|u| u.mtu.to_string())
+                .unwrap_or_else(|| "-".into()),
+            if vlans.is_empty() {
+                "-".into()
+            } else {
+                vlans.join(",")
+            },
+            c.ports.to_string(),
+            c.problem.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t.render()
 }
 
 fn networks_table(nets: &[NetworkInfo]) -> String {
@@ -300,6 +366,7 @@ fn ports_table(ports: &[PortInfo]) -> String {
         "CONTAINER",
         "IF",
         "NETWORK",
+        "VLAN",
         "IP",
         "MAC",
         "HOST-IF",
@@ -321,6 +388,7 @@ fn ports_table(ports: &[PortInfo]) -> String {
             short,
             p.ifname.clone(),
             p.network_name.clone(),
+            vlan_of(p),
             p.ips
                 .iter()
                 .map(|i| i.to_string())
@@ -335,6 +403,28 @@ fn ports_table(ports: &[PortInfo]) -> String {
         ]);
     }
     t.render()
+}
+
+fn vlan_of(p: &PortInfo) -> String {
+    if !p.trunk.is_empty() {
+        let r: Vec<String> = p
+            .trunk
+            .iter()
+            .map(|r| {
+                if r.min == r.max {
+                    r.min.to_string()
+                } else {
+                    format!("{}-{}", r.min, r.max)
+                }
+            })
+            .collect();
+        return format!("trunk:{}", r.join(","));
+    }
+    match p.vlan {
+        Some(0) => "untagged".into(),
+        Some(v) => v.to_string(),
+        None => "-".into(),
+    }
 }
 
 fn resources_table(items: &[Value]) -> String {

@@ -54,6 +54,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/ports", get(ports))
         .route("/v1/networks", get(networks))
+        .route("/v1/clusternetworks", get(cluster_networks))
         .route("/v1/resources", get(kinds))
         .route(
             "/v1/resources/{kind}",
@@ -119,6 +120,12 @@ async fn ports(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire::Port
 
 async fn networks(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire::NetworkInfo>> {
     Ok(Json(d.networks().await?))
+}
+
+async fn cluster_networks(
+    State(d): State<Arc<Daemon>>,
+) -> Reply<Vec<furrow_api::wire::ClusterNetworkInfo>> {
+    Ok(Json(d.vlan.infos().await?))
 }
 
 async fn kinds() -> Json<Value> {

@@ -9,7 +9,10 @@ use std::time::Instant;
 use anyhow::Context;
 use furrow_api::cni::{AttachmentSpec, CniResult};
 use furrow_api::error::code;
-use furrow_api::resource::{ManagementNetwork, ManagementNetworkSpec};
+use furrow_api::resource::{
+    selects, ClusterNetwork, ClusterNetworkSpec, ManagementNetwork, ManagementNetworkSpec,
+    VlanConfig, VlanInterface,
+};
 use furrow_api::wire::{
     AttachmentRef, AttachmentRequest, DatapathStatus, FirewallStatus, GcRequest, GcResponse,
     MapUsage, NetworkInfo, NodeStatus, PortCounters, PortInfo, PortState, PortSummary,
@@ -20,12 +23,14 @@ use furrow_ebpf::{Datapath, DatapathConfig};
 use serde_json::Value;
 
 use crate::drivers::management::ManagementDriver;
+use crate::drivers::vlan::VlanDriver;
 use crate::drivers::NetworkDriver;
 use crate::firewall::NftablesDriver;
 use crate::metrics::family;
 use crate::netlink::{sysctl, Netlink};
 use crate::node::Node;
 use crate::options::Resolved;
+use crate::ports::{self, AnyPort};
 use crate::resources::{self, Resources};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::WatchError;
@@ -35,6 +40,7 @@ pub struct Daemon {
     pub node: Arc<Node>,
     pub resources: Resources,
     pub mgmt: ManagementDriver,
+    pub vlan: VlanDriver,
     pub started_at: u64,
     config_errors: std::sync::Mutex<Vec<String>>,
     reconcile_lock: tokio::sync::Mutex<()>,
@@ -69,53 +75,49 @@ impl Daemon {
         ));
         let daemon = Arc::new(Daemon {
             mgmt: ManagementDriver::new(node.clone()),
+            vlan: VlanDriver::new(node.clone()),
             resources: Resources::new(node.store.clone()),
             node,
             started_at: crate::util::now_secs(),
             config_errors: Default::default(),
             reconcile_lock: Default::default(),
         });
+        let any = |e: ApiError| anyhow::anyhow!(e);
+        let features = crate::probe::kernel_features(&daemon.node.host).await;
+        tracing::info!(
+            bridge_vlan_filtering = features.bridge_vlan_filtering.available,
+            vlan_8021q = features.vlan_8021q.available,
+            bonding = features.bonding.available,
+            "kernel features probed"
+        );
+        daemon.vlan.set_features(features).await;
         daemon.load_config_dir().await;
-        daemon
-            .ensure_default_network()
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-        let wanted = daemon
-            .mgmt
-            .wanted_masquerade()
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+        daemon.ensure_default_network().await.map_err(any)?;
+        let wanted = daemon.mgmt.wanted_masquerade().await.map_err(any)?;
         daemon.node.masq_init_wanted(wanted).await;
-        daemon
-            .reconcile("start")
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-        let report = daemon
-            .mgmt
-            .reconcile_ports()
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+        daemon.reconcile("start").await.map_err(any)?;
+        let report = daemon.mgmt.reconcile_ports().await.map_err(any)?;
+        daemon.vlan.reconcile_ports().await.map_err(any)?;
+        // The VLAN reconcile cleared node interfaces; rebuild them.
+        daemon.reconcile("start").await.map_err(any)?;
+        let orphans = daemon.remove_orphan_links().await.map_err(any)?;
         let m = &daemon.node.metrics;
-        m.add(
-            "furrow_reconcile_repairs_total",
-            vec![("kind", "undone".into())],
-            report.undone as u64,
-        );
-        m.add(
-            "furrow_reconcile_repairs_total",
-            vec![("kind", "lost".into())],
-            report.lost as u64,
-        );
-        m.add(
-            "furrow_reconcile_repairs_total",
-            vec![("kind", "orphan".into())],
-            report.orphans_removed as u64,
-        );
+        for (kind, n) in [
+            ("undone", report.undone),
+            ("lost", report.lost),
+            ("orphan", report.orphans_removed + orphans),
+        ] {
+            m.add(
+                "furrow_reconcile_repairs_total",
+                vec![("kind", kind.into())],
+                n as u64,
+            );
+        }
         tracing::info!(
             adopted = report.adopted,
             undone = report.undone,
             lost = report.lost,
-            orphans_removed = report.orphans_removed,
+            orphans_removed = report.orphans_removed + orphans,
             "ports reconciled"
         );
         Ok(daemon)
@@ -148,7 +150,54 @@ impl Daemon {
         *self.config_errors.lock().expect("poisoned") = errors;
     }
 
+    /// Host links carrying this instance's alias for a port the store no
+    /// longer knows (a crash between building and recording), of any kind.
+    async fn remove_orphan_links(&self) -> Result<u32, ApiError> {
+        let prefix = format!("furrow:{}:", self.node.cfg.instance);
+        let links = self
+            .node
+            .host
+            .links()
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut n = 0;
+        for l in links {
+            let Some(key) = l.alias.as_deref().and_then(|a| a.strip_prefix(&prefix)) else {
+                continue;
+            };
+            if !key.starts_with("/furrow/ports/") {
+                continue;
+            }
+            let known = self
+                .node
+                .store
+                .get(key)
+                .await
+                .map_err(crate::resources::store_error)?;
+            if known.is_none() {
+                tracing::info!(link = %l.name, "removing orphaned host link");
+                crate::drivers::management::delete_host_link(l.index)
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     async fn ensure_default_network(&self) -> Result<(), ApiError> {
+        // Harvester's built-in cluster network: NADs with "bridge": "mgmt-br"
+        // refer to it. It gets an uplink from a VlanConfig like any other.
+        if self
+            .resources
+            .get(ClusterNetwork::KIND, "mgmt")
+            .await?
+            .is_none()
+        {
+            let cn = ClusterNetwork::new("mgmt", ClusterNetworkSpec::default());
+            let doc = serde_json::to_value(&cn).map_err(|e| ApiError::internal(e.to_string()))?;
+            self.apply_doc(doc).await?;
+        }
         if self
             .resources
             .list(ManagementNetwork::KIND)
@@ -175,12 +224,38 @@ impl Daemon {
             vec![("trigger", trigger.into())],
         );
         let nets = self.resources.management_networks().await?;
-        self.mgmt.reconcile_networks(nets).await
+        let mgmt = self.mgmt.reconcile_networks(nets).await;
+        let cns = self
+            .resources
+            .typed::<ClusterNetwork>(ClusterNetwork::KIND)
+            .await?;
+        let vcs = self.resources.typed::<VlanConfig>(VlanConfig::KIND).await?;
+        let vifs = self
+            .resources
+            .typed::<VlanInterface>(VlanInterface::KIND)
+            .await?;
+        let vlan = self.vlan.reconcile(cns, vcs, vifs).await;
+        mgmt.and(vlan)
     }
 
     /// Watches resource changes made anywhere (API, another node sharing
-    /// the store) and reconciles.
+    /// the store) and reconciles; runs the periodic datapath chores.
     pub fn spawn_watchers(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            // Uplink carrier checks at bonding's default miimon pace.
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                me.vlan.monitor_uplinks().await;
+                n += 1;
+                if n % 100 == 0 {
+                    me.vlan.expire_fdb().await;
+                }
+            }
+        });
         let me = self.clone();
         tokio::spawn(async move {
             let mut w = me.node.store.watch("/furrow/resources/");
@@ -233,7 +308,70 @@ impl Daemon {
                 }
             }
         }
+        if v.kind == ClusterNetwork::KIND {
+            if let Some(old) = self.resources.get(v.kind, &v.name).await? {
+                let old: ClusterNetwork =
+                    serde_json::from_value(old).map_err(|e| ApiError::internal(e.to_string()))?;
+                let new: ClusterNetwork = serde_json::from_value(v.doc.clone())
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                let users = self.vlan_ports_on(&v.name).await?;
+                if users > 0 && old.spec.backend != new.spec.backend {
+                    return Err(ApiError::new(
+                        code::CONFLICT,
+                        format!(
+                            "spec.backend of ClusterNetwork {:?} cannot change while {users} port(s) on this node use it",
+                            v.name
+                        ),
+                    ));
+                }
+            }
+        }
+        if v.kind == VlanConfig::KIND {
+            let new: VlanConfig = serde_json::from_value(v.doc.clone())
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            for other in self.resources.typed::<VlanConfig>(VlanConfig::KIND).await? {
+                if other.metadata.name == v.name
+                    || other.spec.cluster_network != new.spec.cluster_network
+                {
+                    continue;
+                }
+                if other.spec.uplink.mtu() != new.spec.uplink.mtu() {
+                    return Err(ApiError::invalid_field(
+                        "spec.uplink.linkAttributes.mtu",
+                        format!(
+                            "{} differs from VlanConfig {:?}'s {} on cluster network {}: all uplinks of a cluster network share one MTU",
+                            new.spec.uplink.mtu(),
+                            other.metadata.name,
+                            other.spec.uplink.mtu(),
+                            new.spec.cluster_network
+                        ),
+                    ));
+                }
+                let labels = &self.node.cfg.node_labels;
+                if selects(&other.spec.node_selector, labels)
+                    && selects(&new.spec.node_selector, labels)
+                {
+                    return Err(ApiError::new(
+                        code::CONFLICT,
+                        format!(
+                            "spec.nodeSelector: VlanConfig {:?} already covers node {} on cluster network {}; two VlanConfigs may not cover one node",
+                            other.metadata.name, self.node.cfg.node, new.spec.cluster_network
+                        ),
+                    ));
+                }
+            }
+        }
         self.resources.put(v).await
+    }
+
+    async fn vlan_ports_on(&self, cluster_network: &str) -> Result<usize, ApiError> {
+        Ok(self
+            .vlan
+            .records()
+            .await?
+            .iter()
+            .filter(|r| r.cluster_network == cluster_network)
+            .count())
     }
 
     pub async fn apply(&self, doc: Value) -> Result<Value, ApiError> {
@@ -260,6 +398,31 @@ impl Daemon {
                 ));
             }
         }
+        if kind == ClusterNetwork::KIND {
+            let users = self.vlan_ports_on(name).await?;
+            if users > 0 {
+                return Err(ApiError::new(
+                    code::CONFLICT,
+                    format!("ClusterNetwork {name:?} is used by {users} port(s) on this node; delete them first"),
+                ));
+            }
+        }
+        if kind == VlanConfig::KIND {
+            if let Some(doc) = self.resources.get(kind, name).await? {
+                let vc: VlanConfig =
+                    serde_json::from_value(doc).map_err(|e| ApiError::internal(e.to_string()))?;
+                let users = self.vlan_ports_on(&vc.spec.cluster_network).await?;
+                if users > 0 && selects(&vc.spec.node_selector, &self.node.cfg.node_labels) {
+                    return Err(ApiError::new(
+                        code::CONFLICT,
+                        format!(
+                            "VlanConfig {name:?} is the uplink of cluster network {} for {users} port(s) on this node; delete them first",
+                            vc.spec.cluster_network
+                        ),
+                    ));
+                }
+            }
+        }
         if !self.resources.delete(kind, name).await? {
             return Err(ApiError::new(
                 code::NOT_FOUND,
@@ -280,13 +443,16 @@ impl Daemon {
     }
 
     fn driver(&self, req: &AttachmentRequest) -> Result<&dyn NetworkDriver, ApiError> {
-        match req.attachment {
-            AttachmentSpec::Management(_) => Ok(&self.mgmt),
-            AttachmentSpec::Vlan(_) => Err(ApiError::new(
-                code::INVALID_CONFIG,
-                "VLAN attachments are not served by this netd yet",
-            )),
-        }
+        Ok(match req.attachment {
+            AttachmentSpec::Management(_) => &self.mgmt,
+            AttachmentSpec::Vlan(_) => &self.vlan,
+        })
+    }
+
+    async fn all_ports(&self) -> Result<Vec<AnyPort>, ApiError> {
+        ports::list_all(self.node.store.as_ref(), &self.node.cfg.node)
+            .await
+            .map_err(crate::resources::store_error)
     }
 
     fn validate_request(req: &AttachmentRequest) -> Result<(), ApiError> {
@@ -356,20 +522,23 @@ impl Daemon {
                 .map(|a| (a.container_id.clone(), a.ifname.clone()))
                 .collect();
             let mut out = GcResponse::default();
-            for rec in self.mgmt.records().await? {
-                if rec.network_name != req.network_name
-                    || valid.contains(&(rec.container_id.clone(), rec.ifname.clone()))
+            for port in self.all_ports().await? {
+                let (cid, ifname) = (port.container_id().to_string(), port.ifname().to_string());
+                if port.network_name() != req.network_name
+                    || valid.contains(&(cid.clone(), ifname.clone()))
                 {
                     continue;
                 }
-                match self.mgmt.release(&rec).await {
+                let driver: &dyn NetworkDriver = match port {
+                    AnyPort::Management(_) => &self.mgmt,
+                    AnyPort::Vlan(_) => &self.vlan,
+                };
+                match driver.release(&port).await {
                     Ok(()) => out.released.push(AttachmentRef {
-                        container_id: rec.container_id.clone(),
-                        ifname: rec.ifname.clone(),
+                        container_id: cid,
+                        ifname,
                     }),
-                    Err(e) => out
-                        .errors
-                        .push(format!("{}/{}: {}", rec.container_id, rec.ifname, e.msg)),
+                    Err(e) => out.errors.push(format!("{cid}/{ifname}: {}", e.msg)),
                 }
             }
             Ok(out)
@@ -422,8 +591,8 @@ impl Daemon {
             .unwrap_or_default();
         let stats: BTreeMap<u32, furrow_ebpf::PortStats> = stats.into_iter().collect();
         let mut out = Vec::new();
-        for rec in self.mgmt.records().await? {
-            let idx = index.get(&rec.host_ifname).copied();
+        for rec in self.all_ports().await? {
+            let idx = index.get(rec.host_ifname()).copied();
             let mut info = rec.to_info(idx);
             if let Some(s) = idx.and_then(|i| stats.get(&i)) {
                 info.counters = Some(PortCounters {
@@ -500,8 +669,8 @@ impl Daemon {
             healthy: fw_msgs.is_empty(),
             message: fw_msgs.join("; "),
         };
-        let recs = self.mgmt.records().await?;
-        let count = |s: PortState| recs.iter().filter(|r| r.state == s).count() as u32;
+        let recs = self.all_ports().await?;
+        let count = |s: PortState| recs.iter().filter(|r| r.state() == s).count() as u32;
         Ok(NodeStatus {
             node: cfg.node.clone(),
             instance: cfg.instance.clone(),
@@ -513,6 +682,8 @@ impl Daemon {
             datapath,
             firewall,
             networks: self.networks().await?,
+            cluster_networks: self.vlan.infos().await?,
+            kernel: self.vlan.features().await,
             ports: PortSummary {
                 total: recs.len() as u32,
                 ready: count(PortState::Ready),

@@ -11,6 +11,7 @@ pub mod netlink;
 pub mod node;
 pub mod options;
 pub mod ports;
+pub mod probe;
 pub mod resources;
 pub mod store;
 pub mod subnets;

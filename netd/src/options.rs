@@ -32,6 +32,11 @@ pub struct Options {
     /// This node's name [default: the hostname].
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// A label of this node, `key=value` (repeatable); VlanConfig and
+    /// VlanInterface node selectors match them. `kubernetes.io/hostname`
+    /// is always set to the node name.
+    #[arg(long = "node-label", value_name = "KEY=VALUE")]
+    pub node_labels: Vec<String>,
     /// API socket [default: /run/furrow/netd.sock, or /run/furrow/<instance>/netd.sock].
     #[arg(long)]
     pub socket: Option<PathBuf>,
@@ -64,6 +69,7 @@ pub struct Options {
 pub struct Resolved {
     pub instance: String,
     pub node: String,
+    pub node_labels: std::collections::BTreeMap<String, String>,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub config_dir: PathBuf,
@@ -132,9 +138,27 @@ impl Options {
                 msg: format!("{nft_table:?}: expected 1-64 letters, digits or '_'"),
             });
         }
+        let mut node_labels = std::collections::BTreeMap::new();
+        for l in &self.node_labels {
+            let Some((k, v)) = l.split_once('=') else {
+                return Err(OptionsError {
+                    flag: "node-label",
+                    msg: format!("{l:?}: expected KEY=VALUE"),
+                });
+            };
+            if k.is_empty() {
+                return Err(OptionsError {
+                    flag: "node-label",
+                    msg: format!("{l:?}: the key is empty"),
+                });
+            }
+            node_labels.insert(k.to_string(), v.to_string());
+        }
+        node_labels.insert("kubernetes.io/hostname".to_string(), node.clone());
         Ok(Resolved {
             instance: inst.clone(),
             node,
+            node_labels,
             socket: self
                 .socket
                 .clone()
@@ -190,6 +214,27 @@ mod tests {
         );
         assert_eq!(r.bpf_dir, PathBuf::from("/sys/fs/bpf/furrow/node-2"));
         assert_eq!(r.nft_table, "furrow_node_2");
+    }
+
+    #[test]
+    fn node_labels_include_the_hostname() {
+        let r = parse(&["--node-name", "n1", "--node-label", "zone=a"])
+            .resolve()
+            .unwrap();
+        assert_eq!(r.node_labels.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(
+            r.node_labels
+                .get("kubernetes.io/hostname")
+                .map(String::as_str),
+            Some("n1")
+        );
+        assert_eq!(
+            parse(&["--node-label", "nokey"])
+                .resolve()
+                .unwrap_err()
+                .flag,
+            "node-label"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use furrow_api::MacAddr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::store::keys;
+use crate::store::{keys, KeyValue, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -72,8 +72,158 @@ impl PortRecord {
             state: self.state,
             created_at: self.created_at,
             counters: None,
+            vlan: None,
+            trunk: Vec::new(),
         }
     }
+}
+
+/// A layer-2 port on a cluster network (kind `vlan`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VlanPortRecord {
+    pub node: String,
+    pub network_name: String,
+    pub kind: String,
+    pub cluster_network: String,
+    /// Access VLAN; 0 = untagged. Unused for trunks.
+    pub vlan: u16,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunk: Vec<furrow_api::cni::VlanRange>,
+    #[serde(default)]
+    pub promisc: bool,
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "PodRef::is_empty")]
+    pub pod: PodRef,
+    pub host_ifname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifindex: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
+    pub state: PortState,
+    pub created_at: u64,
+}
+
+impl VlanPortRecord {
+    pub fn key(&self) -> String {
+        keys::port(
+            &self.node,
+            &self.network_name,
+            &self.container_id,
+            &self.ifname,
+        )
+    }
+
+    /// Every VLAN the port carries (0 = untagged).
+    pub fn vids(&self) -> Vec<u16> {
+        if self.trunk.is_empty() {
+            vec![self.vlan]
+        } else {
+            self.trunk.iter().flat_map(|r| r.min..=r.max).collect()
+        }
+    }
+
+    pub fn to_info(&self, host_ifindex: Option<u32>) -> PortInfo {
+        PortInfo {
+            network_name: self.network_name.clone(),
+            network: self.cluster_network.clone(),
+            kind: self.kind.clone(),
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+            netns: self.netns.clone(),
+            pod: self.pod.clone(),
+            host_ifname: self.host_ifname.clone(),
+            host_ifindex,
+            mac: self.mac.unwrap_or_default(),
+            ips: Vec::new(),
+            mtu: self.mtu,
+            state: self.state,
+            created_at: self.created_at,
+            counters: None,
+            vlan: if self.trunk.is_empty() {
+                Some(self.vlan)
+            } else {
+                None
+            },
+            trunk: self.trunk.clone(),
+        }
+    }
+}
+
+/// Any port record, decoded by its `kind`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyPort {
+    Management(PortRecord),
+    Vlan(VlanPortRecord),
+}
+
+impl AnyPort {
+    pub fn decode(kv: &KeyValue) -> Result<AnyPort, StoreError> {
+        let v: serde_json::Value = kv.decode()?;
+        let corrupt = |msg: String| StoreError::Corrupt {
+            key: kv.key.clone(),
+            msg,
+        };
+        match v.get("kind").and_then(|k| k.as_str()) {
+            Some("management") => serde_json::from_value(v)
+                .map(AnyPort::Management)
+                .map_err(|e| corrupt(e.to_string())),
+            Some("vlan") => serde_json::from_value(v)
+                .map(AnyPort::Vlan)
+                .map_err(|e| corrupt(e.to_string())),
+            other => Err(corrupt(format!("unknown port kind {other:?}"))),
+        }
+    }
+
+    pub fn network_name(&self) -> &str {
+        match self {
+            AnyPort::Management(r) => &r.network_name,
+            AnyPort::Vlan(r) => &r.network_name,
+        }
+    }
+    pub fn container_id(&self) -> &str {
+        match self {
+            AnyPort::Management(r) => &r.container_id,
+            AnyPort::Vlan(r) => &r.container_id,
+        }
+    }
+    pub fn ifname(&self) -> &str {
+        match self {
+            AnyPort::Management(r) => &r.ifname,
+            AnyPort::Vlan(r) => &r.ifname,
+        }
+    }
+    pub fn state(&self) -> PortState {
+        match self {
+            AnyPort::Management(r) => r.state,
+            AnyPort::Vlan(r) => r.state,
+        }
+    }
+    pub fn host_ifname(&self) -> &str {
+        match self {
+            AnyPort::Management(r) => &r.host_ifname,
+            AnyPort::Vlan(r) => &r.host_ifname,
+        }
+    }
+    pub fn to_info(&self, host_ifindex: Option<u32>) -> PortInfo {
+        match self {
+            AnyPort::Management(r) => r.to_info(host_ifindex),
+            AnyPort::Vlan(r) => r.to_info(host_ifindex),
+        }
+    }
+}
+
+/// Every port record of a node, of every kind.
+pub async fn list_all(
+    store: &dyn crate::store::Store,
+    node: &str,
+) -> Result<Vec<AnyPort>, StoreError> {
+    let kvs = store.list(&keys::ports_of_node(node)).await?;
+    kvs.iter().map(AnyPort::decode).collect()
 }
 
 /// The host-side veth name of an attachment: `fw` and 13 hex digits of a

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use furrow_api::error::code;
-use furrow_api::resource::{self, field_errors_to_api, FieldError, ManagementNetwork};
+use furrow_api::resource::{
+    self, field_errors_to_api, ClusterNetwork, FieldError, ManagementNetwork, VlanConfig,
+    VlanInterface,
+};
 use furrow_api::ApiError;
 use serde_json::Value;
 
@@ -45,28 +48,40 @@ pub fn validate(doc: &Value) -> Result<Validated, ApiError> {
         .to_string();
     match kind {
         ManagementNetwork::KIND => {
-            let typed: ManagementNetwork = typed_from(doc, kind, &name)?;
-            let errs = typed.validate();
-            if !errs.is_empty() {
-                return Err(field_errors_to_api(kind, &name, &errs));
-            }
-            // Store the normalised form (defaults filled in), never status.
-            let mut out =
-                serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
-            if let Some(o) = out.as_object_mut() {
-                o.remove("status");
-            }
-            Ok(Validated {
-                kind,
-                name,
-                doc: out,
-            })
+            normalise::<ManagementNetwork>(doc, kind, &name, |r| r.validate())
         }
+        ClusterNetwork::KIND => normalise::<ClusterNetwork>(doc, kind, &name, |r| r.validate()),
+        VlanConfig::KIND => normalise::<VlanConfig>(doc, kind, &name, |r| r.validate()),
+        VlanInterface::KIND => normalise::<VlanInterface>(doc, kind, &name, |r| r.validate()),
         _ => Err(ApiError::invalid_field(
             "kind",
             format!("{kind:?} is not served"),
         )),
     }
+}
+
+/// Parses a document into its kind's type, validates it, and returns the
+/// normalised form (defaults filled in, status dropped) for the store.
+fn normalise<T: serde::de::DeserializeOwned + serde::Serialize>(
+    doc: &Value,
+    kind: &'static str,
+    name: &str,
+    validate: impl Fn(&T) -> Vec<FieldError>,
+) -> Result<Validated, ApiError> {
+    let typed: T = typed_from(doc, kind, name)?;
+    let errs = validate(&typed);
+    if !errs.is_empty() {
+        return Err(field_errors_to_api(kind, name, &errs));
+    }
+    let mut out = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(o) = out.as_object_mut() {
+        o.remove("status");
+    }
+    Ok(Validated {
+        kind,
+        name: name.to_string(),
+        doc: out,
+    })
 }
 
 fn typed_from<T: serde::de::DeserializeOwned>(
@@ -187,13 +202,22 @@ impl Resources {
     }
 
     pub async fn management_networks(&self) -> Result<Vec<ManagementNetwork>, ApiError> {
-        let docs = self.list(ManagementNetwork::KIND).await?;
+        self.typed(ManagementNetwork::KIND).await
+    }
+
+    /// Every stored document of a kind, typed; one that does not parse
+    /// (written by another version) is logged and skipped.
+    pub async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<T>, ApiError> {
+        let docs = self.list(kind).await?;
         let mut out = Vec::new();
         for d in docs {
-            match serde_json::from_value::<ManagementNetwork>(d) {
+            match serde_json::from_value::<T>(d) {
                 Ok(n) => out.push(n),
                 Err(e) => {
-                    tracing::error!(error = %e, "stored ManagementNetwork does not parse; ignoring it")
+                    tracing::error!(kind, error = %e, "stored resource does not parse; ignoring it")
                 }
             }
         }

@@ -15,6 +15,7 @@ use crate::netd::NetdProcess;
 use crate::{janitor, names, Netns};
 
 pub const FABRIC_BRIDGE: &str = "fabric0";
+pub const TRUNK_BRIDGE: &str = "trunk0";
 pub const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 pub const UNDERLAY_PREFIX: u8 = 24;
 
@@ -22,6 +23,9 @@ pub struct Lab {
     pub fabric: Netns,
     pub external: Netns,
     pub nodes: Vec<Node>,
+    /// The trunk fabric for data NICs (created on first use): a plain
+    /// bridge, which forwards VLAN-tagged frames untouched.
+    pub trunk: Option<Netns>,
     next_port: u32,
 }
 
@@ -79,6 +83,7 @@ impl Lab {
             fabric,
             external,
             nodes: Vec::new(),
+            trunk: None,
             next_port: 0,
         };
         let port = lab.fabric_port();
@@ -140,6 +145,23 @@ impl Lab {
         self.add_node_with(name, true)
     }
 
+    /// Gives node `i` a NIC `name` into the trunk fabric (no address): the
+    /// uplink of VLAN networks. Returns the fabric-side port name.
+    pub fn add_data_nic(&mut self, i: usize, name: &str) -> anyhow::Result<String> {
+        if self.trunk.is_none() {
+            let t = Netns::new(&names::unique("trk"))?;
+            t.ip(&["link", "add", TRUNK_BRIDGE, "type", "bridge"])?;
+            t.ip(&["link", "set", TRUNK_BRIDGE, "up"])?;
+            self.trunk = Some(t);
+        }
+        self.next_port += 1;
+        let port = format!("t{}", self.next_port);
+        let trunk = self.trunk.as_ref().expect("just created");
+        veth_between(trunk, &port, &self.nodes[i].ns, name)?;
+        trunk.ip(&["link", "set", &port, "master", TRUNK_BRIDGE])?;
+        Ok(port)
+    }
+
     pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i]
     }
@@ -152,6 +174,9 @@ impl Lab {
     pub fn keep(&mut self) {
         self.fabric.keep();
         self.external.keep();
+        if let Some(t) = &mut self.trunk {
+            t.keep();
+        }
         for n in &mut self.nodes {
             n.ns.keep();
             n.netd.keep();
@@ -206,4 +231,103 @@ impl Node {
     pub fn uplink(&self) -> IpAddr {
         IpAddr::V4(self.uplink_ip)
     }
+
+    /// Applies resource documents (YAML) through netctl, as an operator
+    /// would; returns netctl's output or its error line.
+    pub fn apply(&self, yaml: &str) -> anyhow::Result<String> {
+        let f = self
+            .netd
+            .dir
+            .join(format!("apply-{}.yaml", names::unique("r")));
+        std::fs::write(&f, yaml)?;
+        let out = self
+            .netd
+            .netctl(&["apply", "-f", f.to_str().expect("utf-8 path")])?;
+        let _ = std::fs::remove_file(&f);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            bail!("{}", String::from_utf8_lossy(&out.stderr).trim())
+        }
+    }
+
+    /// A ClusterNetwork and this node's VlanConfig with these uplink NICs.
+    pub fn cluster_network(
+        &self,
+        cn: &str,
+        backend: &str,
+        nics: &[&str],
+        mtu: u32,
+    ) -> anyhow::Result<()> {
+        self.apply(&cluster_network_yaml(cn, backend, &self.name, nics, mtu))?;
+        Ok(())
+    }
+
+    /// Attaches a VM (a namespace standing for a virt-launcher pod) with a
+    /// VLAN network config; returns the pod.
+    pub fn vm(&self, tag: &str, config: &Value) -> anyhow::Result<Pod> {
+        self.add_pod(tag, config)
+    }
+
+    /// The node's view of its cluster networks.
+    pub fn cluster_network_info(&self, cn: &str) -> Option<furrow_api::wire::ClusterNetworkInfo> {
+        let list: Vec<furrow_api::wire::ClusterNetworkInfo> =
+            self.netd.client().get("/v1/clusternetworks").ok()?;
+        list.into_iter().find(|c| c.name == cn)
+    }
+}
+
+/// ClusterNetwork + VlanConfig documents for one node.
+pub fn cluster_network_yaml(
+    cn: &str,
+    backend: &str,
+    node: &str,
+    nics: &[&str],
+    mtu: u32,
+) -> String {
+    format!(
+        "apiVersion: network.furrow.io/v1alpha1\nkind: ClusterNetwork\nmetadata:\n  name: {cn}\nspec:\n  backend: {backend}\n---\n\
+apiVersion: network.furrow.io/v1alpha1\nkind: VlanConfig\nmetadata:\n  name: {cn}-{node}\nspec:\n  clusterNetwork: {cn}\n  nodeSelector:\n    kubernetes.io/hostname: {node}\n  uplink:\n    nics: [{}]\n    linkAttributes:\n      mtu: {mtu}\n",
+        nics.join(", ")
+    )
+}
+
+/// A VLAN network attachment as Harvester writes it, `type` changed.
+pub fn vlan_nad(name: &str, cn: &str, vlan: u16, socket: &std::path::Path) -> Value {
+    serde_json::json!({
+        "cniVersion": "0.3.1",
+        "name": name,
+        "type": "furrow",
+        "bridge": format!("{cn}-br"),
+        "promiscMode": true,
+        "vlan": vlan,
+        "ipam": {},
+        "socket": socket.display().to_string(),
+        "capabilities": {"mac": true},
+    })
+}
+
+/// A trunk attachment: `ranges` as Harvester's vlanTrunk entries.
+pub fn trunk_nad(name: &str, cn: &str, ranges: &[(u16, u16)], socket: &std::path::Path) -> Value {
+    let trunk: Vec<Value> = ranges
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                serde_json::json!({"id": a})
+            } else {
+                serde_json::json!({"minID": a, "maxID": b})
+            }
+        })
+        .collect();
+    serde_json::json!({
+        "cniVersion": "0.3.1",
+        "name": name,
+        "type": "furrow",
+        "bridge": format!("{cn}-br"),
+        "promiscMode": true,
+        "vlan": 0,
+        "vlanTrunk": trunk,
+        "ipam": {},
+        "socket": socket.display().to_string(),
+    })
 }

@@ -14,7 +14,9 @@
 //! also when a test panics. Objects left by a killed test process are
 //! swept by [`janitor::sweep`] the next time a lab starts.
 
+pub mod bench;
 pub mod bins;
+pub mod capture;
 pub mod cni;
 pub mod inspect;
 pub mod janitor;
@@ -23,6 +25,7 @@ pub mod names;
 pub mod netd;
 pub mod netns;
 pub mod probe;
+pub mod scenario;
 
 pub use lab::{Lab, Node, Pod};
 pub use netns::Netns;

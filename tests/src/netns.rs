@@ -37,6 +37,14 @@ impl Netns {
         Ok(ns)
     }
 
+    /// A handle on a namespace someone else owns (not removed on drop).
+    pub fn open_existing(name: &str) -> Netns {
+        Netns {
+            name: name.to_string(),
+            keep: true,
+        }
+    }
+
     pub fn path(&self) -> PathBuf {
         PathBuf::from("/run/netns").join(&self.name)
     }

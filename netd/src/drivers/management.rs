@@ -266,16 +266,15 @@ impl ManagementDriver {
 
     /// Every port record of this node.
     pub async fn records(&self) -> Result<Vec<PortRecord>, ApiError> {
-        let recs: Vec<(String, PortRecord, u64)> = list_json(
-            self.node.store.as_ref(),
-            &keys::ports_of_node(&self.node.cfg.node),
-        )
-        .await
-        .map_err(store_error)?;
-        Ok(recs
+        let all = ports::list_all(self.node.store.as_ref(), &self.node.cfg.node)
+            .await
+            .map_err(store_error)?;
+        Ok(all
             .into_iter()
-            .map(|(_, r, _)| r)
-            .filter(|r| r.kind == KIND)
+            .filter_map(|p| match p {
+                ports::AnyPort::Management(r) => Some(r),
+                _ => None,
+            })
             .collect())
     }
 
@@ -781,17 +780,6 @@ impl ManagementDriver {
                 }
             }
         }
-        // Links carrying our alias that no record explains.
-        let prefix = format!("furrow:{}:", self.node.cfg.instance);
-        for l in &links {
-            if l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix))
-                && !keep_links.contains(&l.name)
-            {
-                tracing::info!(link = %l.name, "removing orphaned host link");
-                delete_host_link(l.index).await.map_err(kernel)?;
-                report.orphans_removed += 1;
-            }
-        }
         let keep_links2 = keep_links.clone();
         let keep_indices: BTreeSet<u32> = links
             .iter()
@@ -1114,7 +1102,7 @@ pub fn datapath_error(e: furrow_ebpf::DatapathError) -> ApiError {
 
 /// Deletes a link of the node's namespace on a blocking thread with its
 /// own socket (see [`crate::netlink::delete_link_blocking`]).
-async fn delete_host_link(index: u32) -> Result<(), NetlinkError> {
+pub(crate) async fn delete_host_link(index: u32) -> Result<(), NetlinkError> {
     tokio::task::spawn_blocking(move || crate::netlink::delete_link_blocking(index))
         .await
         .map_err(|e| NetlinkError::Other {
@@ -1170,7 +1158,7 @@ fn requested_ip(req: &AttachmentRequest, net: &MgmtNet) -> Result<Option<Ipv4Add
     Ok(first)
 }
 
-fn open_netns(path: &str) -> Result<File, ApiError> {
+pub(crate) fn open_netns(path: &str) -> Result<File, ApiError> {
     let f = File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             ApiError::new(
@@ -1349,7 +1337,12 @@ impl NetworkDriver for ManagementDriver {
         }
     }
 
-    async fn release(&self, rec: &PortRecord) -> Result<(), ApiError> {
+    async fn release(&self, port: &ports::AnyPort) -> Result<(), ApiError> {
+        let ports::AnyPort::Management(rec) = port else {
+            return Err(ApiError::internal(
+                "the management driver releases management ports only",
+            ));
+        };
         let key = rec.key();
         let guard = self.node.port_locks.lock(&key).await;
         // Re-read under the lock: a concurrent DEL may have done the work.

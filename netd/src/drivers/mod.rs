@@ -3,13 +3,14 @@
 //! state and back.
 
 pub mod management;
+pub mod vlan;
 
 use async_trait::async_trait;
 use furrow_api::cni::CniResult;
 use furrow_api::wire::AttachmentRequest;
 use furrow_api::ApiError;
 
-use crate::ports::PortRecord;
+use crate::ports::AnyPort;
 
 #[async_trait]
 pub trait NetworkDriver: Send + Sync {
@@ -19,5 +20,5 @@ pub trait NetworkDriver: Send + Sync {
     async fn del(&self, req: &AttachmentRequest) -> Result<(), ApiError>;
     async fn check(&self, req: &AttachmentRequest) -> Result<(), ApiError>;
     /// Releases a port known only from its record (CNI GC).
-    async fn release(&self, rec: &PortRecord) -> Result<(), ApiError>;
+    async fn release(&self, port: &AnyPort) -> Result<(), ApiError>;
 }

@@ -7,6 +7,7 @@
 //! it, then drive that socket from the async runtime like any other: no
 //! thread of netd's pool ever changes namespace.
 
+pub mod l2;
 pub mod sysctl;
 
 use std::fs::File;
@@ -62,7 +63,7 @@ impl NetlinkError {
     }
 }
 
-fn kernel_err(op: impl Into<String>, e: rtnetlink::Error) -> NetlinkError {
+pub(crate) fn kernel_err(op: impl Into<String>, e: rtnetlink::Error) -> NetlinkError {
     let op = op.into();
     match e {
         rtnetlink::Error::NetlinkError(m) => {
@@ -160,6 +161,10 @@ pub struct Link {
     pub up: bool,
     pub kind: Option<String>,
     pub alias: Option<String>,
+    /// The bridge or bond this link is a port of.
+    pub controller: Option<u32>,
+    /// Physical carrier (IFLA_CARRIER).
+    pub carrier: bool,
 }
 
 impl Link {
@@ -172,6 +177,8 @@ impl Link {
             up: m.header.flags.contains(LinkFlags::Up),
             kind: None,
             alias: None,
+            controller: None,
+            carrier: false,
         };
         for a in &m.attributes {
             match a {
@@ -183,6 +190,8 @@ impl Link {
                     l.mac = Some(MacAddr(o));
                 }
                 LinkAttribute::IfAlias(s) => l.alias = Some(s.clone()),
+                LinkAttribute::Controller(c) => l.controller = Some(*c),
+                LinkAttribute::Carrier(c) => l.carrier = *c != 0,
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         if let NlLinkInfo::Kind(k) = i {
@@ -219,7 +228,7 @@ pub struct VethEnd {
 /// A netlink connection bound to one network namespace.
 #[derive(Clone)]
 pub struct Netlink {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 impl Netlink {

@@ -21,19 +21,22 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut pods = 200usize;
     let mut fill = 1000usize;
+    let mut secs = 5u32;
     let mut it = args.iter();
     let mut what = None;
     while let Some(a) = it.next() {
         match a.as_str() {
             "--pods" => pods = it.next().and_then(|v| v.parse().ok()).unwrap_or(pods),
             "--fill" => fill = it.next().and_then(|v| v.parse().ok()).unwrap_or(fill),
+            "--secs" => secs = it.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
             w => what = Some(w.to_string()),
         }
     }
     let r = match what.as_deref() {
         Some("cni") | None => bench_cni(pods, fill),
+        Some("vlan") => bench_vlan(secs),
         Some(other) => {
-            eprintln!("unknown benchmark {other:?}; available: cni");
+            eprintln!("unknown benchmark {other:?}; available: cni, vlan");
             std::process::exit(2);
         }
     };
@@ -268,5 +271,169 @@ fn bench_cni(pods: usize, fill: usize) -> anyhow::Result<()> {
             cni::del(&a, &fnode.mgmt_config("1.1.0")).expect_ok("fill DEL");
         }
     }
+    Ok(())
+}
+
+/// Two VMs on one node and one on another, in one layer-2 network.
+struct L2Pair {
+    a: Netns,
+    b_same: Netns,
+    c_remote: Netns,
+    ip_b: std::net::Ipv4Addr,
+    ip_c: std::net::Ipv4Addr,
+}
+
+fn set_ip(ns: &Netns, ip: &str) -> anyhow::Result<()> {
+    ns.ip(&["addr", "add", ip, "dev", "eth0"])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
+/// Furrow: cluster network on each node's data0, VMs on VLAN 100.
+fn furrow_l2(lab: &mut Lab) -> anyhow::Result<(L2Pair, Vec<furrow_tests::Pod>)> {
+    use furrow_tests::lab::vlan_nad;
+    for (i, n) in ["bf1", "bf2"].iter().enumerate() {
+        lab.add_node(n)?;
+        lab.add_data_nic(i, "data0")?;
+        lab.node(i)
+            .cluster_network("data", "ebpf", &["data0"], 1500)?;
+    }
+    let mut pods = Vec::new();
+    for (i, node) in [0usize, 0, 1].iter().enumerate() {
+        let n = lab.node(*node);
+        let p = n.vm(
+            &format!("v{i}"),
+            &vlan_nad("vlan100", "data", 100, &n.netd.socket),
+        )?;
+        set_ip(&p.ns, &format!("10.77.0.{}/24", 11 + i))?;
+        pods.push(p);
+    }
+    // The pods own the namespaces; the pair borrows their names.
+    let pair = L2Pair {
+        a: Netns::open_existing(&pods[0].ns.name),
+        b_same: Netns::open_existing(&pods[1].ns.name),
+        c_remote: Netns::open_existing(&pods[2].ns.name),
+        ip_b: "10.77.0.12".parse()?,
+        ip_c: "10.77.0.13".parse()?,
+    };
+    Ok((pair, pods))
+}
+
+/// The reference: a plain Linux bridge per node with the data NIC and the
+/// VMs' veths as ports (no VLAN: this kernel's bridge cannot tag).
+fn bridge_l2(lab: &mut Lab) -> anyhow::Result<(L2Pair, Vec<Netns>)> {
+    let base = lab.nodes.len();
+    for (i, n) in ["bb1", "bb2"].iter().enumerate() {
+        lab.add_node_with(n, false)?;
+        lab.add_data_nic(base + i, "data0")?;
+        let ns = &lab.node(base + i).ns;
+        ns.ip(&["link", "add", "br0", "type", "bridge"])?;
+        ns.ip(&["link", "set", "br0", "up"])?;
+        ns.ip(&["link", "set", "data0", "master", "br0"])?;
+    }
+    let mut vms = Vec::new();
+    for (i, node) in [0usize, 0, 1].iter().enumerate() {
+        let vm = Netns::new(&names::unique(&format!("r{i}")))?;
+        let ns = &lab.node(base + node).ns;
+        let host = format!("rv{i}");
+        ns.ip(&[
+            "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &vm.name,
+        ])?;
+        ns.ip(&["link", "set", &host, "master", "br0"])?;
+        ns.ip(&["link", "set", &host, "up"])?;
+        set_ip(&vm, &format!("10.78.0.{}/24", 11 + i))?;
+        vms.push(vm);
+    }
+    let pair = L2Pair {
+        a: Netns::open_existing(&vms[0].name),
+        b_same: Netns::open_existing(&vms[1].name),
+        c_remote: Netns::open_existing(&vms[2].name),
+        ip_b: "10.78.0.12".parse()?,
+        ip_c: "10.78.0.13".parse()?,
+    };
+    Ok((pair, vms))
+}
+
+struct L2Figures {
+    tcp_gbps: f64,
+    udp_pps: f64,
+    rr_avg_us: f64,
+    rr_p99_us: f64,
+}
+
+fn measure(
+    client: &Netns,
+    server: &Netns,
+    ip: std::net::Ipv4Addr,
+    secs: u32,
+) -> anyhow::Result<L2Figures> {
+    use furrow_tests::bench::traffic;
+    // Warm up neighbour and FDB entries.
+    let _ = client
+        .cmd("ping")
+        .args(["-c", "2", "-i", "0.2", &ip.to_string()])
+        .output();
+    let tcp_gbps = traffic::tcp_gbps(client, server, ip, secs)?;
+    let udp_pps = traffic::udp64_pps(client, server, ip, secs)?;
+    let (rr_avg_us, rr_p99_us) = traffic::rr_latency_us(client, server, ip, secs)?;
+    Ok(L2Figures {
+        tcp_gbps,
+        udp_pps,
+        rr_avg_us,
+        rr_p99_us,
+    })
+}
+
+fn bench_vlan(secs: u32) -> anyhow::Result<()> {
+    println!("VM-to-VM on one layer-2 network: Furrow's eBPF switch (VLAN 100) vs the kernel bridge + veth (untagged; this kernel's bridge cannot tag), {secs} s per figure");
+    let mut lab = Lab::new()?;
+    let (f, _fpods) = furrow_l2(&mut lab)?;
+    let (r, _rvms) = bridge_l2(&mut lab)?;
+    for (label, fa, fb, fip, ra, rb, rip) in [
+        (
+            "same node",
+            &f.a,
+            &f.b_same,
+            f.ip_b,
+            &r.a,
+            &r.b_same,
+            r.ip_b,
+        ),
+        (
+            "cross node",
+            &f.a,
+            &f.c_remote,
+            f.ip_c,
+            &r.a,
+            &r.c_remote,
+            r.ip_c,
+        ),
+    ] {
+        let fm = measure(fa, fb, fip, secs)?;
+        let rm = measure(ra, rb, rip, secs)?;
+        println!("\n{label}:");
+        println!(
+            "{:<22} {:>14} {:>14} {:>8}",
+            "metric", "furrow eBPF", "kernel bridge", "ratio"
+        );
+        let row = |n: &str, a: f64, b: f64, unit: &str| {
+            println!(
+                "{n:<22} {:>11.2} {unit:<2} {:>11.2} {unit:<2} {:>7.2}x",
+                a,
+                b,
+                a / b
+            );
+        };
+        row("TCP throughput", fm.tcp_gbps, rm.tcp_gbps, "G");
+        row(
+            "UDP 64B packet rate",
+            fm.udp_pps / 1e3,
+            rm.udp_pps / 1e3,
+            "k",
+        );
+        row("RR latency avg", fm.rr_avg_us, rm.rr_avg_us, "us");
+        row("RR latency p99", fm.rr_p99_us, rm.rr_p99_us, "us");
+    }
+    println!("\n(targets: packet rate >= 1.3x, latency <= 0.8x, throughput not lower; G = Gbit/s, k = kpps)");
     Ok(())
 }

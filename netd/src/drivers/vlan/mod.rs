@@ -1,0 +1,1231 @@
+//! VLAN networks: layer-2 ports on cluster networks.
+//!
+//! A cluster network is a layer-2 domain spanning nodes. On this node it
+//! has an uplink (from the VlanConfig that selects the node) and is carried
+//! by one of two backends:
+//! - `ebpf`: Furrow's 802.1Q switch in eBPF (works on any kernel with tc
+//!   BPF; needs no 802.1Q devices and no bridge VLAN filtering);
+//! - `bridge`: a Harvester-style kernel bridge `<cn>-br` with
+//!   vlan_filtering and a bond `<cn>-bo` as its uplink port.
+//!
+//! VM ports are veth pairs like the management network's, without
+//! addresses: the pod side (KubeVirt bridges it to the VM's tap) and the
+//! host side, a port of the switch. A VlanInterface gives the node itself
+//! an address on a VLAN the same way, through a veth pair whose switch end
+//! is an access port.
+
+pub mod announce;
+mod backend;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use furrow_api::cni::{AttachmentSpec, CniResult, Interface, VlanAttachment};
+use furrow_api::error::code;
+use furrow_api::resource::{
+    selects, Backend, ClusterNetwork, ClusterNetworkSpec, Uplink, VlanConfig, VlanInterface,
+};
+use furrow_api::wire::{
+    AttachmentRequest, ClusterNetworkInfo, KernelFeatures, PortState, UplinkInfo,
+};
+use furrow_api::{ApiError, MacAddr};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use self::backend::{BackendKind, Realized};
+use super::NetworkDriver;
+use crate::netlink::{Netlink, NetlinkError, VethEnd};
+use crate::node::Node;
+use crate::ports::{self, AnyPort, VlanPortRecord};
+use crate::resources::store_error;
+use crate::store::{list_json, Compare, Op, Txn};
+
+pub const KIND: &str = "vlan";
+
+fn kernel(e: NetlinkError) -> ApiError {
+    ApiError::new(code::INTERNAL, e.to_string())
+}
+
+/// How a port joins its VLANs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortMode {
+    Access(u16),
+    Untagged,
+    Trunk(Vec<furrow_api::cni::VlanRange>),
+}
+
+impl PortMode {
+    fn of(vlan: u16, trunk: &[furrow_api::cni::VlanRange]) -> PortMode {
+        if !trunk.is_empty() {
+            PortMode::Trunk(trunk.to_vec())
+        } else if vlan == 0 {
+            PortMode::Untagged
+        } else {
+            PortMode::Access(vlan)
+        }
+    }
+
+    fn vids(&self) -> Vec<u16> {
+        match self {
+            PortMode::Access(v) => vec![*v],
+            PortMode::Untagged => vec![0],
+            PortMode::Trunk(r) => r.iter().flat_map(|r| r.min..=r.max).collect(),
+        }
+    }
+
+    /// The VLAN the port's own MAC lives on (trunks: learnt, not static).
+    fn home_vid(&self) -> Option<u16> {
+        match self {
+            PortMode::Access(v) => Some(*v),
+            PortMode::Untagged => Some(0),
+            PortMode::Trunk(_) => None,
+        }
+    }
+}
+
+/// One cluster network on this node.
+struct Cn {
+    name: String,
+    id: u32,
+    spec: ClusterNetworkSpec,
+    backend: BackendKind,
+    backend_reason: String,
+    vlan_config: Option<String>,
+    uplink_spec: Option<Uplink>,
+    realized: Option<Realized>,
+    problem: Option<String>,
+    /// VLAN → local member ports (VM ports and node interfaces), without
+    /// the uplink.
+    members: BTreeMap<u16, BTreeSet<u32>>,
+}
+
+impl Cn {
+    fn ports(&self) -> usize {
+        self.members
+            .values()
+            .flatten()
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+}
+
+/// A VlanInterface realised on this node.
+#[derive(Debug, Clone)]
+struct NodeVif {
+    cluster_network: String,
+    vid: u16,
+    node_if: String,
+    switch_if: String,
+    switch_index: u32,
+    address: ipnet::IpNet,
+}
+
+#[derive(Default)]
+struct State {
+    features: KernelFeatures,
+    nets: BTreeMap<String, Cn>,
+    vifs: BTreeMap<String, NodeVif>,
+}
+
+/// Cheap to clone; background tasks carry a clone.
+#[derive(Clone)]
+pub struct VlanDriver {
+    node: Arc<Node>,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CnId {
+    id: u32,
+}
+
+fn spec_of(req: &AttachmentRequest) -> &VlanAttachment {
+    match &req.attachment {
+        AttachmentSpec::Vlan(v) => v,
+        other => unreachable!("VLAN driver got {other:?}"),
+    }
+}
+
+fn open_netns(path: &str) -> Result<File, ApiError> {
+    crate::drivers::management::open_netns(path)
+}
+
+impl VlanDriver {
+    pub fn new(node: Arc<Node>) -> Self {
+        VlanDriver {
+            node,
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    pub async fn set_features(&self, f: KernelFeatures) {
+        self.state.lock().await.features = f;
+    }
+
+    pub async fn features(&self) -> KernelFeatures {
+        self.state.lock().await.features.clone()
+    }
+
+    /// Every VLAN port record of this node.
+    pub async fn records(&self) -> Result<Vec<VlanPortRecord>, ApiError> {
+        let all = ports::list_all(self.node.store.as_ref(), &self.node.cfg.node)
+            .await
+            .map_err(store_error)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|p| match p {
+                AnyPort::Vlan(r) => Some(r),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// A small, stable number per cluster network: the datapath keys its
+    /// tables by it. Allocated once through the store, never reused.
+    async fn ensure_id(&self, name: &str) -> Result<u32, ApiError> {
+        let store = self.node.store.as_ref();
+        let prefix = "/furrow/clusternetwork-ids/";
+        loop {
+            let ids: Vec<(String, CnId, u64)> =
+                list_json(store, prefix).await.map_err(store_error)?;
+            if let Some((_, id, _)) = ids
+                .iter()
+                .find(|(k, _, _)| k.strip_prefix(prefix) == Some(name))
+            {
+                return Ok(id.id);
+            }
+            let next = ids.iter().map(|(_, i, _)| i.id).max().unwrap_or(0) + 1;
+            let key = format!("{prefix}{name}");
+            let out = store
+                .txn(
+                    Txn::new()
+                        .when(Compare::Absent(key.clone()))
+                        .then(Op::put_json(key, &CnId { id: next })),
+                )
+                .await
+                .map_err(store_error)?;
+            if out.succeeded {
+                return Ok(next);
+            }
+        }
+    }
+
+    /// Brings cluster networks, uplinks and node interfaces in line with
+    /// the resources. A network whose uplink cannot be built (missing NIC,
+    /// unsupported backend) gets a `problem` and refuses new ports; it never
+    /// disturbs the others, and an uplink already running stays up.
+    pub async fn reconcile(
+        &self,
+        cns: Vec<ClusterNetwork>,
+        vcs: Vec<VlanConfig>,
+        vifs: Vec<VlanInterface>,
+    ) -> Result<(), ApiError> {
+        let labels = self.node.cfg.node_labels.clone();
+        let node = self.node.cfg.node.clone();
+        let mut ids = BTreeMap::new();
+        for cn in &cns {
+            ids.insert(
+                cn.metadata.name.clone(),
+                self.ensure_id(&cn.metadata.name).await?,
+            );
+        }
+        let mut st = self.state.lock().await;
+        let features = st.features.clone();
+        let wanted: BTreeSet<String> = cns.iter().map(|c| c.metadata.name.clone()).collect();
+        for cn in cns {
+            let name = cn.metadata.name.clone();
+            let id = ids[&name];
+            let (want_backend, reason, backend_problem) = match cn.spec.backend {
+                Backend::Ebpf => (BackendKind::Ebpf, "spec.backend: ebpf".to_string(), None),
+                Backend::Bridge => {
+                    if features.bridge_vlan_filtering.available {
+                        (
+                            BackendKind::Bridge,
+                            "spec.backend: bridge".to_string(),
+                            None,
+                        )
+                    } else {
+                        (
+                            BackendKind::Bridge,
+                            "spec.backend: bridge".to_string(),
+                            Some(format!(
+                                "spec.backend is bridge, but this kernel's bridge has no VLAN filtering ({}); use backend ebpf or auto",
+                                features.bridge_vlan_filtering.detail
+                            )),
+                        )
+                    }
+                }
+                Backend::Auto => (
+                    BackendKind::Ebpf,
+                    "auto: the eBPF switch needs neither 802.1Q devices nor bridge VLAN filtering"
+                        .to_string(),
+                    None,
+                ),
+            };
+            let selected: Vec<&VlanConfig> = vcs
+                .iter()
+                .filter(|v| {
+                    v.spec.cluster_network == name && selects(&v.spec.node_selector, &labels)
+                })
+                .collect();
+            let entry = st.nets.entry(name.clone()).or_insert_with(|| Cn {
+                name: name.clone(),
+                id,
+                spec: cn.spec.clone(),
+                backend: want_backend,
+                backend_reason: reason.clone(),
+                vlan_config: None,
+                uplink_spec: None,
+                realized: None,
+                problem: None,
+                members: BTreeMap::new(),
+            });
+            entry.spec = cn.spec.clone();
+            entry.problem = None;
+            if entry.backend != want_backend {
+                if entry.ports() > 0 {
+                    entry.problem = Some(format!(
+                        "spec.backend changed to {}; it takes effect once no port uses the network on this node",
+                        want_backend.as_str()
+                    ));
+                } else {
+                    if let Some(r) = entry.realized.take() {
+                        backend::teardown_uplink(&self.node, entry, r).await;
+                    }
+                    entry.backend = want_backend;
+                    entry.backend_reason = reason;
+                }
+            } else {
+                entry.backend_reason = reason;
+            }
+            if let Some(p) = backend_problem {
+                entry.problem = Some(p);
+                continue;
+            }
+            match selected.as_slice() {
+                [] => {
+                    entry.vlan_config = None;
+                    entry.uplink_spec = None;
+                    if entry.ports() == 0 {
+                        if let Some(r) = entry.realized.take() {
+                            backend::teardown_uplink(&self.node, entry, r).await;
+                        }
+                    }
+                    entry.problem = Some(format!(
+                        "no VlanConfig of cluster network {name} selects node {node}"
+                    ));
+                }
+                [vc] => {
+                    entry.vlan_config = Some(vc.metadata.name.clone());
+                    entry.uplink_spec = Some(vc.spec.uplink.clone());
+                    match backend::realize_uplink(&self.node, entry, &vc.spec.uplink).await {
+                        Ok(()) => {}
+                        Err(e) => {
+                            tracing::error!(cluster_network = %name, error = %e, "uplink");
+                            entry.problem = Some(e);
+                        }
+                    }
+                    if entry.problem.is_none() {
+                        let aging = Duration::from_secs(entry.spec.mac_aging_seconds as u64);
+                        if let Err(e) = backend::set_aging(&self.node, entry, aging).await {
+                            entry.problem = Some(e);
+                        }
+                    }
+                }
+                many => {
+                    let names: Vec<&str> = many.iter().map(|v| v.metadata.name.as_str()).collect();
+                    entry.problem = Some(format!(
+                        "VlanConfigs {} all select node {node} on cluster network {name}; exactly one may",
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+        // Networks whose resource went away: released once unused.
+        let gone: Vec<String> = st
+            .nets
+            .keys()
+            .filter(|n| !wanted.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            let cn = st.nets.get_mut(&name).expect("listed");
+            if cn.ports() == 0 {
+                if let Some(r) = cn.realized.take() {
+                    backend::teardown_uplink(&self.node, cn, r).await;
+                }
+                st.nets.remove(&name);
+                tracing::info!(cluster_network = %name, "cluster network removed");
+            } else {
+                cn.problem = Some("the ClusterNetwork resource is gone; ports still use it".into());
+            }
+        }
+        self.reconcile_vifs(&mut st, vifs).await;
+        Ok(())
+    }
+
+    async fn reconcile_vifs(&self, st: &mut State, vifs: Vec<VlanInterface>) {
+        let node = self.node.cfg.node.clone();
+        let labels = self.node.cfg.node_labels.clone();
+        let mut want = BTreeMap::new();
+        for v in vifs {
+            if !selects(&v.spec.node_selector, &labels) {
+                continue;
+            }
+            let Some(addr) = v.address_for(&node) else {
+                continue;
+            };
+            want.insert(v.metadata.name.clone(), (v, addr));
+        }
+        // Remove what is no longer wanted or changed.
+        let existing: Vec<String> = st.vifs.keys().cloned().collect();
+        for name in existing {
+            let keep = want.get(&name).is_some_and(|(v, a)| {
+                let cur = &st.vifs[&name];
+                cur.cluster_network == v.spec.cluster_network
+                    && cur.vid == v.spec.vlan
+                    && cur.address == *a
+            });
+            if !keep {
+                let vif = st.vifs.remove(&name).expect("listed");
+                if let Some(cn) = st.nets.get_mut(&vif.cluster_network) {
+                    backend::remove_member(&self.node, cn, vif.vid, vif.switch_index).await;
+                    let _ = backend::detach_port(&self.node, cn, &vif.switch_if, vif.switch_index)
+                        .await;
+                }
+                if let Ok(Some(l)) = self.node.host.link_by_name(&vif.switch_if).await {
+                    let _ = crate::drivers::management::delete_host_link(l.index).await;
+                }
+                tracing::info!(vlan_interface = %name, "node interface removed");
+            }
+        }
+        for (name, (v, addr)) in want {
+            if st.vifs.contains_key(&name) {
+                continue;
+            }
+            let Some(cn) = st.nets.get_mut(&v.spec.cluster_network) else {
+                tracing::warn!(vlan_interface = %name, cluster_network = %v.spec.cluster_network, "no such cluster network on this node");
+                continue;
+            };
+            if cn.realized.is_none() {
+                tracing::warn!(vlan_interface = %name, cluster_network = %cn.name, "cluster network has no uplink on this node");
+                continue;
+            }
+            match self.build_vif(cn, &name, &v, addr).await {
+                Ok(vif) => {
+                    tracing::info!(vlan_interface = %name, node_if = %vif.node_if, address = %vif.address, vlan = vif.vid, "node interface ready");
+                    st.vifs.insert(name, vif);
+                }
+                Err(e) => {
+                    tracing::error!(vlan_interface = %name, error = %e, "building node interface")
+                }
+            }
+        }
+    }
+
+    async fn build_vif(
+        &self,
+        cn: &mut Cn,
+        name: &str,
+        v: &VlanInterface,
+        addr: ipnet::IpNet,
+    ) -> Result<NodeVif, String> {
+        let host = &self.node.host;
+        let h = ports::host_ifname("vlaninterface", name, "node");
+        let switch_if = h.clone();
+        let node_if = format!("fv{}", &h[2..]);
+        let mtu = v
+            .spec
+            .mtu
+            .unwrap_or_else(|| cn.uplink_spec.as_ref().map(|u| u.mtu()).unwrap_or(1500));
+        for n in [&switch_if, &node_if] {
+            if let Ok(Some(l)) = host.link_by_name(n).await {
+                let _ = crate::drivers::management::delete_host_link(l.index).await;
+            }
+        }
+        let (si, ni) = host
+            .create_veth_pair(&switch_if, &node_if, mtu)
+            .await
+            .map_err(|e| e.to_string())?;
+        let alias = format!("furrow:{}:vif:{name}", self.node.cfg.instance);
+        host.set_alias(si, &alias)
+            .await
+            .map_err(|e| e.to_string())?;
+        host.set_alias(ni, &alias)
+            .await
+            .map_err(|e| e.to_string())?;
+        match addr {
+            ipnet::IpNet::V4(a) => host
+                .add_address_v4(ni, a.addr(), a.prefix_len(), false)
+                .await
+                .map_err(|e| e.to_string())?,
+            ipnet::IpNet::V6(_) => {
+                return Err("IPv6 node interface addresses are not supported yet".into())
+            }
+        }
+        host.set_up(ni).await.map_err(|e| e.to_string())?;
+        host.set_up(si).await.map_err(|e| e.to_string())?;
+        let node_mac = host
+            .link_by_name(&node_if)
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|l| l.mac)
+            .ok_or("node interface has no MAC")?;
+        let mode = if v.spec.vlan == 0 {
+            PortMode::Untagged
+        } else {
+            PortMode::Access(v.spec.vlan)
+        };
+        backend::attach_port(&self.node, cn, &switch_if, si, &mode, mtu, Some(node_mac)).await?;
+        backend::add_member(&self.node, cn, v.spec.vlan, si).await?;
+        Ok(NodeVif {
+            cluster_network: cn.name.clone(),
+            vid: v.spec.vlan,
+            node_if,
+            switch_if,
+            switch_index: si,
+            address: addr,
+        })
+    }
+
+    pub async fn infos(&self) -> Result<Vec<ClusterNetworkInfo>, ApiError> {
+        let recs = self.records().await?;
+        let st = self.state.lock().await;
+        Ok(st
+            .nets
+            .values()
+            .map(|cn| ClusterNetworkInfo {
+                name: cn.name.clone(),
+                backend: cn.backend.as_str().into(),
+                backend_reason: cn.backend_reason.clone(),
+                vlan_config: cn.vlan_config.clone(),
+                uplink: cn.uplink_spec.as_ref().map(|u| UplinkInfo {
+                    nics: u.nics.clone(),
+                    active: cn.realized.as_ref().map(|r| r.active_name()),
+                    mtu: u.mtu(),
+                    bond_mode: serde_json::to_value(u.bond().mode)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                }),
+                problem: cn.problem.clone(),
+                vlans: cn
+                    .members
+                    .iter()
+                    .filter(|(_, m)| !m.is_empty())
+                    .map(|(v, _)| *v)
+                    .collect(),
+                ports: recs.iter().filter(|r| r.cluster_network == cn.name).count() as u32,
+            })
+            .collect())
+    }
+
+    /// Checks an attachment against its cluster network on this node.
+    async fn usable(&self, att: &VlanAttachment) -> Result<(u32, Option<u32>), ApiError> {
+        let st = self.state.lock().await;
+        let Some(cn) = st.nets.get(&att.cluster_network) else {
+            let known: Vec<&String> = st.nets.keys().collect();
+            return Err(ApiError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "clusterNetwork: no ClusterNetwork named {:?} exists on node {} (known: {})",
+                    att.cluster_network,
+                    self.node.cfg.node,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            ));
+        };
+        if let Some(p) = &cn.problem {
+            return Err(ApiError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "cluster network {} cannot take ports on node {}: {p}",
+                    cn.name, self.node.cfg.node
+                ),
+            ));
+        }
+        let uplink_mtu = cn.uplink_spec.as_ref().map(|u| u.mtu()).unwrap_or(1500);
+        if let Some(m) = att.mtu {
+            if m > uplink_mtu {
+                return Err(ApiError::invalid_field(
+                    "mtu",
+                    format!(
+                        "{m} exceeds the MTU {uplink_mtu} of cluster network {}'s uplink; frames that large could not leave the node",
+                        cn.name
+                    ),
+                ));
+            }
+        }
+        Ok((uplink_mtu, att.mtu))
+    }
+
+    fn port_key(&self, req: &AttachmentRequest) -> String {
+        crate::store::keys::port(
+            &self.node.cfg.node,
+            &req.network_name,
+            &req.container_id,
+            &req.ifname,
+        )
+    }
+
+    async fn record(&self, key: &str) -> Result<Option<VlanPortRecord>, ApiError> {
+        match self.node.store.get(key).await.map_err(store_error)? {
+            None => Ok(None),
+            Some(kv) => match AnyPort::decode(&kv).map_err(store_error)? {
+                AnyPort::Vlan(r) => Ok(Some(r)),
+                _ => Err(ApiError::new(
+                    code::CONFLICT,
+                    "this attachment exists on another kind of network".to_string(),
+                )),
+            },
+        }
+    }
+
+    async fn put_record(&self, rec: &VlanPortRecord) -> Result<(), ApiError> {
+        self.node
+            .store
+            .txn(Txn::new().then(Op::put_json(rec.key(), rec)))
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn forget(&self, rec: &VlanPortRecord) -> Result<(), ApiError> {
+        self.node
+            .store
+            .txn(Txn::new().then(Op::Delete(rec.key())))
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Creates the veth pair and makes the host side a switch port.
+    async fn build(
+        &self,
+        rec: &VlanPortRecord,
+        netns: &File,
+        netns_path: &str,
+    ) -> Result<(u32, MacAddr), ApiError> {
+        let host = &self.node.host;
+        if let Some(l) = host.link_by_name(&rec.host_ifname).await.map_err(kernel)? {
+            tracing::warn!(link = %rec.host_ifname, "removing leftover host link before ADD");
+            crate::drivers::management::delete_host_link(l.index)
+                .await
+                .map_err(kernel)?;
+        }
+        let alias = ports::link_alias(&self.node.cfg.instance, &rec.key());
+        host.create_veth_into(
+            &VethEnd {
+                name: rec.host_ifname.clone(),
+                mtu: rec.mtu,
+                mac: None,
+            },
+            &VethEnd {
+                name: rec.ifname.clone(),
+                mtu: rec.mtu,
+                mac: rec.mac,
+            },
+            netns,
+            &alias,
+        )
+        .await
+        .map_err(|e| {
+            if e.is_exists() {
+                ApiError::new(
+                    code::IFNAME_EXISTS,
+                    format!(
+                        "interface {:?} already exists in network namespace {netns_path}",
+                        rec.ifname
+                    ),
+                )
+            } else {
+                kernel(e)
+            }
+        })?;
+        let hl = host
+            .link_by_name(&rec.host_ifname)
+            .await
+            .map_err(kernel)?
+            .ok_or_else(|| ApiError::internal("host link vanished right after creation"))?;
+        let ns = Netlink::in_netns(std::path::Path::new(netns_path))
+            .await
+            .map_err(kernel)?;
+        let pl = ns
+            .link_by_name(&rec.ifname)
+            .await
+            .map_err(kernel)?
+            .ok_or_else(|| {
+                ApiError::internal(format!("{} did not appear in {netns_path}", rec.ifname))
+            })?;
+        ns.set_up(pl.index).await.map_err(kernel)?;
+        let pod_mac = pl
+            .mac
+            .ok_or_else(|| ApiError::internal("pod link has no MAC"))?;
+        let mode = PortMode::of(rec.vlan, &rec.trunk);
+        {
+            let mut st = self.state.lock().await;
+            let cn = st
+                .nets
+                .get_mut(&rec.cluster_network)
+                .ok_or_else(|| ApiError::internal("cluster network vanished during ADD"))?;
+            backend::attach_port(
+                &self.node,
+                cn,
+                &rec.host_ifname,
+                hl.index,
+                &mode,
+                rec.mtu,
+                Some(pod_mac),
+            )
+            .await
+            .map_err(|e| ApiError::new(code::INTERNAL, e))?;
+            for vid in mode.vids() {
+                backend::add_member(&self.node, cn, vid, hl.index)
+                    .await
+                    .map_err(|e| ApiError::new(code::CAPACITY, e))?;
+            }
+            self.announce(cn, pod_mac, &mode);
+        }
+        host.set_up(hl.index).await.map_err(kernel)?;
+        Ok((hl.index, pod_mac))
+    }
+
+    /// Sends RARP announcements from a VM's MAC out of the uplink, now and
+    /// twice more shortly after (as QEMU does), in the background.
+    fn announce(&self, cn: &Cn, mac: MacAddr, mode: &PortMode) {
+        let (Some(r), Some(vid)) = (&cn.realized, mode.home_vid()) else {
+            return;
+        };
+        let (ifindex, tag) = r.announce_via(vid);
+        let frame = announce::rarp_frame(mac, tag);
+        self.node.background.spawn(async move {
+            for delay in [0u64, 100, 300] {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let f = frame.clone();
+                let r =
+                    tokio::task::spawn_blocking(move || announce::send_frames(ifindex, &[f])).await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(%mac, error = %e, "sending the MAC announcement");
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The fast half of removing a port: out of its VLANs, off the switch,
+    /// link down, CNI_IFNAME freed (see the management driver).
+    async fn unplug(&self, rec: &VlanPortRecord) -> Result<(), ApiError> {
+        let host = &self.node.host;
+        let link = host.link_by_name(&rec.host_ifname).await.map_err(kernel)?;
+        let index = link
+            .as_ref()
+            .map(|l| l.index)
+            .or(rec.host_ifindex)
+            .unwrap_or(0);
+        let mut errors = Vec::new();
+        {
+            let mut st = self.state.lock().await;
+            if let Some(cn) = st.nets.get_mut(&rec.cluster_network) {
+                for vid in PortMode::of(rec.vlan, &rec.trunk).vids() {
+                    backend::remove_member(&self.node, cn, vid, index).await;
+                }
+                if let Err(e) = backend::detach_port(&self.node, cn, &rec.host_ifname, index).await
+                {
+                    errors.push(e);
+                }
+            }
+        }
+        if let Some(l) = link.filter(|l| l.up) {
+            if let Err(e) = host.set_down(l.index).await {
+                if !e.is_not_found() {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        if let Some(path) = rec
+            .netns
+            .as_deref()
+            .filter(|p| std::path::Path::new(p).exists())
+        {
+            if let Ok(ns) = Netlink::in_netns(std::path::Path::new(path)).await {
+                if let Ok(Some(pl)) = ns.link_by_name(&rec.ifname).await {
+                    if rec.mac.is_some() && pl.mac == rec.mac {
+                        let tomb = ports::tombstone_ifname(&rec.host_ifname);
+                        let r = async {
+                            ns.set_down(pl.index).await?;
+                            ns.rename(pl.index, &tomb).await
+                        }
+                        .await;
+                        if let Err(e) = r {
+                            if !e.is_not_found() {
+                                errors.push(format!("freeing {} in {path}: {e}", rec.ifname));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::internal(format!(
+                "removing port {}/{}: {}",
+                rec.container_id,
+                rec.ifname,
+                errors.join("; ")
+            )))
+        }
+    }
+
+    async fn remove_link(&self, rec: &VlanPortRecord) -> Result<(), ApiError> {
+        if let Some(l) = self
+            .node
+            .host
+            .link_by_name(&rec.host_ifname)
+            .await
+            .map_err(kernel)?
+        {
+            crate::drivers::management::delete_host_link(l.index)
+                .await
+                .map_err(kernel)?;
+        }
+        Ok(())
+    }
+
+    /// As the management driver: unplug now, remove the link in the
+    /// background under the attachment's lock, then forget the record.
+    async fn delete_port(
+        &self,
+        mut rec: VlanPortRecord,
+        guard: crate::locks::KeyedGuard,
+    ) -> Result<(), ApiError> {
+        if rec.state == PortState::Deleting {
+            self.remove_link(&rec).await?;
+            return self.forget(&rec).await;
+        }
+        self.unplug(&rec).await?;
+        rec.state = PortState::Deleting;
+        self.put_record(&rec).await?;
+        let me = self.clone();
+        self.node.background.spawn(async move {
+            let _lock = guard;
+            let mut delay = Duration::from_millis(100);
+            for attempt in 1..=3 {
+                match me.remove_link(&rec).await {
+                    Ok(()) => match me.forget(&rec).await {
+                        Ok(()) => return,
+                        Err(e) => tracing::warn!(port = %rec.key(), attempt, error = %e, "releasing a deleted port's record"),
+                    },
+                    Err(e) => tracing::warn!(port = %rec.key(), attempt, error = %e, "removing a deleted port's link"),
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+            tracing::error!(port = %rec.key(), "could not finish removing the port; the next DEL, GC or netd start retries");
+        });
+        Ok(())
+    }
+
+    /// Start-up: re-adopt surviving VLAN ports (their programs and table
+    /// entries are re-installed), finish removals and ADDs a crash cut
+    /// short, mark ports whose links vanished as lost, and remove links
+    /// of ours that no record explains.
+    pub async fn reconcile_ports(&self) -> Result<(), ApiError> {
+        let host = &self.node.host;
+        let links = host.links().await.map_err(kernel)?;
+        let mut keep = BTreeSet::new();
+        for mut rec in self.records().await? {
+            let key = rec.key();
+            let _g = self.node.port_locks.lock(&key).await;
+            match rec.state {
+                PortState::Pending | PortState::Deleting => {
+                    tracing::info!(port = %key, state = ?rec.state, "finishing what a restart cut short: removing the port");
+                    self.unplug(&rec).await?;
+                    self.remove_link(&rec).await?;
+                    self.forget(&rec).await?;
+                }
+                PortState::Ready | PortState::Lost => {
+                    let alias = ports::link_alias(&self.node.cfg.instance, &key);
+                    let link = links.iter().find(|l| {
+                        l.name == rec.host_ifname && l.alias.as_deref() == Some(alias.as_str())
+                    });
+                    match link {
+                        Some(l) => {
+                            let mode = PortMode::of(rec.vlan, &rec.trunk);
+                            let mut st = self.state.lock().await;
+                            if let Some(cn) = st.nets.get_mut(&rec.cluster_network) {
+                                if cn.realized.is_some() {
+                                    backend::attach_port(
+                                        &self.node,
+                                        cn,
+                                        &rec.host_ifname,
+                                        l.index,
+                                        &mode,
+                                        rec.mtu,
+                                        rec.mac,
+                                    )
+                                    .await
+                                    .map_err(ApiError::internal)?;
+                                    for vid in mode.vids() {
+                                        backend::add_member(&self.node, cn, vid, l.index)
+                                            .await
+                                            .map_err(ApiError::internal)?;
+                                    }
+                                } else {
+                                    tracing::warn!(port = %key, cluster_network = %rec.cluster_network, "port kept, but its cluster network has no uplink now");
+                                }
+                            }
+                            drop(st);
+                            keep.insert(rec.host_ifname.clone());
+                            if rec.state == PortState::Lost || rec.host_ifindex != Some(l.index) {
+                                rec.state = PortState::Ready;
+                                rec.host_ifindex = Some(l.index);
+                                self.put_record(&rec).await?;
+                            }
+                        }
+                        None => {
+                            if rec.state != PortState::Lost {
+                                tracing::warn!(port = %key, "host link is gone (pod sandbox deleted?); port marked lost until DEL or GC");
+                                self.unplug(&rec).await?;
+                                rec.state = PortState::Lost;
+                                self.put_record(&rec).await?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Node interfaces are rebuilt from the resources by reconcile();
+        // remove the old ones now. Orphaned port links are the daemon's.
+        let vif_prefix = format!("furrow:{}:vif:", self.node.cfg.instance);
+        for l in &links {
+            if l.alias
+                .as_deref()
+                .is_some_and(|a| a.starts_with(&vif_prefix))
+                && l.name.starts_with("fw")
+            {
+                let _ = crate::drivers::management::delete_host_link(l.index).await;
+            }
+        }
+        let _ = keep;
+        self.state.lock().await.vifs.clear();
+        Ok(())
+    }
+
+    /// Drops dynamic FDB entries past their network's aging.
+    pub async fn expire_fdb(&self) {
+        match self.node.with_datapath(|dp| dp.fdb_expire()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(expired = n, "FDB entries aged out"),
+            Err(e) => tracing::warn!(error = %e, "expiring FDB entries"),
+        }
+    }
+
+    /// Active-backup for eBPF uplinks: when the active NIC loses carrier
+    /// and another has it, traffic moves there, and every local VM's MAC
+    /// is announced on the new NIC so the fabric relearns at once (what a
+    /// bond does with gratuitous ARPs).
+    pub async fn monitor_uplinks(&self) {
+        let mut recs: Option<Vec<VlanPortRecord>> = None;
+        let mut st = self.state.lock().await;
+        for cn in st.nets.values_mut() {
+            let Some(backend::Realized::Ebpf { nics, active, .. }) = cn.realized.clone() else {
+                continue;
+            };
+            if nics.len() < 2 {
+                continue;
+            }
+            let mut carrier = Vec::new();
+            for (_, idx, _) in &nics {
+                let c = matches!(self.node.host.link_by_index(*idx).await, Ok(Some(l)) if l.carrier && l.up);
+                carrier.push(c);
+            }
+            if carrier[active] {
+                continue;
+            }
+            let Some(next) = carrier.iter().position(|c| *c) else {
+                continue;
+            };
+            let has_ip = self
+                .node
+                .host
+                .addresses_v4(nics[next].1)
+                .await
+                .map(|a| !a.is_empty())
+                .unwrap_or(false);
+            tracing::warn!(cluster_network = %cn.name, from = %nics[active].0, to = %nics[next].0, "uplink NIC lost carrier; failing over");
+            if let Err(e) = backend::activate(&self.node, cn, nics.clone(), next, has_ip).await {
+                tracing::error!(cluster_network = %cn.name, error = %e, "uplink failover");
+                continue;
+            }
+            if recs.is_none() {
+                recs = Some(self.records().await.unwrap_or_default());
+            }
+            let all = recs.as_deref().unwrap_or_default();
+            for r in all
+                .iter()
+                .filter(|r| r.cluster_network == cn.name && r.state == PortState::Ready)
+            {
+                if let Some(mac) = r.mac {
+                    self.announce(cn, mac, &PortMode::of(r.vlan, &r.trunk));
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl NetworkDriver for VlanDriver {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn add(&self, req: &AttachmentRequest) -> Result<CniResult, ApiError> {
+        let att = spec_of(req);
+        let (uplink_mtu, mtu) = self.usable(att).await?;
+        let netns_path = req
+            .netns
+            .as_deref()
+            .ok_or_else(|| ApiError::new(code::INVALID_ENV, "CNI_NETNS is required for ADD"))?;
+        let netns = open_netns(netns_path)?;
+        if let Some(m) = req.mac {
+            if !m.is_valid_unicast() {
+                return Err(ApiError::invalid_field(
+                    "mac",
+                    format!("{m} is not a unicast address"),
+                ));
+            }
+        }
+        if !req.ips.is_empty() {
+            return Err(ApiError::invalid_field(
+                "ips",
+                "VLAN networks do not assign addresses yet (ipam must be {}); VMs get theirs by DHCP",
+            ));
+        }
+        let key = self.port_key(req);
+        let guard = self.node.port_locks.lock(&key).await;
+        let mut rec = VlanPortRecord {
+            node: self.node.cfg.node.clone(),
+            network_name: req.network_name.clone(),
+            kind: KIND.into(),
+            cluster_network: att.cluster_network.clone(),
+            vlan: att.vlan,
+            trunk: att.trunk.clone(),
+            promisc: att.promisc,
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+            netns: Some(netns_path.to_string()),
+            pod: req.pod.clone(),
+            host_ifname: ports::host_ifname(&req.network_name, &req.container_id, &req.ifname),
+            host_ifindex: None,
+            mac: req.mac,
+            mtu: mtu.unwrap_or(uplink_mtu),
+            state: PortState::Pending,
+            created_at: crate::util::now_secs(),
+        };
+        let out = self
+            .node
+            .store
+            .txn(
+                Txn::new()
+                    .when(Compare::Absent(key.clone()))
+                    .then(Op::put_json(key.clone(), &rec)),
+            )
+            .await
+            .map_err(store_error)?;
+        if !out.succeeded {
+            return Err(ApiError::new(
+                code::ALREADY_ATTACHED,
+                format!(
+                    "container {} already has interface {} on network {:?}: DEL it before adding it again",
+                    rec.container_id, rec.ifname, rec.network_name
+                ),
+            ));
+        }
+        let (index, pod_mac) = match self.build(&rec, &netns, netns_path).await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = self.unplug(&rec).await;
+                let _ = self.remove_link(&rec).await;
+                let _ = self.forget(&rec).await;
+                drop(guard);
+                return Err(e);
+            }
+        };
+        rec.mac = Some(pod_mac);
+        rec.host_ifindex = Some(index);
+        rec.state = PortState::Ready;
+        if let Err(e) = self.put_record(&rec).await {
+            let _ = self.unplug(&rec).await;
+            let _ = self.remove_link(&rec).await;
+            let _ = self.forget(&rec).await;
+            return Err(e);
+        }
+        let host_mac = self
+            .node
+            .host
+            .link_by_index(index)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.mac);
+        tracing::info!(container = %rec.container_id, ifname = %rec.ifname, cluster_network = %rec.cluster_network, vlan = rec.vlan, trunk = ?rec.trunk, mac = %pod_mac, "VLAN port added");
+        Ok(CniResult {
+            interfaces: vec![
+                Interface {
+                    name: rec.host_ifname.clone(),
+                    mac: host_mac,
+                    mtu: Some(rec.mtu),
+                    ..Default::default()
+                },
+                Interface {
+                    name: rec.ifname.clone(),
+                    mac: Some(pod_mac),
+                    mtu: Some(rec.mtu),
+                    sandbox: Some(netns_path.to_string()),
+                    ..Default::default()
+                },
+            ],
+            ips: Vec::new(),
+            routes: Vec::new(),
+            dns: att.dns.clone(),
+        })
+    }
+
+    async fn del(&self, req: &AttachmentRequest) -> Result<(), ApiError> {
+        let key = self.port_key(req);
+        let guard = self.node.port_locks.lock(&key).await;
+        match self.record(&key).await? {
+            Some(rec) => {
+                let (cid, ifname) = (rec.container_id.clone(), rec.ifname.clone());
+                self.delete_port(rec, guard).await?;
+                tracing::info!(container = %cid, ifname = %ifname, "VLAN port deleted");
+            }
+            None => {
+                let name = ports::host_ifname(&req.network_name, &req.container_id, &req.ifname);
+                let alias = ports::link_alias(&self.node.cfg.instance, &key);
+                if let Some(l) = self.node.host.link_by_name(&name).await.map_err(kernel)? {
+                    if l.alias.as_deref() == Some(alias.as_str()) {
+                        crate::drivers::management::delete_host_link(l.index)
+                            .await
+                            .map_err(kernel)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn check(&self, req: &AttachmentRequest) -> Result<(), ApiError> {
+        let key = self.port_key(req);
+        let _g = self.node.port_locks.lock(&key).await;
+        let Some(rec) = self.record(&key).await? else {
+            return Err(ApiError::new(
+                code::CHECK_FAILED,
+                format!(
+                    "container {} has no interface {} on network {:?}",
+                    req.container_id, req.ifname, req.network_name
+                ),
+            ));
+        };
+        if rec.state != PortState::Ready {
+            return Err(ApiError::new(
+                code::CHECK_FAILED,
+                format!(
+                    "attachment is {}, not ready",
+                    format!("{:?}", rec.state).to_lowercase()
+                ),
+            ));
+        }
+        let mut p = Vec::new();
+        let host = &self.node.host;
+        let hl = host.link_by_name(&rec.host_ifname).await.map_err(kernel)?;
+        match &hl {
+            None => p.push(format!("host interface {} is missing", rec.host_ifname)),
+            Some(l) if !l.up => p.push(format!("host interface {} is down", l.name)),
+            _ => {}
+        }
+        let netns = rec.netns.clone().unwrap_or_default();
+        match Netlink::in_netns(std::path::Path::new(&netns)).await {
+            Err(e) => p.push(e.to_string()),
+            Ok(ns) => match ns.link_by_name(&rec.ifname).await {
+                Ok(Some(pl)) => {
+                    if pl.mac != rec.mac {
+                        p.push(format!(
+                            "{} has another MAC than the attachment",
+                            rec.ifname
+                        ));
+                    }
+                    if pl.mtu != rec.mtu {
+                        p.push(format!(
+                            "{} has MTU {} but the attachment has {}",
+                            rec.ifname, pl.mtu, rec.mtu
+                        ));
+                    }
+                }
+                Ok(None) => p.push(format!("interface {} is missing in {netns}", rec.ifname)),
+                Err(e) => p.push(e.to_string()),
+            },
+        }
+        if let Some(l) = &hl {
+            let st = self.state.lock().await;
+            match st.nets.get(&rec.cluster_network) {
+                None => p.push(format!(
+                    "cluster network {} is not set up on this node",
+                    rec.cluster_network
+                )),
+                Some(cn) => {
+                    if let Err(e) = backend::check_port(
+                        &self.node,
+                        cn,
+                        &rec.host_ifname,
+                        l,
+                        &PortMode::of(rec.vlan, &rec.trunk),
+                    )
+                    .await
+                    {
+                        p.push(e);
+                    }
+                }
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                code::CHECK_FAILED,
+                format!(
+                    "attachment {}/{} differs from what ADD built: {}",
+                    rec.container_id,
+                    rec.ifname,
+                    p.join("; ")
+                ),
+            ))
+        }
+    }
+
+    async fn release(&self, port: &AnyPort) -> Result<(), ApiError> {
+        let AnyPort::Vlan(rec) = port else {
+            return Err(ApiError::internal(
+                "the VLAN driver releases VLAN ports only",
+            ));
+        };
+        let key = rec.key();
+        let guard = self.node.port_locks.lock(&key).await;
+        if let Some(rec) = self.record(&key).await? {
+            self.delete_port(rec, guard).await?;
+        }
+        Ok(())
+    }
+}

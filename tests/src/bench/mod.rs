@@ -1,0 +1,4 @@
+//! Traffic measurements between lab namespaces (iperf3, sockperf), shared
+//! by the benchmarks.
+
+pub mod traffic;

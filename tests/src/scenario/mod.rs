@@ -1,0 +1,4 @@
+//! Scenarios written once as library code, run by host tests and, with
+//! another backend, inside a full-kernel guest.
+
+pub mod vlan;
