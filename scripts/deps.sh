@@ -8,6 +8,9 @@ PKGS=(
   util-linux procps              # nsenter, sysctl
   containernetworking-plugins    # the reference bridge/host-local (benchmarks)
   iptables                       # the reference bridge plugin's ipMasq
+  qemu-system-x86                # full-kernel guests under TCG (tests/src/guest)
+  busybox-static kmod cpio       # their initramfs: busybox, depmod/modprobe, packing
+  xz-utils binutils              # decompressing modules, stripping host binaries
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -16,6 +16,7 @@
 
 pub mod bins;
 pub mod cni;
+pub mod guest;
 pub mod inspect;
 pub mod janitor;
 pub mod lab;
