@@ -10,6 +10,9 @@ PKGS=(
   iptables                       # the reference bridge plugin's ipMasq
   tcpdump                        # tests observe VLAN tags and loops
   iperf3 sockperf                # benchmarks: throughput, packet rate, latency
+  qemu-system-x86                # full-kernel guests under TCG (tests/src/guest)
+  busybox-static kmod cpio       # their initramfs: busybox, depmod/modprobe, packing
+  xz-utils binutils              # decompressing modules, stripping host binaries
 )
 missing=()
 for p in "${PKGS[@]}"; do
