@@ -52,7 +52,7 @@ pub fn sweep() {
             }
         }
     }
-    for root in [STATE_ROOT, BPF_ROOT] {
+        for root in [STATE_ROOT, BPF_ROOT] {
         if let Ok(entries) = std::fs::read_dir(root) {
             for e in entries.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
@@ -62,6 +62,7 @@ pub fn sweep() {
             }
         }
     }
+    crate::guest::sweep();
 }
 
 /// Everything this machine holds that looks like a lab object (for the

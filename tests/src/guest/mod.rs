@@ -220,8 +220,8 @@ impl Guest {
     /// Must be dropped on the thread that started it: QEMU dies with that
     /// thread.
     pub fn start(config: GuestConfig) -> anyhow::Result<Guest> {
+        // Also sweeps stray guests (janitor::sweep calls guest::sweep).
         crate::janitor::sweep();
-        sweep();
         let img = Image::get()?;
         let name = names::unique(&config.tag);
         let dir = PathBuf::from(STATE_ROOT).join(&name);
