@@ -7,7 +7,7 @@ use std::{
 };
 
 /// Objects to build: (source under bpf/, object file name in OUT_DIR).
-const OBJECTS: &[(&str, &str)] = &[("mgmt.bpf.c", "mgmt.bpf.o")];
+const OBJECTS: &[(&str, &str)] = &[("mgmt.bpf.c", "mgmt.bpf.o"), ("l2.bpf.c", "l2.bpf.o")];
 
 fn main() -> ExitCode {
     match build() {

@@ -16,10 +16,13 @@ use aya::{
 use crate::{
     bpffs,
     error::map_errno,
+    l2::{RawFdb, RawFdbKey, RawL2Cn, RawL2Port, RawL2Vlan, RawVlanKey, RawVlanStats},
     maps::{RawMgmtEndpoint, RawPortStats, MAP_SPECS},
-    object::MGMT_OBJECT,
+    object::{L2_OBJECT, MGMT_OBJECT},
     ports::Direction,
-    DatapathError, MgmtEndpoint, PortStats, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS, MODE, PROGRAMS,
+    DatapathError, MgmtEndpoint, PortStats, MAP_L2_CLUSTER_NETWORKS, MAP_L2_FDB, MAP_L2_PORTS,
+    MAP_L2_VLANS, MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS, MODE, PROGRAMS,
+    PROG_L2_INGRESS, PROG_L2_UPLINK_EGRESS,
 };
 
 /// Where one datapath instance keeps its pins.
@@ -59,7 +62,19 @@ pub struct DatapathInfo {
     pub maps: Vec<MapUsage>,
 }
 
-/// The loaded management datapath of one netd instance.
+/// The L2 switch's maps (bpf/lib/l2.h).
+pub(crate) struct L2Maps {
+    pub ports: HashMap<MapData, u32, RawL2Port>,
+    pub vlans: HashMap<MapData, RawVlanKey, RawL2Vlan>,
+    /// An LRU hash: aya's HashMap handles both.
+    pub fdb: HashMap<MapData, RawFdbKey, RawFdb>,
+    pub cns: HashMap<MapData, u32, RawL2Cn>,
+    pub vlan_stats: PerCpuHashMap<MapData, RawVlanKey, RawVlanStats>,
+    /// max_entries of (ports, vlans, fdb, cns, vlan_stats) as pinned.
+    pub max: [u32; 5],
+}
+
+/// The loaded datapaths (management and L2) of one netd instance.
 ///
 /// Programs live as long as this value or a tc filter that runs them;
 /// maps stay pinned and filters stay attached after it is dropped, so a
@@ -68,14 +83,20 @@ pub struct DatapathInfo {
 pub struct Datapath {
     pub(crate) pin_dir: PathBuf,
     pub(crate) bpf: Ebpf,
+    /// bpf/l2.bpf.o; shares furrow_port_stats with `bpf` through its pin.
+    pub(crate) l2_bpf: Ebpf,
+    pub(crate) l2: L2Maps,
     eps: HashMap<MapData, u32, RawMgmtEndpoint>,
     pub(crate) stats: PerCpuHashMap<MapData, u32, RawPortStats>,
     eps_max: u32,
     pub(crate) stats_max: u32,
     /// Kernel ids of the loaded programs, by `Direction::index`.
     pub(crate) prog_ids: [u32; 2],
+    /// Kernel ids of (furrow_l2_ingress, furrow_l2_uplink_egress).
+    pub(crate) l2_prog_ids: [u32; 2],
     /// Kernel ids of the pinned maps: a program using one is ours.
-    pub(crate) map_ids: [u32; 2],
+    /// Management maps (endpoints, counters) first, then the L2 maps.
+    pub(crate) map_ids: Vec<u32>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -114,8 +135,19 @@ impl Datapath {
             .default_map_pin_directory(&maps_dir)
             .load(MGMT_OBJECT)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
+        // The second object finds furrow_port_stats pinned by the first
+        // and uses that same map.
+        let mut l2_bpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(L2_OBJECT)
+            .map_err(|e| DatapathError::Load(Box::new(e)))?;
         for name in PROGRAMS {
-            let prog: &mut SchedClassifier = bpf
+            let obj = if bpf.program(name).is_some() {
+                &mut bpf
+            } else {
+                &mut l2_bpf
+            };
+            let prog: &mut SchedClassifier = obj
                 .program_mut(name)
                 .ok_or_else(|| DatapathError::UnknownProgram(name.into()))?
                 .try_into()
@@ -129,23 +161,51 @@ impl Datapath {
         let stats: PerCpuHashMap<MapData, u32, RawPortStats> = take_map(&mut bpf, MAP_PORT_STATS)?
             .try_into()
             .map_err(|e| DatapathError::map(MAP_PORT_STATS, e))?;
+        macro_rules! l2_map {
+            ($name:expr) => {
+                take_map(&mut l2_bpf, $name)?
+                    .try_into()
+                    .map_err(|e| DatapathError::map($name, e))?
+            };
+        }
+        let mut l2 = L2Maps {
+            ports: l2_map!(MAP_L2_PORTS),
+            vlans: l2_map!(MAP_L2_VLANS),
+            fdb: l2_map!(MAP_L2_FDB),
+            cns: l2_map!(MAP_L2_CLUSTER_NETWORKS),
+            vlan_stats: l2_map!(MAP_L2_VLAN_STATS),
+            max: [0; 5],
+        };
         // Reused pins keep the size they were created with; report that.
         let (eps_max, eps_id) = pinned_map_info(&maps_dir, MAP_MGMT_ENDPOINTS)?;
         let (stats_max, stats_id) = pinned_map_info(&maps_dir, MAP_PORT_STATS)?;
+        let mut map_ids = vec![eps_id, stats_id];
+        for (i, name) in L2_MAP_NAMES.iter().enumerate() {
+            let (max, id) = pinned_map_info(&maps_dir, name)?;
+            l2.max[i] = max;
+            map_ids.push(id);
+        }
 
         let mut dp = Datapath {
             pin_dir,
             bpf,
+            l2_bpf,
+            l2,
             eps,
             stats,
             eps_max,
             stats_max,
             prog_ids: [0; 2],
-            map_ids: [eps_id, stats_id],
+            l2_prog_ids: [0; 2],
+            map_ids,
         };
         for dir in Direction::ALL {
             dp.prog_ids[dir.index()] = dp.program_id(dir.program())?;
         }
+        dp.l2_prog_ids = [
+            dp.program_id(PROG_L2_INGRESS)?,
+            dp.program_id(PROG_L2_UPLINK_EGRESS)?,
+        ];
         tracing::debug!(pin_dir = %dp.pin_dir.display(), "datapath loaded");
         Ok(dp)
     }
@@ -288,6 +348,7 @@ impl Datapath {
     pub(crate) fn classifier(&self, name: &str) -> Result<&SchedClassifier, DatapathError> {
         self.bpf
             .program(name)
+            .or_else(|| self.l2_bpf.program(name))
             .ok_or_else(|| DatapathError::UnknownProgram(name.into()))?
             .try_into()
             .map_err(|e| DatapathError::program(name, e))
@@ -318,6 +379,31 @@ impl Datapath {
                     entries: count(&mut self.stats.keys()),
                     max_entries: self.stats_max,
                 },
+                MapUsage {
+                    name: MAP_L2_PORTS.to_owned(),
+                    entries: count(&mut self.l2.ports.keys()),
+                    max_entries: self.l2.max[0],
+                },
+                MapUsage {
+                    name: MAP_L2_VLANS.to_owned(),
+                    entries: count_keys(self.l2.vlans.keys()),
+                    max_entries: self.l2.max[1],
+                },
+                MapUsage {
+                    name: MAP_L2_FDB.to_owned(),
+                    entries: count_keys(self.l2.fdb.keys()),
+                    max_entries: self.l2.max[2],
+                },
+                MapUsage {
+                    name: MAP_L2_CLUSTER_NETWORKS.to_owned(),
+                    entries: count(&mut self.l2.cns.keys()),
+                    max_entries: self.l2.max[3],
+                },
+                MapUsage {
+                    name: MAP_L2_VLAN_STATS.to_owned(),
+                    entries: count_keys(self.l2.vlan_stats.keys()),
+                    max_entries: self.l2.max[4],
+                },
             ],
         }
     }
@@ -345,6 +431,24 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// The L2 maps in the order of `L2Maps::max`.
+const L2_MAP_NAMES: [&str; 5] = [
+    MAP_L2_PORTS,
+    MAP_L2_VLANS,
+    MAP_L2_FDB,
+    MAP_L2_CLUSTER_NETWORKS,
+    MAP_L2_VLAN_STATS,
+];
+
+fn count_keys<K>(keys: impl Iterator<Item = Result<K, aya::maps::MapError>>) -> Option<u32> {
+    let mut n = 0u32;
+    for k in keys {
+        k.ok()?;
+        n += 1;
+    }
+    Some(n)
 }
 
 fn take_map(bpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DatapathError> {
@@ -377,6 +481,23 @@ fn check_pinned_maps(maps_dir: &Path) -> Result<(), DatapathError> {
         let found = (map_type, info.key_size(), info.value_size());
         let expected = (spec.map_type, spec.key_size, spec.value_size);
         if found != expected {
+            if spec.recreate {
+                // Counters only: start afresh rather than refuse to run.
+                // Programs still attached keep the old map until they are
+                // replaced.
+                tracing::warn!(
+                    path = %path.display(),
+                    ?found,
+                    ?expected,
+                    "pinned counters map has another layout; replacing it (counters restart at 0)"
+                );
+                fs::remove_file(&path).map_err(|cause| DatapathError::Bpffs {
+                    what: "removing",
+                    path: path.clone(),
+                    cause,
+                })?;
+                continue;
+            }
             return Err(DatapathError::IncompatiblePin {
                 path,
                 detail: format!("type/key/value sizes {found:?}, this build needs {expected:?}"),
@@ -426,6 +547,33 @@ mod tests {
         let ip = Ipv4Addr::new(10, 1, 2, 3);
         assert_eq!(ip_key(ip).to_ne_bytes(), [10, 1, 2, 3]);
         assert_eq!(key_ip(ip_key(ip)), ip);
+    }
+
+    /// The C layouts (as the kernel created the maps from the objects'
+    /// BTF) match the Rust ones: a mismatch would otherwise surface only
+    /// as an IncompatiblePin at the next restart, or as a silently
+    /// re-created counters map.
+    #[test]
+    fn pinned_map_layouts_match_the_rust_structs() {
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/furrow-unit-{}-layouts",
+            std::process::id()
+        ));
+        let dp = Datapath::open(DatapathConfig::new(&dir)).unwrap();
+        for spec in &MAP_SPECS {
+            let info = MapInfo::from_pin(dir.join("maps").join(spec.name)).unwrap();
+            assert_eq!(
+                (
+                    info.map_type().map_or(u32::MAX, |t| t as u32),
+                    info.key_size(),
+                    info.value_size()
+                ),
+                (spec.map_type, spec.key_size, spec.value_size),
+                "{}",
+                spec.name
+            );
+        }
+        dp.destroy().unwrap();
     }
 
     #[test]

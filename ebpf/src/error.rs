@@ -67,6 +67,24 @@ pub enum DatapathError {
     #[error("invalid endpoint: {0}")]
     InvalidEndpoint(String),
 
+    /// An L2 (VLAN switch) request netd should not have made: VLAN id,
+    /// MTU, MAC or a port of the wrong kind.
+    #[error("invalid L2 configuration: {0}")]
+    InvalidL2(String),
+
+    /// A VLAN's flood list would exceed [`crate::L2_MAX_MEMBERS`] ports on
+    /// this node.
+    #[error(
+        "VLAN {vid} of cluster network {cluster_network} is full: {members} member ports, \
+         at most {max} per VLAN on one node"
+    )]
+    TooManyMembers {
+        cluster_network: u32,
+        vid: u16,
+        members: usize,
+        max: usize,
+    },
+
     /// A tc (rtnetlink) operation on an interface failed; the cause
     /// carries the kernel's extended ack message when there is one.
     #[error("tc: {what} on {ifname}: {cause}")]

@@ -1,4 +1,6 @@
-//! Furrow's eBPF datapath for the management (pod) network.
+//! Furrow's eBPF datapaths: the management (pod) network, and the 802.1Q
+//! switch of VLAN networks (one per cluster network and node, see
+//! [`Datapath::l2_attach_port`]).
 //!
 //! The programs are written in C (`bpf/`), compiled by clang from `build.rs`
 //! and embedded in this crate. [`Datapath`] loads them, pins their maps
@@ -15,6 +17,9 @@
 mod bpffs;
 mod datapath;
 mod error;
+mod l2;
+mod l2_ops;
+mod link;
 mod maps;
 mod object;
 mod ports;
@@ -24,6 +29,10 @@ mod testrun;
 
 pub use datapath::{Datapath, DatapathConfig, DatapathInfo, MapUsage};
 pub use error::DatapathError;
+pub use l2::{
+    FdbEntry, L2Mode, L2Port, L2Trace, L2Verdict, L2Vlan, VlanSet, VlanStats, L2_DEFAULT_AGING,
+    L2_MAX_CLUSTER_NETWORKS, L2_MAX_FDB, L2_MAX_MEMBERS, L2_MAX_PORTS, L2_MAX_VLANS, VLAN_ID_MAX,
+};
 pub use maps::{MgmtEndpoint, PortStats, MAX_ENDPOINTS, MAX_PORTS};
 pub use tc::{FILTER_HANDLE, FILTER_PRIORITY};
 pub use testrun::{test_run, SkbContext, TestRunOutput, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
@@ -37,10 +46,32 @@ pub const MAP_MGMT_ENDPOINTS: &str = "furrow_mgmt_eps";
 /// Per-port counters (per CPU), keyed by host-side ifindex.
 pub const MAP_PORT_STATS: &str = "furrow_port_stats";
 
+/// L2 ports: ifindex to cluster network, mode, VLAN(s), MTU, uplink MAC.
+pub const MAP_L2_PORTS: &str = "furrow_l2_ports";
+/// L2 flood lists: (cluster network, VLAN) to member ports and flags.
+pub const MAP_L2_VLANS: &str = "furrow_l2_vlans";
+/// L2 forwarding database: (cluster network, VLAN, MAC) to port (LRU).
+pub const MAP_L2_FDB: &str = "furrow_l2_fdb";
+/// L2 per-cluster-network settings: MAC aging, uplink.
+pub const MAP_L2_CLUSTER_NETWORKS: &str = "furrow_l2_cns";
+/// L2 counters (per CPU) by (cluster network, VLAN).
+pub const MAP_L2_VLAN_STATS: &str = "furrow_l2_vlan_stats";
+
 /// Ingress (clsact) of the host-side veth: what the pod sends.
 pub const PROG_MGMT_FROM_POD: &str = "furrow_mgmt_from_pod";
 /// Egress (clsact) of the host-side veth: what the kernel delivers to the pod.
 pub const PROG_MGMT_TO_POD: &str = "furrow_mgmt_to_pod";
 
+/// Ingress (clsact) of every L2 port (VM ports and uplinks): the switch.
+pub const PROG_L2_INGRESS: &str = "furrow_l2_ingress";
+/// Egress (clsact) of an L2 uplink: the node's own VLAN-0 traffic to
+/// local VM ports.
+pub const PROG_L2_UPLINK_EGRESS: &str = "furrow_l2_uplink_egress";
+
 /// Every program this crate loads.
-pub const PROGRAMS: [&str; 2] = [PROG_MGMT_FROM_POD, PROG_MGMT_TO_POD];
+pub const PROGRAMS: [&str; 4] = [
+    PROG_MGMT_FROM_POD,
+    PROG_MGMT_TO_POD,
+    PROG_L2_INGRESS,
+    PROG_L2_UPLINK_EGRESS,
+];

@@ -1,6 +1,10 @@
 //! Map value layouts shared with the C programs, and their public views.
 
-use crate::{MAP_MGMT_ENDPOINTS, MAP_PORT_STATS};
+use crate::{
+    l2::{RawFdb, RawFdbKey, RawL2Cn, RawL2Port, RawL2Vlan, RawVlanKey, RawVlanStats},
+    MAP_L2_CLUSTER_NETWORKS, MAP_L2_FDB, MAP_L2_PORTS, MAP_L2_VLANS, MAP_L2_VLAN_STATS,
+    MAP_MGMT_ENDPOINTS, MAP_PORT_STATS,
+};
 
 /// Capacity of the endpoints map (bpf/lib/config.h: FURROW_MAX_ENDPOINTS).
 pub const MAX_ENDPOINTS: u32 = 16384;
@@ -10,6 +14,7 @@ pub const MAX_PORTS: u32 = 16384;
 // BPF_MAP_TYPE_* values (include/uapi/linux/bpf.h).
 pub(crate) const BPF_MAP_TYPE_HASH: u32 = 1;
 pub(crate) const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
+pub(crate) const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 
 /// `struct mgmt_endpoint` in bpf/mgmt.bpf.c.
 #[repr(C)]
@@ -38,11 +43,14 @@ pub(crate) struct RawPortStats {
     pub drop_policy: u64,
     pub drop_vlan: u64,
     pub drop_other: u64,
+    pub drop_mtu: u64,
+    pub drop_hairpin: u64,
 }
 
 // SAFETY: repr(C), only u64 fields, no padding.
 unsafe impl aya::Pod for RawPortStats {}
-const _: () = assert!(std::mem::size_of::<RawPortStats>() == 9 * 8);
+// 9 counters until the L2 switch appended drop_mtu and drop_hairpin.
+const _: () = assert!(std::mem::size_of::<RawPortStats>() == 11 * 8);
 
 /// Shape of a map this build expects; a pinned map left by another build
 /// must match it to be reused.
@@ -51,21 +59,29 @@ pub(crate) struct MapSpec {
     pub map_type: u32,
     pub key_size: u32,
     pub value_size: u32,
+    /// Counters only: a pin of another shape is replaced by a fresh map
+    /// (the counters restart at zero) instead of refusing to start.
+    pub recreate: bool,
 }
 
-pub(crate) const MAP_SPECS: [MapSpec; 2] = [
+const fn spec<K, V>(name: &'static str, map_type: u32, recreate: bool) -> MapSpec {
     MapSpec {
-        name: MAP_MGMT_ENDPOINTS,
-        map_type: BPF_MAP_TYPE_HASH,
-        key_size: 4,
-        value_size: std::mem::size_of::<RawMgmtEndpoint>() as u32,
-    },
-    MapSpec {
-        name: MAP_PORT_STATS,
-        map_type: BPF_MAP_TYPE_PERCPU_HASH,
-        key_size: 4,
-        value_size: std::mem::size_of::<RawPortStats>() as u32,
-    },
+        name,
+        map_type,
+        key_size: std::mem::size_of::<K>() as u32,
+        value_size: std::mem::size_of::<V>() as u32,
+        recreate,
+    }
+}
+
+pub(crate) const MAP_SPECS: [MapSpec; 7] = [
+    spec::<u32, RawMgmtEndpoint>(MAP_MGMT_ENDPOINTS, BPF_MAP_TYPE_HASH, false),
+    spec::<u32, RawPortStats>(MAP_PORT_STATS, BPF_MAP_TYPE_PERCPU_HASH, true),
+    spec::<u32, RawL2Port>(MAP_L2_PORTS, BPF_MAP_TYPE_HASH, false),
+    spec::<RawVlanKey, RawL2Vlan>(MAP_L2_VLANS, BPF_MAP_TYPE_HASH, false),
+    spec::<RawFdbKey, RawFdb>(MAP_L2_FDB, BPF_MAP_TYPE_LRU_HASH, false),
+    spec::<u32, RawL2Cn>(MAP_L2_CLUSTER_NETWORKS, BPF_MAP_TYPE_HASH, false),
+    spec::<RawVlanKey, RawVlanStats>(MAP_L2_VLAN_STATS, BPF_MAP_TYPE_PERCPU_HASH, true),
 ];
 
 /// A pod on this node, as the datapath needs it to deliver frames to it.
@@ -101,6 +117,8 @@ impl From<RawMgmtEndpoint> for MgmtEndpoint {
 }
 
 /// Counters of one port, summed over CPUs, from the pod's point of view.
+/// For an L2 uplink the "pod" is the wire: tx = frames from the wire into
+/// the switch, rx = frames the switch sent to the wire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortStats {
     /// Frames the pod sent (host-side ingress).
@@ -112,21 +130,30 @@ pub struct PortStats {
     pub rx_bytes: u64,
     /// Of tx: frames the datapath delivered straight to a local pod.
     pub redirected_packets: u64,
-    /// Drop reasons, reserved: today's programs never drop.
+    /// Drop reasons. The management programs never drop. The L2 switch
+    /// counts on the port that sent the frame, except `drop_mtu`.
     pub drop_malformed: u64,
+    /// L2: IEEE 802.1D reserved group addresses (STP, LACP, LLDP) from a VM.
     pub drop_policy: u64,
+    /// L2: a tag the port does not allow, QinQ, a VLAN not on this node.
     pub drop_vlan: u64,
     pub drop_other: u64,
+    /// L2: frames longer than this port's MTU (counted on the egress port).
+    pub drop_mtu: u64,
+    /// L2: frames whose destination MAC sits behind the port they came from.
+    pub drop_hairpin: u64,
 }
 
 impl PortStats {
     /// Drop counters by reason name (for netd's `drops` map).
-    pub fn drops(&self) -> [(&'static str, u64); 4] {
+    pub fn drops(&self) -> [(&'static str, u64); 6] {
         [
             ("malformed", self.drop_malformed),
             ("policy", self.drop_policy),
             ("vlan", self.drop_vlan),
             ("other", self.drop_other),
+            ("mtu", self.drop_mtu),
+            ("hairpin", self.drop_hairpin),
         ]
     }
 
@@ -141,6 +168,8 @@ impl PortStats {
         self.drop_policy = self.drop_policy.wrapping_add(raw.drop_policy);
         self.drop_vlan = self.drop_vlan.wrapping_add(raw.drop_vlan);
         self.drop_other = self.drop_other.wrapping_add(raw.drop_other);
+        self.drop_mtu = self.drop_mtu.wrapping_add(raw.drop_mtu);
+        self.drop_hairpin = self.drop_hairpin.wrapping_add(raw.drop_hairpin);
     }
 
     pub(crate) fn sum<'a>(values: impl IntoIterator<Item = &'a RawPortStats>) -> Self {

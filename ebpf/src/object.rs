@@ -3,3 +3,7 @@
 /// bpf/mgmt.bpf.c. aya needs the ELF image 8-byte aligned.
 pub(crate) static MGMT_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mgmt.bpf.o"));
+
+/// bpf/l2.bpf.c.
+pub(crate) static L2_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/l2.bpf.o"));

@@ -145,41 +145,79 @@ impl Datapath {
     }
 
     /// Names of the interfaces (in the calling thread's netns) whose
-    /// filter in our slot runs a program of this instance: one loaded by
-    /// this value, or by an earlier process on the same pins (it uses our
-    /// pinned maps), which is what a restarted netd finds before it
-    /// re-attaches. Sorted. Costs one qdisc dump for the netns plus two
-    /// filter dumps per device that has a clsact qdisc.
+    /// filter in our slot runs a program of this instance, management or
+    /// L2: one loaded by this value, or by an earlier process on the same
+    /// pins (it uses our pinned maps), which is what a restarted netd
+    /// finds before it re-attaches. Sorted. Costs one qdisc dump for the
+    /// netns plus two filter dumps per device that has a clsact qdisc.
+    /// [`Datapath::pinned_mgmt_ports`] and [`Datapath::pinned_l2_ports`]
+    /// split the list by datapath.
     pub fn pinned_ports(&self) -> Result<Vec<String>, DatapathError> {
+        let mut names: Vec<String> = self.port_kinds()?.into_iter().map(|(n, _)| n).collect();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// The part of [`Datapath::pinned_ports`] running management programs
+    /// (what the management driver may reconcile).
+    pub fn pinned_mgmt_ports(&self) -> Result<Vec<String>, DatapathError> {
+        Ok(self
+            .port_kinds()?
+            .into_iter()
+            .filter(|(_, k)| *k == PortKind::Mgmt)
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// The part of [`Datapath::pinned_ports`] running L2 switch programs.
+    pub fn pinned_l2_ports(&self) -> Result<Vec<String>, DatapathError> {
+        Ok(self
+            .port_kinds()?
+            .into_iter()
+            .filter(|(_, k)| *k == PortKind::L2)
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// (name, kind) of every interface with a filter of ours, sorted.
+    fn port_kinds(&self) -> Result<Vec<(String, PortKind)>, DatapathError> {
         let err = |what| move |e: crate::tc::NlError| tc_error(what, "all interfaces", e);
         let mut tc = TcSocket::open().map_err(err("opening rtnetlink"))?;
-        let mut names = BTreeSet::new();
+        let mut out = BTreeSet::new();
         for ifindex in tc.clsact_devices().map_err(err("listing qdiscs"))? {
-            let mut ours = false;
+            let mut kinds = BTreeSet::new();
             for dir in Direction::ALL {
                 for f in tc
                     .filters(ifindex, dir.hook())
                     .map_err(err("listing filters"))?
                 {
-                    if f.in_our_slot() && self.runs_our_maps(f.prog_id)? {
-                        ours = true;
+                    if f.in_our_slot() {
+                        if let Some(kind) = self.program_kind(f.prog_id)? {
+                            kinds.insert(kind);
+                        }
                     }
                 }
             }
-            if ours {
-                // Gone since the dump: nothing to report.
-                if let Some(name) = ifname_of(ifindex)? {
-                    names.insert(name);
+            if kinds.is_empty() {
+                continue;
+            }
+            // Gone since the dump: nothing to report.
+            if let Some(name) = ifname_of(ifindex)? {
+                for k in kinds {
+                    out.insert((name.clone(), k));
                 }
             }
         }
-        Ok(names.into_iter().collect())
+        Ok(out.into_iter().collect())
     }
 
     /// True iff `host_ifname` exists in the calling thread's netns and
-    /// both our filters are on it, in direct-action mode, running the
-    /// programs loaded by this value (after a restart: false until
-    /// [`Datapath::attach_port`] replaced the programs). For CNI CHECK.
+    /// our filters are on it, in direct-action mode, running the programs
+    /// loaded by this value (after a restart: false until
+    /// [`Datapath::attach_port`] / [`Datapath::l2_attach_port`] replaced
+    /// the programs). For a management port: both management programs.
+    /// For an L2 port (it has an L2 port entry): `furrow_l2_ingress`, plus
+    /// `furrow_l2_uplink_egress` on an uplink. For CNI CHECK.
     pub fn is_port_attached(&self, host_ifname: &str) -> Result<bool, DatapathError> {
         validate_ifname(host_ifname)?;
         let Some(ifindex) = ifindex_of(host_ifname)? else {
@@ -187,6 +225,22 @@ impl Datapath {
         };
         let err = |what| move |e: crate::tc::NlError| tc_error(what, host_ifname, e);
         let mut tc = TcSocket::open().map_err(err("opening rtnetlink"))?;
+        if let Some(port) = self.raw_l2_port(ifindex)? {
+            let mut hooks = vec![(Hook::Ingress, self.l2_prog_ids[0])];
+            if port.is_uplink() {
+                hooks.push((Hook::Egress, self.l2_prog_ids[1]));
+            }
+            for (hook, want) in hooks {
+                let filters = tc.filters(ifindex, hook).map_err(err("listing filters"))?;
+                if !filters
+                    .iter()
+                    .any(|f| f.in_our_slot() && f.direct_action && f.prog_id == Some(want))
+                {
+                    return Ok(false);
+                }
+            }
+            return Ok(true);
+        }
         for dir in Direction::ALL {
             let want = self.prog_ids[dir.index()];
             let filters = tc
@@ -202,23 +256,43 @@ impl Datapath {
         Ok(true)
     }
 
-    /// Whether a program (by id) is ours: loaded by this value, or any
-    /// program that uses one of our pinned maps.
-    fn runs_our_maps(&self, prog_id: Option<u32>) -> Result<bool, DatapathError> {
-        let Some(id) = prog_id else { return Ok(false) };
+    /// Which of our datapaths a program (by id) belongs to: loaded by
+    /// this value, or using one of our pinned maps (an L2 map makes it
+    /// L2; the management programs use only the endpoints and counters
+    /// maps). `None` if it is not ours.
+    fn program_kind(&self, prog_id: Option<u32>) -> Result<Option<PortKind>, DatapathError> {
+        let Some(id) = prog_id else { return Ok(None) };
         if self.prog_ids.contains(&id) {
-            return Ok(true);
+            return Ok(Some(PortKind::Mgmt));
+        }
+        if self.l2_prog_ids.contains(&id) {
+            return Ok(Some(PortKind::L2));
         }
         match crate::sys::prog_map_ids(id) {
-            Ok(maps) => Ok(maps.iter().any(|m| self.map_ids.contains(m))),
+            Ok(maps) => {
+                let (mgmt_maps, l2_maps) = self.map_ids.split_at(2);
+                Ok(if maps.iter().any(|m| l2_maps.contains(m)) {
+                    Some(PortKind::L2)
+                } else if maps.iter().any(|m| mgmt_maps.contains(m)) {
+                    Some(PortKind::Mgmt)
+                } else {
+                    None
+                })
+            }
             // Unloaded since the dump.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(cause) => Err(DatapathError::Syscall {
                 call: "reading the maps of a program",
                 cause,
             }),
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum PortKind {
+    Mgmt,
+    L2,
 }
 
 fn tc_error(what: &'static str, ifname: &str, e: crate::tc::NlError) -> DatapathError {

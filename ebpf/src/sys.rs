@@ -125,12 +125,14 @@ pub(crate) struct RawTestRun {
     pub duration: u32,
 }
 
-/// BPF_PROG_TEST_RUN with data and an optional context.
+/// BPF_PROG_TEST_RUN with data and an optional context, read back into
+/// `ctx_out` when given.
 pub(crate) fn prog_test_run(
     prog: BorrowedFd<'_>,
     data_in: &[u8],
     data_out: &mut [u8],
     ctx_in: Option<&[u8]>,
+    ctx_out: Option<&mut [u8]>,
     repeat: u32,
 ) -> io::Result<RawTestRun> {
     let mut attr = TestRunAttr {
@@ -145,6 +147,10 @@ pub(crate) fn prog_test_run(
     if let Some(ctx) = ctx_in {
         attr.ctx_in = ctx.as_ptr() as u64;
         attr.ctx_size_in = ctx.len() as u32;
+    }
+    if let Some(ctx) = ctx_out {
+        attr.ctx_out = ctx.as_mut_ptr() as u64;
+        attr.ctx_size_out = ctx.len() as u32;
     }
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     Ok(RawTestRun {

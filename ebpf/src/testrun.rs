@@ -23,19 +23,32 @@ pub struct SkbContext {
     pub priority: u32,
     /// `skb->cb` (tc's private control block).
     pub cb: [u32; 5],
+    /// `skb_shinfo(skb)->gso_segs` / `gso_size`: non-zero `gso_size` makes
+    /// the frame a GSO frame (segments of `gso_size` payload bytes).
+    pub gso_segs: u32,
+    pub gso_size: u32,
+}
+
+// Offsets in struct __sk_buff (stable UAPI).
+const MARK: usize = 8;
+const PRIORITY: usize = 32;
+const INGRESS_IFINDEX: usize = 36;
+const IFINDEX: usize = 40;
+const CB: usize = 48;
+const GSO_SEGS: usize = 164;
+const GSO_SIZE: usize = 176;
+/// sizeof(struct __sk_buff).
+const SKB_CTX_LEN: usize = 192;
+
+fn get_u32(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(b[off..off + 4].try_into().expect("4 bytes"))
 }
 
 impl SkbContext {
-    /// The leading part of `struct __sk_buff` up to the end of `cb`; the
-    /// kernel zero-fills the rest.
+    /// `struct __sk_buff` with the fields the kernel accepts as input
+    /// (everything else zero).
     fn to_bytes(self) -> Vec<u8> {
-        // Offsets in struct __sk_buff (stable UAPI).
-        const MARK: usize = 8;
-        const PRIORITY: usize = 32;
-        const INGRESS_IFINDEX: usize = 36;
-        const IFINDEX: usize = 40;
-        const CB: usize = 48;
-        let mut b = vec![0u8; CB + 5 * 4];
+        let mut b = vec![0u8; SKB_CTX_LEN];
         let mut put = |off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
         put(MARK, self.mark);
         put(PRIORITY, self.priority);
@@ -44,6 +57,8 @@ impl SkbContext {
         for (i, v) in self.cb.iter().enumerate() {
             put(CB + 4 * i, *v);
         }
+        put(GSO_SEGS, self.gso_segs);
+        put(GSO_SIZE, self.gso_size);
         b
     }
 }
@@ -57,6 +72,11 @@ pub struct TestRunOutput {
     pub data_out: Vec<u8>,
     /// Average run time per repetition, as measured by the kernel.
     pub duration_ns: u32,
+    /// `skb->cb` as the program left it (the L2 programs write a trace
+    /// record there: [`crate::L2Trace::from_cb`]).
+    pub cb: [u32; 5],
+    /// `skb->mark` as the program left it.
+    pub mark: u32,
 }
 
 /// Room for programs that grow the frame (encapsulation, VLAN push).
@@ -71,18 +91,33 @@ pub fn test_run(
     ctx: Option<&SkbContext>,
     repeat: u32,
 ) -> Result<TestRunOutput, DatapathError> {
-    let ctx_bytes = ctx.map(|c| c.to_bytes());
+    // Without a context the kernel runs on loopback with a zero one and
+    // returns nothing; give it zeros so cb and mark come back.
+    let ctx_bytes = ctx.copied().unwrap_or_default().to_bytes();
+    let mut ctx_out = vec![0u8; SKB_CTX_LEN];
     let mut out = vec![0u8; data_in.len() + DATA_OUT_HEADROOM];
-    let r = sys::prog_test_run(prog, data_in, &mut out, ctx_bytes.as_deref(), repeat).map_err(
-        |cause| DatapathError::Syscall {
-            call: "BPF_PROG_TEST_RUN",
-            cause,
-        },
-    )?;
+    let r = sys::prog_test_run(
+        prog,
+        data_in,
+        &mut out,
+        Some(&ctx_bytes),
+        Some(&mut ctx_out),
+        repeat,
+    )
+    .map_err(|cause| DatapathError::Syscall {
+        call: "BPF_PROG_TEST_RUN",
+        cause,
+    })?;
     out.truncate(r.data_size_out as usize);
+    let mut cb = [0u32; 5];
+    for (i, v) in cb.iter_mut().enumerate() {
+        *v = get_u32(&ctx_out, CB + 4 * i);
+    }
     Ok(TestRunOutput {
         retval: r.retval,
         data_out: out,
         duration_ns: r.duration,
+        cb,
+        mark: get_u32(&ctx_out, MARK),
     })
 }

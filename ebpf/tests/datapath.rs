@@ -19,7 +19,15 @@ fn ep(ifindex: u32, last: u8) -> MgmtEndpoint {
 fn open_pins_maps_and_reports_status() {
     let pins = PinDir::new();
     let dp = Datapath::open(DatapathConfig::new(&pins.0)).unwrap();
-    for map in [MAP_MGMT_ENDPOINTS, MAP_PORT_STATS] {
+    for map in [
+        MAP_MGMT_ENDPOINTS,
+        MAP_PORT_STATS,
+        MAP_L2_PORTS,
+        MAP_L2_VLANS,
+        MAP_L2_FDB,
+        MAP_L2_CLUSTER_NETWORKS,
+        MAP_L2_VLAN_STATS,
+    ] {
         assert!(pins.0.join("maps").join(map).exists(), "{map} not pinned");
     }
     assert!(!pins.0.join("links").exists(), "tc filters need no pins");
@@ -28,7 +36,15 @@ fn open_pins_maps_and_reports_status() {
     assert_eq!(st.mode, "ebpf-tc");
     assert_eq!(st.mode, MODE);
     assert_eq!(st.pin_dir, pins.0);
-    assert_eq!(st.programs, vec![PROG_MGMT_FROM_POD, PROG_MGMT_TO_POD]);
+    assert_eq!(
+        st.programs,
+        vec![
+            PROG_MGMT_FROM_POD,
+            PROG_MGMT_TO_POD,
+            PROG_L2_INGRESS,
+            PROG_L2_UPLINK_EGRESS
+        ]
+    );
     let usage: Vec<_> = st
         .maps
         .iter()
@@ -39,8 +55,15 @@ fn open_pins_maps_and_reports_status() {
         vec![
             (MAP_MGMT_ENDPOINTS, Some(0), MAX_ENDPOINTS),
             (MAP_PORT_STATS, Some(0), MAX_PORTS),
+            (MAP_L2_PORTS, Some(0), L2_MAX_PORTS),
+            (MAP_L2_VLANS, Some(0), L2_MAX_VLANS),
+            (MAP_L2_FDB, Some(0), L2_MAX_FDB),
+            (MAP_L2_CLUSTER_NETWORKS, Some(0), L2_MAX_CLUSTER_NETWORKS),
+            (MAP_L2_VLAN_STATS, Some(0), L2_MAX_VLANS),
         ]
     );
+    assert!(dp.program_id(PROG_L2_INGRESS).unwrap() > 0);
+    assert!(dp.program_fd(PROG_L2_UPLINK_EGRESS).is_ok());
     assert!(dp.program_id(PROG_MGMT_FROM_POD).unwrap() > 0);
     assert!(matches!(
         dp.program_fd("nope"),

@@ -1,27 +1,35 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Per-port counters, shared by every program attached to a host-side port.
- * The layout is mirrored by RawPortStats in ebpf/src/maps.rs. */
+ * The layout is mirrored by RawPortStats in ebpf/src/maps.rs.
+ *
+ * Layout history: 72 bytes (9 counters) until the L2 switch added
+ * drop_mtu and drop_hairpin at the end (88 bytes). The loader re-creates
+ * a pinned counters map of another size (counters restart at zero). */
 #pragma once
 
 #include "common.h"
 
 struct port_stats {
-	__u64 tx_packets; /* frames the pod sent (host-side ingress) */
+	__u64 tx_packets; /* frames the pod/VM sent (host-side ingress) */
 	__u64 tx_bytes;
-	__u64 rx_packets; /* frames delivered to the pod */
+	__u64 rx_packets; /* frames delivered to the pod/VM */
 	__u64 rx_bytes;
 	__u64 redirected_packets; /* of tx: delivered straight to a local pod */
-	/* Drop reasons, reserved: today's programs never drop. */
+	/* Drop reasons. The management programs never drop; the L2 switch
+	 * counts on the port that sent the frame, except drop_mtu, counted on
+	 * the port whose MTU the frame exceeds. */
 	__u64 drop_malformed;
-	__u64 drop_policy;
-	__u64 drop_vlan;
+	__u64 drop_policy; /* L2: IEEE 802.1D reserved group addresses */
+	__u64 drop_vlan; /* L2: tag not allowed on the port, unknown VLAN */
 	__u64 drop_other;
+	__u64 drop_mtu; /* L2: longer than this port's MTU */
+	__u64 drop_hairpin; /* L2: destination is the source port */
 };
 
 /* Entries are created (zeroed) by the loader when a port is attached;
  * programs only update existing ones, so a stray ifindex never fills it.
- * Not preallocated: per-CPU values cost max_entries * ncpus * 72 bytes up
- * front (150 MiB on a 128-CPU node), and programs never insert, so lazy
+ * Not preallocated: per-CPU values cost max_entries * ncpus * 88 bytes up
+ * front (180 MiB on a 128-CPU node), and programs never insert, so lazy
  * allocation costs nothing on the fast path. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

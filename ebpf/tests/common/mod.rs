@@ -13,6 +13,8 @@ use std::{
 
 use nix::sched::{setns, unshare, CloneFlags};
 
+pub mod l2;
+
 /// A private network namespace. It lives as long as this value holds its fd.
 pub struct NetNs {
     fd: OwnedFd,
