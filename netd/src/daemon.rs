@@ -98,8 +98,6 @@ impl Daemon {
         daemon.reconcile("start").await.map_err(any)?;
         let report = daemon.mgmt.reconcile_ports().await.map_err(any)?;
         daemon.vlan.reconcile_ports().await.map_err(any)?;
-        // The VLAN reconcile cleared node interfaces; rebuild them.
-        daemon.reconcile("start").await.map_err(any)?;
         let orphans = daemon.remove_orphan_links().await.map_err(any)?;
         let m = &daemon.node.metrics;
         for (kind, n) in [
@@ -251,7 +249,7 @@ impl Daemon {
                 tick.tick().await;
                 me.vlan.monitor_uplinks().await;
                 n += 1;
-                if n % 100 == 0 {
+                if n.is_multiple_of(100) {
                     me.vlan.expire_fdb().await;
                 }
             }

@@ -26,7 +26,8 @@ impl Capture {
         inbound_only: bool,
     ) -> anyhow::Result<Capture> {
         let mut cmd = ns.cmd("tcpdump");
-        cmd.args(["-i", iface, "-e", "-nn", "-l", "-U"]);
+        // -Z root: stay root (minimal systems have no tcpdump user to drop to).
+        cmd.args(["-i", iface, "-e", "-nn", "-l", "-U", "-Z", "root"]);
         if inbound_only {
             cmd.args(["-Q", "in"]);
         }
@@ -50,16 +51,21 @@ impl Capture {
         let stderr = child.stderr.take().expect("stderr");
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // tcpdump prints notes (data link type, verbosity) before
+            // "listening on"; anything else it says before exiting is why
+            // it could not start.
             let mut r = BufReader::new(stderr);
             let mut line = String::new();
+            let mut said = String::new();
             while r.read_line(&mut line).unwrap_or(0) > 0 {
                 if line.contains("listening on") {
                     let _ = ready_tx.send(Ok(()));
-                } else if line.contains("tcpdump:") && !line.contains("verbose output suppressed") {
-                    let _ = ready_tx.send(Err(line.clone()));
+                } else {
+                    said.push_str(&line);
                 }
                 line.clear();
             }
+            let _ = ready_tx.send(Err(said));
         });
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}

@@ -52,7 +52,7 @@ pub fn sweep() {
             }
         }
     }
-        for root in [STATE_ROOT, BPF_ROOT] {
+    for root in [STATE_ROOT, BPF_ROOT] {
         if let Ok(entries) = std::fs::read_dir(root) {
             for e in entries.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();

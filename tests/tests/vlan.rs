@@ -156,9 +156,10 @@ fn node_presence_on_a_vlan_and_vlan_ports_survive_a_restart() {
     }
     let vm = {
         let node = lab.node(0);
-        let vm = node
-            .vm("a", &vlan_nad("vlan100", CN, 100, &node.netd.socket))
-            .unwrap();
+        // cniVersion 1.0.0: CHECK needs 0.4.0 or later.
+        let mut cfg = vlan_nad("vlan100", CN, 100, &node.netd.socket);
+        cfg["cniVersion"] = json!("1.0.0");
+        let vm = node.vm("a", &cfg).unwrap();
         vm.ns
             .ip(&["addr", "add", "10.77.0.1/24", "dev", "eth0"])
             .unwrap();

@@ -796,15 +796,17 @@ impl ManagementDriver {
                         n += 1;
                     }
                 }
-                for name in dp.pinned_ports()? {
+                for name in dp.pinned_mgmt_ports()? {
                     if !keep_links2.contains(&name) {
                         dp.detach_port(&name, 0)?;
                         n += 1;
                     }
                 }
-                // Counters of interfaces that vanished without a detach.
+                // Counters of interfaces that vanished without a detach
+                // (VLAN ports' counters are the VLAN driver's).
+                let l2: BTreeSet<u32> = dp.l2_ports()?.into_iter().map(|(i, _)| i).collect();
                 for (idx, _) in dp.all_port_stats()? {
-                    if !keep_indices.contains(&idx) {
+                    if !keep_indices.contains(&idx) && !l2.contains(&idx) {
                         dp.forget_port_stats(idx)?;
                         n += 1;
                     }

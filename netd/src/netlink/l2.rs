@@ -139,6 +139,18 @@ impl Netlink {
             .map_err(|e| kernel_err(format!("setting the controller of link #{port}"), e))
     }
 
+    pub async fn set_mac(&self, index: u32, mac: MacAddr) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index)
+            .address(mac.0.to_vec())
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| kernel_err(format!("setting the MAC of link #{index}"), e))
+    }
+
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
         self.handle
@@ -176,9 +188,11 @@ impl Netlink {
             flags |= BridgeVlanInfoFlags::Untagged;
         }
         let msg = LinkBridgeVlan::new(port).vlan(vid, flags).build();
+        // RTM_SETLINK with AF_BRIDGE reaches the bridge's VLAN handler;
+        // RTM_NEWLINK (rtnetlink's set_port) would be silently ignored.
         self.handle
             .link()
-            .set_port(msg)
+            .set(msg)
             .execute()
             .await
             .map_err(|e| kernel_err(format!("adding VLAN {vid} to bridge port #{port}"), e))
@@ -198,17 +212,14 @@ impl Netlink {
             .vlan_range_start(min, BridgeVlanInfoFlags::empty())
             .vlan_range_end(max, BridgeVlanInfoFlags::empty())
             .build();
-        self.handle
-            .link()
-            .set_port(msg)
-            .execute()
-            .await
-            .map_err(|e| {
-                kernel_err(
-                    format!("adding VLANs {min}-{max} to bridge port #{port}"),
-                    e,
-                )
-            })
+        // RTM_SETLINK with AF_BRIDGE reaches the bridge's VLAN handler;
+        // RTM_NEWLINK (rtnetlink's set_port) would be silently ignored.
+        self.handle.link().set(msg).execute().await.map_err(|e| {
+            kernel_err(
+                format!("adding VLANs {min}-{max} to bridge port #{port}"),
+                e,
+            )
+        })
     }
 
     /// Sets a bridge's MAC ageing time.
@@ -254,6 +265,9 @@ impl Netlink {
     ) -> Result<(), NetlinkError> {
         let mut req = self.handle.neighbours().add_bridge(port, &mac.0).replace();
         let m = req.message_mut();
+        // `bridge fdb add ... master static`: NUD_NOARP with NTF_MASTER (a
+        // PERMANENT entry would be a local one, refused on a port).
+        m.header.state = netlink_packet_route::neighbour::NeighbourState::Noarp;
         m.header.flags = NeighbourFlags::Controller;
         m.attributes.push(NeighbourAttribute::Vlan(vid));
         req.execute().await.map_err(|e| {

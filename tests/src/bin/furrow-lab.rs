@@ -28,8 +28,11 @@ fn main() -> ExitCode {
         ["demo", "up"] | ["demo"] => up(),
         ["demo", "down"] => down(),
         ["demo", "status"] => status(),
+        ["scenario", "vlan", backend] => scenario_vlan(backend),
         _ => {
-            eprintln!("usage: furrow-lab demo [up|status|down]");
+            eprintln!(
+                "usage: furrow-lab demo [up|status|down] | furrow-lab scenario vlan <ebpf|bridge>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -277,4 +280,41 @@ fn down() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(STATE);
     println!("demo removed ({removed} namespaces)");
     Ok(())
+}
+
+/// Runs the VLAN scenario with a backend and reports each check; used
+/// inside a full-kernel guest for the kernel-bridge backend.
+fn scenario_vlan(backend: &str) -> anyhow::Result<()> {
+    use furrow_tests::scenario::vlan::VlanLab;
+    let started = std::time::Instant::now();
+    let mut v = VlanLab::build(backend)?;
+    println!(
+        "SCENARIO built backend={backend} in {:?}",
+        started.elapsed()
+    );
+    let mut failed = Vec::new();
+    let mut run = |name: &str, r: anyhow::Result<()>| match r {
+        Ok(()) => println!("SCENARIO PASS {name}"),
+        Err(e) => {
+            println!("SCENARIO FAIL {name}: {e:#}");
+            failed.push(name.to_string());
+        }
+    };
+    run("same-vlan", v.check_same_vlan());
+    run("isolation", v.check_isolation());
+    run(
+        "trunk-and-broadcast-domains",
+        v.check_trunk_and_broadcast_domains(),
+    );
+    run("no-loops", v.check_no_loops());
+    let m = v
+        .check_migration()
+        .map(|t| println!("SCENARIO migration reachable after {t:?}"));
+    run("migration", m);
+    if failed.is_empty() {
+        println!("SCENARIO OK");
+        Ok(())
+    } else {
+        bail!("failed checks: {}", failed.join(", "))
+    }
 }

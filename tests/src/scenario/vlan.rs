@@ -322,13 +322,16 @@ impl VlanLab {
         // A VM on node1 that still has the old ARP entry must reach it again.
         let deadline = started + Duration::from_secs(5);
         let mut reached = None;
+        // Busybox ping (in guests) takes whole seconds only; a reply ends
+        // the wait either way.
+        let wait = if crate::guest::in_guest() { "1" } else { "0.2" };
         while Instant::now() < deadline {
             let ok = self
                 .vm("a100")
                 .pod
                 .ns
                 .cmd("ping")
-                .args(["-c", "1", "-W", "0.1", "-q", &ip.to_string()])
+                .args(["-c", "1", "-W", wait, "-q", &ip.to_string()])
                 .output()
                 .map(|o| o.status.success())
                 .unwrap_or(false);

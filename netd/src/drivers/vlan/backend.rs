@@ -94,14 +94,15 @@ fn netlink_mode(m: BondMode) -> netlink_packet_route::link::BondMode {
     }
 }
 
-fn l2_mode(mode: &PortMode) -> L2Mode {
-    match mode {
+fn l2_mode(mode: &PortMode) -> Result<L2Mode, String> {
+    Ok(match mode {
         PortMode::Access(v) => L2Mode::Access { vid: *v },
         PortMode::Untagged => L2Mode::Untagged,
         PortMode::Trunk(r) => L2Mode::Trunk {
-            allowed: VlanSet::from_ranges(&r.iter().map(|r| (r.min, r.max)).collect::<Vec<_>>()),
+            allowed: VlanSet::from_ranges(r.iter().map(|r| r.min..=r.max))
+                .map_err(|e| e.to_string())?,
         },
-    }
+    })
 }
 
 /// Builds (or re-applies) the uplink of a cluster network.
@@ -252,10 +253,18 @@ pub async fn activate(
         }) => Some(pn[*pa].clone()),
         _ => None,
     };
+    if let Some((oname, oindex, _)) = old.clone() {
+        if oindex != index {
+            // The datapath takes one uplink per cluster network.
+            let _ = node
+                .with_datapath(move |dp| dp.l2_detach_port(&oname, oindex))
+                .await;
+        }
+    }
     let port = L2Port {
         cluster_network: cn.id,
         mode: L2Mode::Uplink { own_mac: mac.0 },
-        mtu: 0,
+        mtu: cn.uplink_spec.as_ref().map(|u| u.mtu()).unwrap_or(1500),
     };
     let n = name.clone();
     node.with_datapath(move |dp| dp.l2_attach_port(&n, index, &port))
@@ -270,13 +279,8 @@ pub async fn activate(
     for vid in vids {
         push_vlan(node, cn, vid).await?;
     }
-    if let Some((oname, oindex, _)) = old {
-        if oindex != index {
-            let _ = node
-                .with_datapath(move |dp| dp.l2_detach_port(&oname, oindex))
-                .await;
-            tracing::info!(cluster_network = %cn.name, uplink = %name, "uplink moved to another NIC");
-        }
+    if old.is_some_and(|(_, oindex, _)| oindex != index) {
+        tracing::info!(cluster_network = %cn.name, uplink = %name, "uplink moved to another NIC");
     }
     Ok(())
 }
@@ -336,7 +340,7 @@ pub async fn attach_port(
         BackendKind::Ebpf => {
             let port = L2Port {
                 cluster_network: cn.id,
-                mode: l2_mode(mode),
+                mode: l2_mode(mode)?,
                 mtu,
             };
             let (name, id, home) = (ifname.to_string(), cn.id, mode.home_vid());
@@ -487,7 +491,7 @@ pub async fn check_port(
 ) -> Result<(), String> {
     match cn.backend {
         BackendKind::Ebpf => {
-            let (name, index, want) = (ifname.to_string(), link.index, l2_mode(mode));
+            let (name, index, want) = (ifname.to_string(), link.index, l2_mode(mode)?);
             let (attached, entry) = node
                 .with_datapath(move |dp| {
                     let a = dp.is_port_attached(&name)?;

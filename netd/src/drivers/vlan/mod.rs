@@ -149,6 +149,30 @@ fn spec_of(req: &AttachmentRequest) -> &VlanAttachment {
     }
 }
 
+/// A locally administered unicast MAC derived from a name.
+fn stable_mac(name: &str) -> MacAddr {
+    let h = ports::host_ifname("mac", name, "");
+    let hex = &h[2..];
+    let mut m = [0u8; 6];
+    m[0] = 0x02;
+    for (i, b) in m.iter_mut().enumerate().skip(1) {
+        *b = u8::from_str_radix(&hex[(i - 1) * 2..(i - 1) * 2 + 2], 16).unwrap_or(0);
+    }
+    MacAddr(m)
+}
+
+/// A switch port is not a host interface: without IPv6 the node never
+/// sends its own router solicitations or MLD reports into VM VLANs.
+fn no_ipv6(ifname: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    if let Err(e) = std::fs::write(&path, "1") {
+        // Kernels without IPv6 have no such file: nothing to disable.
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(%ifname, error = %e, "disabling IPv6 on a switch port");
+        }
+    }
+}
+
 fn open_netns(path: &str) -> Result<File, ApiError> {
     crate::drivers::management::open_netns(path)
 }
@@ -441,22 +465,55 @@ impl VlanDriver {
             .spec
             .mtu
             .unwrap_or_else(|| cn.uplink_spec.as_ref().map(|u| u.mtu()).unwrap_or(1500));
-        for n in [&switch_if, &node_if] {
-            if let Ok(Some(l)) = host.link_by_name(n).await {
-                let _ = crate::drivers::management::delete_host_link(l.index).await;
-            }
-        }
-        let (si, ni) = host
-            .create_veth_pair(&switch_if, &node_if, mtu)
-            .await
-            .map_err(|e| e.to_string())?;
         let alias = format!("furrow:{}:vif:{name}", self.node.cfg.instance);
-        host.set_alias(si, &alias)
-            .await
-            .map_err(|e| e.to_string())?;
-        host.set_alias(ni, &alias)
-            .await
-            .map_err(|e| e.to_string())?;
+        // Adopt the pair if a previous netd built it (a restart must not
+        // change the node's MAC on the VLAN under its neighbours' feet);
+        // else build it, with a MAC derived from the name for the same
+        // reason.
+        let existing = (
+            host.link_by_name(&switch_if)
+                .await
+                .map_err(|e| e.to_string())?,
+            host.link_by_name(&node_if)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let (si, ni) = match existing {
+            (Some(s), Some(n))
+                if s.alias.as_deref() == Some(alias.as_str())
+                    && n.alias.as_deref() == Some(alias.as_str()) =>
+            {
+                if n.mtu != mtu {
+                    host.set_mtu(n.index, mtu)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    host.set_mtu(s.index, mtu)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                (s.index, n.index)
+            }
+            (s, n) => {
+                for l in [s, n].into_iter().flatten() {
+                    let _ = crate::drivers::management::delete_host_link(l.index).await;
+                }
+                let (si, ni) = host
+                    .create_veth_pair(&switch_if, &node_if, mtu)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                host.set_alias(si, &alias)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                host.set_alias(ni, &alias)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                host.set_mac(ni, stable_mac(&node_if))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (si, ni)
+            }
+        };
+        no_ipv6(&switch_if);
         match addr {
             ipnet::IpNet::V4(a) => host
                 .add_address_v4(ni, a.addr(), a.prefix_len(), false)
@@ -658,6 +715,7 @@ impl VlanDriver {
             .await
             .map_err(kernel)?
             .ok_or_else(|| ApiError::internal("host link vanished right after creation"))?;
+        no_ipv6(&rec.host_ifname);
         let ns = Netlink::in_netns(std::path::Path::new(netns_path))
             .await
             .map_err(kernel)?;
@@ -906,20 +964,63 @@ impl VlanDriver {
                 }
             }
         }
-        // Node interfaces are rebuilt from the resources by reconcile();
-        // remove the old ones now. Orphaned port links are the daemon's.
+        // Orphaned port links are the daemon's to remove. Node interfaces
+        // were adopted or rebuilt by the network reconcile that ran before
+        // this; any other left by a VlanInterface deleted while netd was
+        // down goes now.
         let vif_prefix = format!("furrow:{}:vif:", self.node.cfg.instance);
+        let live: BTreeSet<String> = {
+            let st = self.state.lock().await;
+            st.vifs
+                .values()
+                .flat_map(|v| [v.switch_if.clone(), v.node_if.clone()])
+                .collect()
+        };
         for l in &links {
             if l.alias
                 .as_deref()
                 .is_some_and(|a| a.starts_with(&vif_prefix))
-                && l.name.starts_with("fw")
+                && !live.contains(&l.name)
             {
+                tracing::info!(link = %l.name, "removing the interface of a deleted VlanInterface");
                 let _ = crate::drivers::management::delete_host_link(l.index).await;
             }
         }
-        let _ = keep;
-        self.state.lock().await.vifs.clear();
+        // Switch entries of ports whose devices are gone: the device went
+        // with its filters, the map entries stay until detached.
+        let mut kept: BTreeSet<u32> = links
+            .iter()
+            .filter(|l| keep.contains(&l.name))
+            .map(|l| l.index)
+            .collect();
+        {
+            let st = self.state.lock().await;
+            for cn in st.nets.values() {
+                if let Some(r) = &cn.realized {
+                    kept.insert(r.announce_via(0).0);
+                }
+            }
+            kept.extend(st.vifs.values().map(|v| v.switch_index));
+        }
+        let stale = self
+            .node
+            .with_datapath(move |dp| -> Result<u32, furrow_ebpf::DatapathError> {
+                let mut n = 0;
+                for (idx, _) in dp.l2_ports()? {
+                    if !kept.contains(&idx) {
+                        // The name only matters for a live device; none has it.
+                        dp.l2_detach_port("fwstale", idx)?;
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("datapath: {e}")))?;
+        if stale > 0 {
+            tracing::info!(stale, "removed switch entries of vanished ports");
+        }
+
         Ok(())
     }
 
@@ -929,6 +1030,39 @@ impl VlanDriver {
             Ok(0) => {}
             Ok(n) => tracing::debug!(expired = n, "FDB entries aged out"),
             Err(e) => tracing::warn!(error = %e, "expiring FDB entries"),
+        }
+        // The FDB is an LRU table: a flood of MACs could evict a VM's
+        // static entry. Put every one back (idempotent, a map update each).
+        let Ok(recs) = self.records().await else {
+            return;
+        };
+        let st = self.state.lock().await;
+        let mut statics = Vec::new();
+        for r in recs.iter().filter(|r| r.state == PortState::Ready) {
+            let (Some(cn), Some(mac), Some(idx)) =
+                (st.nets.get(&r.cluster_network), r.mac, r.host_ifindex)
+            else {
+                continue;
+            };
+            if cn.backend != backend::BackendKind::Ebpf {
+                continue;
+            }
+            if let Some(vid) = PortMode::of(r.vlan, &r.trunk).home_vid() {
+                statics.push((cn.id, vid, mac.0, idx));
+            }
+        }
+        drop(st);
+        let r = self
+            .node
+            .with_datapath(move |dp| {
+                for (cn, vid, mac, idx) in statics {
+                    dp.fdb_add_static(cn, vid, mac, idx)?;
+                }
+                Ok::<_, furrow_ebpf::DatapathError>(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "re-asserting static FDB entries");
         }
     }
 
