@@ -174,7 +174,7 @@ impl Daemon {
                 .map_err(crate::resources::store_error)?;
             if known.is_none() {
                 tracing::info!(link = %l.name, "removing orphaned host link");
-                crate::drivers::management::delete_host_link(l.index)
+                crate::drivers::common::delete_host_link(l.index)
                     .await
                     .map_err(|e| ApiError::internal(e.to_string()))?;
                 n += 1;

@@ -17,6 +17,8 @@ fn same_vlan_reaches_other_vlans_are_isolated_trunks_get_their_vlans_no_loops() 
     v.check_isolation().unwrap();
     v.check_trunk_and_broadcast_domains().unwrap();
     v.check_no_loops().unwrap();
+    let t = v.check_uplink_failover().unwrap();
+    eprintln!("uplink failover: traffic back after {t:?}");
     // netctl tells the truth about what was built.
     let node = v.lab.node(0);
     let ports: Vec<PortInfo> = node.netd.client().get("/v1/ports").unwrap();
@@ -33,7 +35,10 @@ fn same_vlan_reaches_other_vlans_are_isolated_trunks_get_their_vlans_no_loops() 
     assert_eq!(t.trunk.len(), 2);
     let info = node.cluster_network_info(CN).unwrap();
     assert_eq!(info.backend, "ebpf");
-    assert_eq!(info.uplink.as_ref().unwrap().active.as_deref(), Some(NIC));
+    assert_eq!(
+        info.uplink.as_ref().unwrap().nics,
+        vec![NIC, furrow_tests::scenario::vlan::NIC2]
+    );
     assert_eq!(info.vlans, vec![0, 100, 200, 300]);
 }
 

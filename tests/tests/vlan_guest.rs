@@ -119,6 +119,7 @@ fn vlan_scenario_passes_with_the_kernel_bridge_backend_in_a_full_kernel_guest() 
         "isolation",
         "trunk-and-broadcast-domains",
         "no-loops",
+        "uplink-failover",
         "migration",
     ] {
         assert!(

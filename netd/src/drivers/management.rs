@@ -27,10 +27,14 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, RwLock};
 
+use super::common::{
+    create_port_veth, free_pod_ifname, kernel, open_netns, remove_leftover_link, spawn_removal,
+    PortVeth,
+};
 use super::NetworkDriver;
 use crate::firewall::MasqueradeNetwork;
 use crate::ipam::{IpamError, Pool};
-use crate::netlink::{Netlink, NetlinkError, VethEnd};
+use crate::netlink::Netlink;
 use crate::node::Node;
 use crate::ports::{self, PortRecord};
 use crate::resources::store_error;
@@ -110,10 +114,6 @@ impl Phases {
             tracing::debug!(op, total_us = self.start.elapsed().as_micros() as u64, steps = %steps.join(" "), "timing");
         }
     }
-}
-
-fn kernel(e: NetlinkError) -> ApiError {
-    ApiError::new(code::INTERNAL, e.to_string())
 }
 
 fn spec_of(req: &AttachmentRequest) -> &ManagementAttachment {
@@ -411,53 +411,21 @@ impl ManagementDriver {
         let host = &self.node.host;
         let ip = rec.address.addr();
         let gw = rec.gateway;
-        // We hold the port lock and no record existed before our claim: a
-        // host link of this name is debris of a crash; clear it.
-        if let Some(l) = host.link_by_name(&rec.host_ifname).await.map_err(kernel)? {
-            tracing::warn!(link = %rec.host_ifname, "removing leftover host link before ADD");
-            delete_host_link(l.index).await.map_err(kernel)?;
-        }
-        let alias = ports::link_alias(&self.node.cfg.instance, &rec.key());
-        host.create_veth_into(
-            &VethEnd {
-                name: rec.host_ifname.clone(),
-                mtu: rec.mtu,
-                mac: None,
-            },
-            &VethEnd {
-                name: rec.ifname.clone(),
+        let key = rec.key();
+        let hl = create_port_veth(
+            &self.node,
+            &PortVeth {
+                key: &key,
+                host_ifname: &rec.host_ifname,
+                ifname: &rec.ifname,
                 mtu: rec.mtu,
                 mac: rec.mac,
             },
             netns,
-            &alias,
+            netns_path,
         )
-        .await
-        .map_err(|e| {
-            if e.is_exists() {
-                ApiError::new(
-                    code::IFNAME_EXISTS,
-                    format!(
-                        "interface {:?} already exists in network namespace {netns_path}",
-                        rec.ifname
-                    ),
-                )
-                .with_details("choose another CNI_IFNAME or remove the existing interface")
-            } else {
-                kernel(e)
-            }
-        })?;
+        .await?;
         ph.mark("veth");
-        let hl = host
-            .link_by_name(&rec.host_ifname)
-            .await
-            .map_err(kernel)?
-            .ok_or_else(|| {
-                ApiError::internal(format!(
-                    "host link {} vanished right after creation",
-                    rec.host_ifname
-                ))
-            })?;
         host.set_up(hl.index).await.map_err(kernel)?;
         host.add_address_v4(hl.index, gw, 32, false)
             .await
@@ -576,33 +544,10 @@ impl ManagementDriver {
             }
         }
         ph.mark("link-down");
-        // Free CNI_IFNAME inside the pod now (a runtime may ADD it again
-        // right after DEL), by renaming our end: removing the pair takes
-        // the kernel a grace period, renaming does not.
-        if let Some(path) = rec
-            .netns
-            .as_deref()
-            .filter(|p| std::path::Path::new(p).exists())
+        if let Err(e) =
+            free_pod_ifname(rec.netns.as_deref(), &rec.ifname, rec.mac, &rec.host_ifname).await
         {
-            if let Ok(ns) = Netlink::in_netns(std::path::Path::new(path)).await {
-                if let Ok(Some(pl)) = ns.link_by_name(&rec.ifname).await {
-                    // Only our own end of the pair, never an interface
-                    // someone created under that name since.
-                    if rec.mac.is_some() && pl.mac == rec.mac {
-                        let tomb = ports::tombstone_ifname(&rec.host_ifname);
-                        let r = async {
-                            ns.set_down(pl.index).await?;
-                            ns.rename(pl.index, &tomb).await
-                        }
-                        .await;
-                        if let Err(e) = r {
-                            if !e.is_not_found() {
-                                errors.push(format!("freeing {} in {path}: {e}", rec.ifname));
-                            }
-                        }
-                    }
-                }
-            }
+            errors.push(e);
         }
         ph.mark("pod-rename");
         ph.log("unplug");
@@ -667,25 +612,16 @@ impl ManagementDriver {
         rec.state = PortState::Deleting;
         self.put_record(&rec).await?;
         let me = self.clone();
-        self.node.background.spawn(async move {
-            let _lock = guard;
-            let mut delay = std::time::Duration::from_millis(100);
-            for attempt in 1..=3 {
-                match me.remove_link(&rec).await {
-                    Ok(()) => match me.forget(&rec).await {
-                        Ok(()) => return,
-                        Err(e) => tracing::warn!(port = %rec.key(), attempt, error = %e, "releasing a deleted port's record"),
-                    },
-                    Err(e) => tracing::warn!(port = %rec.key(), attempt, error = %e, "removing a deleted port's link"),
-                }
-                tokio::time::sleep(delay).await;
-                delay *= 4;
+        let key = rec.key();
+        spawn_removal(&self.node, guard, key, move || {
+            let (me, rec) = (me.clone(), rec.clone());
+            async move {
+                me.remove_link(&rec).await?;
+                me.forget(&rec).await
             }
-            tracing::error!(port = %rec.key(), "could not finish removing the port; the next DEL, GC or netd start retries");
         });
         Ok(())
     }
-
     fn result_for(
         rec: &PortRecord,
         built: &Built,
@@ -1102,17 +1038,6 @@ pub fn datapath_error(e: furrow_ebpf::DatapathError) -> ApiError {
     }
 }
 
-/// Deletes a link of the node's namespace on a blocking thread with its
-/// own socket (see [`crate::netlink::delete_link_blocking`]).
-pub(crate) async fn delete_host_link(index: u32) -> Result<(), NetlinkError> {
-    tokio::task::spawn_blocking(move || crate::netlink::delete_link_blocking(index))
-        .await
-        .map_err(|e| NetlinkError::Other {
-            op: format!("deleting link #{index}"),
-            msg: e.to_string(),
-        })?
-}
-
 fn fold_errors(rec: &PortRecord, errors: Vec<String>) -> Result<(), ApiError> {
     if errors.is_empty() {
         Ok(())
@@ -1158,46 +1083,6 @@ fn requested_ip(req: &AttachmentRequest, net: &MgmtNet) -> Result<Option<Ipv4Add
         }
     }
     Ok(first)
-}
-
-pub(crate) fn open_netns(path: &str) -> Result<File, ApiError> {
-    let f = File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ApiError::new(
-                code::UNKNOWN_CONTAINER,
-                format!("network namespace {path} does not exist"),
-            )
-        } else {
-            ApiError::new(
-                code::UNKNOWN_CONTAINER,
-                format!("network namespace {path}: {e}"),
-            )
-        }
-    })?;
-    // Namespace files live on nsfs; anything else would make the kernel
-    // fail later with a far less helpful error.
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    match nix::sys::statfs::fstatfs(&f) {
-        Ok(st) if st.filesystem_type().0 == NSFS_MAGIC => {
-            // NS_GET_NSTYPE: an nsfs file may be another kind of namespace.
-            const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
-            // SAFETY: the ioctl takes no argument and only reads the fd.
-            let t = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), NS_GET_NSTYPE) };
-            if t == libc::CLONE_NEWNET {
-                Ok(f)
-            } else {
-                Err(ApiError::new(
-                    code::UNKNOWN_CONTAINER,
-                    format!("{path} is a namespace, but not a network namespace"),
-                ))
-            }
-        }
-        Ok(_) => Err(ApiError::new(
-            code::UNKNOWN_CONTAINER,
-            format!("{path} is not a network namespace (CNI_NETNS must name one, e.g. /proc/<pid>/ns/net)"),
-        )),
-        Err(e) => Err(ApiError::new(code::UNKNOWN_CONTAINER, format!("network namespace {path}: {e}"))),
-    }
 }
 
 #[async_trait]
@@ -1288,15 +1173,14 @@ impl NetworkDriver for ManagementDriver {
                 tracing::info!(container = %cid, ifname = %ifname, address = %address, "port deleted");
             }
             None => {
-                // Nothing recorded; still clear a link of ours for this
-                // attachment, should a crash have left one.
-                let name = ports::host_ifname(&req.network_name, &req.container_id, &req.ifname);
-                let alias = ports::link_alias(&self.node.cfg.instance, &key);
-                if let Some(l) = self.node.host.link_by_name(&name).await.map_err(kernel)? {
-                    if l.alias.as_deref() == Some(alias.as_str()) {
-                        delete_host_link(l.index).await.map_err(kernel)?;
-                    }
-                }
+                remove_leftover_link(
+                    &self.node,
+                    &key,
+                    &req.network_name,
+                    &req.container_id,
+                    &req.ifname,
+                )
+                .await?;
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! (today the management network), each turning CNI requests into kernel
 //! state and back.
 
+pub(crate) mod common;
 pub mod management;
 pub mod vlan;
 

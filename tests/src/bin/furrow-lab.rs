@@ -55,8 +55,8 @@ fn up() -> anyhow::Result<()> {
         down()?;
     }
     names::use_fixed_prefix(names::DEMO_PREFIX);
-    const T: u32 = 6;
-    println!("== Furrow demo: the management network on one node ==");
+    const T: u32 = 9;
+    println!("== Furrow demo: the management network and VLAN networks on two nodes ==");
 
     step(
         1,
@@ -159,11 +159,100 @@ fn up() -> anyhow::Result<()> {
             "FAILED"
         }
     );
-    drop(tmp);
 
-    step(6, T, "What netd built, as netctl shows it");
+    step(6, T, "VLAN networks: cluster network `data` on each node's data0, trunked through a fabric switch");
+    drop(tmp);
+    lab.add_node("node2")?;
+    for i in 0..2 {
+        lab.add_data_nic(i, "data0")?;
+        lab.node(i)
+            .cluster_network("data", "auto", &["data0"], 1500)?;
+    }
+    let n1 = lab.node(0);
+    let n2 = lab.node(1);
+    let info = n1
+        .cluster_network_info("data")
+        .context("cluster network data")?;
+    println!("  backend {} ({})", info.backend, info.backend_reason);
+    let nad = |n: &furrow_tests::Node, vlan: u16| {
+        furrow_tests::lab::vlan_nad(&format!("vlan{vlan}"), "data", vlan, &n.netd.socket)
+    };
+    let vms = [
+        ("vm-a", n1, 100u16, "10.100.0.11"),
+        ("vm-b", n2, 100, "10.100.0.12"),
+        ("vm-c", n1, 200, "10.100.0.13"),
+    ];
+    let mut vlan_pods = Vec::new();
+    for (name, n, vlan, ip) in vms {
+        let p = n.vm(name, &nad(n, vlan))?;
+        p.ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        println!(
+            "  {name} on {} VLAN {vlan} eth0 {ip} (netns {})  (Harvester NAD, type furrow)",
+            n.name, p.ns.name
+        );
+        vlan_pods.push(p);
+    }
+    n1.apply("apiVersion: network.furrow.io/v1alpha1\nkind: VlanInterface\nmetadata: {name: diag100}\nspec: {clusterNetwork: data, vlan: 100, address: 10.100.0.254/24}\n")?;
+    println!("  node1 has 10.100.0.254 on VLAN 100 (a VlanInterface: no 802.1Q device needed)");
+
+    step(7, T, "VLAN forwarding and isolation, across nodes, in eBPF");
+    let ip = |s: &str| -> IpAddr { s.parse().expect("literal") };
+    let show = |what: &str, ok: bool, want: bool| {
+        println!(
+            "  {what}: {}{}",
+            if ok { "reachable" } else { "isolated" },
+            if ok == want { "" } else { "   <-- UNEXPECTED" }
+        );
+    };
+    show(
+        "vm-a -> vm-b (VLAN 100, node1 -> node2, tagged on the wire)",
+        probe::ping_ok(&vlan_pods[0].ns, ip("10.100.0.12"), 3),
+        true,
+    );
+    show(
+        "vm-a -> node1's VLAN 100 address",
+        probe::ping_ok(&vlan_pods[0].ns, ip("10.100.0.254"), 3),
+        true,
+    );
+    show(
+        "vm-a -> vm-c (VLAN 100 -> 200, same subnet, same node)",
+        probe::ping(&vlan_pods[0].ns, ip("10.100.0.13")),
+        false,
+    );
+
+    step(
+        8,
+        T,
+        "A VM moves to the other node (live migration): same MAC, reachable at once",
+    );
+    let mig_cfg = |n: &furrow_tests::Node| {
+        let mut c = nad(n, 100);
+        c["runtimeConfig"] = json!({"mac": "52:54:00:64:00:50"});
+        c
+    };
+    let before = n1.vm("vm-m", &mig_cfg(n1))?;
+    before
+        .ns
+        .ip(&["addr", "add", "10.100.0.50/24", "dev", "eth0"])?;
+    let _ = probe::ping_ok(&vlan_pods[1].ns, ip("10.100.0.50"), 3);
+    n1.del_pod(&before);
+    drop(before);
+    let t = std::time::Instant::now();
+    let after = n2.vm("vm-m", &mig_cfg(n2))?;
+    after
+        .ns
+        .ip(&["addr", "add", "10.100.0.50/24", "dev", "eth0"])?;
+    let ok = probe::ping_ok(&vlan_pods[0].ns, ip("10.100.0.50"), 5);
+    println!(
+        "  vm-m now on node2: vm-a reaches it: {ok} ({} ms after its ADD)",
+        t.elapsed().as_millis()
+    );
+    vlan_pods.push(after);
+
+    step(9, T, "What netd built, as netctl shows it");
+    let node = lab.node(0);
     let socket = node.netd.socket.clone();
-    for view in ["status", "ports"] {
+    for view in ["status", "ports", "networks"] {
         println!("\n$ netctl --socket {} {view}", socket.display());
         let out = node.netd.netctl(&[view])?;
         print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -199,6 +288,9 @@ fn up() -> anyhow::Result<()> {
     let mut db = db;
     let mut vm = vm;
     for p in [&mut web, &mut db, &mut vm] {
+        p.ns.keep();
+    }
+    for p in &mut vlan_pods {
         p.ns.keep();
     }
     lab.keep();
@@ -307,6 +399,10 @@ fn scenario_vlan(backend: &str) -> anyhow::Result<()> {
         v.check_trunk_and_broadcast_domains(),
     );
     run("no-loops", v.check_no_loops());
+    let f = v
+        .check_uplink_failover()
+        .map(|t| println!("SCENARIO failover recovered after {t:?}"));
+    run("uplink-failover", f);
     let m = v
         .check_migration()
         .map(|t| println!("SCENARIO migration reachable after {t:?}"));

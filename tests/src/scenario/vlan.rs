@@ -21,6 +21,8 @@ use crate::{probe, Lab, Netns, Pod};
 
 pub const CN: &str = "data";
 pub const NIC: &str = "data0";
+/// node1's second uplink NIC (bonded active-backup with data0).
+pub const NIC2: &str = "data1";
 
 pub struct Vm {
     pub pod: Pod,
@@ -61,10 +63,13 @@ impl VlanLab {
         for n in ["node1", "node2"] {
             lab.add_node(n)?;
         }
+        lab.add_data_nic(0, NIC)?;
+        lab.add_data_nic(0, NIC2)?;
+        lab.add_data_nic(1, NIC)?;
         for i in 0..2 {
-            lab.add_data_nic(i, NIC)?;
+            let nics: &[&str] = if i == 0 { &[NIC, NIC2] } else { &[NIC] };
             lab.node(i)
-                .cluster_network(CN, backend, &[NIC], 1500)
+                .cluster_network(CN, backend, nics, 1500)
                 .with_context(|| format!("cluster network on node{}", i + 1))?;
             let info = lab
                 .node(i)
@@ -249,9 +254,10 @@ impl VlanLab {
         // t2 in creation order, but look them up instead of assuming.
         let ports = fabric_ports(trunk)?;
         ensure!(
-            ports.len() == 2,
-            "expected 2 trunk fabric ports, found {ports:?}"
+            ports.len() == 3,
+            "expected 3 trunk fabric ports, found {ports:?}"
         );
+        // node1's active uplink NIC is data0, the first port.
         let from_node1 = Capture::start(trunk, &ports[0], "", true)?;
         let back_at_d = Capture::start(&self.vm("d100").pod.ns, "eth0", "arp", true)?;
         let back_at_a = Capture::start(&self.vm("a100").pod.ns, "eth0", "arp", true)?;
@@ -280,6 +286,42 @@ impl VlanLab {
             "a100 received its own broadcast back"
         );
         Ok(())
+    }
+
+    /// node1's uplink is two NICs bonded active-backup: cutting the active
+    /// one moves traffic to the other, both ways, within seconds.
+    pub fn check_uplink_failover(&self) -> anyhow::Result<Duration> {
+        let trunk = self.lab.trunk.as_ref().context("trunk fabric")?;
+        // node1's NICs were the first two fabric ports, in order.
+        let ports = fabric_ports(trunk)?;
+        ensure!(
+            ports.len() == 3,
+            "expected 3 trunk fabric ports, found {ports:?}"
+        );
+        ensure!(self.reach("a100", "d100"), "no traffic before the failover");
+        // Cut data0 (the active NIC): its peer goes down, so it loses carrier.
+        trunk.ip(&["link", "set", &ports[0], "down"])?;
+        let cut = Instant::now();
+        let mut back = None;
+        while cut.elapsed() < Duration::from_secs(10) {
+            if probe::ping(
+                &self.vm("a100").pod.ns,
+                IpAddr::V4(self.vm("d100").ip.unwrap()),
+            ) {
+                back = Some(cut.elapsed());
+                break;
+            }
+        }
+        let restore = trunk.ip(&["link", "set", &ports[0], "up"]);
+        let t = back.context(
+            "node1 -> node2 did not recover within 10 s of losing the active uplink NIC",
+        )?;
+        ensure!(
+            self.reach("d100", "b100"),
+            "node2 -> node1 broken after the failover"
+        );
+        restore?;
+        Ok(t)
     }
 
     /// A VM that stops on node1 and starts with the same MAC and address on

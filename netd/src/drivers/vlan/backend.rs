@@ -301,8 +301,8 @@ pub async fn teardown_uplink(node: &Arc<Node>, cn: &Cn, r: Realized) {
                 .await;
         }
         Realized::Bridge { bridge, bond, .. } => {
-            let _ = crate::drivers::management::delete_host_link(bond).await;
-            let _ = crate::drivers::management::delete_host_link(bridge).await;
+            let _ = crate::drivers::common::delete_host_link(bond).await;
+            let _ = crate::drivers::common::delete_host_link(bridge).await;
         }
     }
     tracing::info!(cluster_network = %cn.name, "uplink removed");

@@ -36,18 +36,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use self::backend::{BackendKind, Realized};
+use super::common::{
+    create_port_veth, free_pod_ifname, kernel, open_netns, remove_leftover_link, spawn_removal,
+    PortVeth,
+};
 use super::NetworkDriver;
-use crate::netlink::{Netlink, NetlinkError, VethEnd};
+use crate::netlink::Netlink;
 use crate::node::Node;
 use crate::ports::{self, AnyPort, VlanPortRecord};
 use crate::resources::store_error;
 use crate::store::{list_json, Compare, Op, Txn};
 
 pub const KIND: &str = "vlan";
-
-fn kernel(e: NetlinkError) -> ApiError {
-    ApiError::new(code::INTERNAL, e.to_string())
-}
 
 /// How a port joins its VLANs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,10 +171,6 @@ fn no_ipv6(ifname: &str) {
             tracing::warn!(%ifname, error = %e, "disabling IPv6 on a switch port");
         }
     }
-}
-
-fn open_netns(path: &str) -> Result<File, ApiError> {
-    crate::drivers::management::open_netns(path)
 }
 
 impl VlanDriver {
@@ -421,7 +417,7 @@ impl VlanDriver {
                         .await;
                 }
                 if let Ok(Some(l)) = self.node.host.link_by_name(&vif.switch_if).await {
-                    let _ = crate::drivers::management::delete_host_link(l.index).await;
+                    let _ = crate::drivers::common::delete_host_link(l.index).await;
                 }
                 tracing::info!(vlan_interface = %name, "node interface removed");
             }
@@ -495,7 +491,7 @@ impl VlanDriver {
             }
             (s, n) => {
                 for l in [s, n].into_iter().flatten() {
-                    let _ = crate::drivers::management::delete_host_link(l.index).await;
+                    let _ = crate::drivers::common::delete_host_link(l.index).await;
                 }
                 let (si, ni) = host
                     .create_veth_pair(&switch_if, &node_if, mtu)
@@ -675,46 +671,20 @@ impl VlanDriver {
         netns_path: &str,
     ) -> Result<(u32, MacAddr), ApiError> {
         let host = &self.node.host;
-        if let Some(l) = host.link_by_name(&rec.host_ifname).await.map_err(kernel)? {
-            tracing::warn!(link = %rec.host_ifname, "removing leftover host link before ADD");
-            crate::drivers::management::delete_host_link(l.index)
-                .await
-                .map_err(kernel)?;
-        }
-        let alias = ports::link_alias(&self.node.cfg.instance, &rec.key());
-        host.create_veth_into(
-            &VethEnd {
-                name: rec.host_ifname.clone(),
-                mtu: rec.mtu,
-                mac: None,
-            },
-            &VethEnd {
-                name: rec.ifname.clone(),
+        let key = rec.key();
+        let hl = create_port_veth(
+            &self.node,
+            &PortVeth {
+                key: &key,
+                host_ifname: &rec.host_ifname,
+                ifname: &rec.ifname,
                 mtu: rec.mtu,
                 mac: rec.mac,
             },
             netns,
-            &alias,
+            netns_path,
         )
-        .await
-        .map_err(|e| {
-            if e.is_exists() {
-                ApiError::new(
-                    code::IFNAME_EXISTS,
-                    format!(
-                        "interface {:?} already exists in network namespace {netns_path}",
-                        rec.ifname
-                    ),
-                )
-            } else {
-                kernel(e)
-            }
-        })?;
-        let hl = host
-            .link_by_name(&rec.host_ifname)
-            .await
-            .map_err(kernel)?
-            .ok_or_else(|| ApiError::internal("host link vanished right after creation"))?;
+        .await?;
         no_ipv6(&rec.host_ifname);
         let ns = Netlink::in_netns(std::path::Path::new(netns_path))
             .await
@@ -811,28 +781,10 @@ impl VlanDriver {
                 }
             }
         }
-        if let Some(path) = rec
-            .netns
-            .as_deref()
-            .filter(|p| std::path::Path::new(p).exists())
+        if let Err(e) =
+            free_pod_ifname(rec.netns.as_deref(), &rec.ifname, rec.mac, &rec.host_ifname).await
         {
-            if let Ok(ns) = Netlink::in_netns(std::path::Path::new(path)).await {
-                if let Ok(Some(pl)) = ns.link_by_name(&rec.ifname).await {
-                    if rec.mac.is_some() && pl.mac == rec.mac {
-                        let tomb = ports::tombstone_ifname(&rec.host_ifname);
-                        let r = async {
-                            ns.set_down(pl.index).await?;
-                            ns.rename(pl.index, &tomb).await
-                        }
-                        .await;
-                        if let Err(e) = r {
-                            if !e.is_not_found() {
-                                errors.push(format!("freeing {} in {path}: {e}", rec.ifname));
-                            }
-                        }
-                    }
-                }
-            }
+            errors.push(e);
         }
         if errors.is_empty() {
             Ok(())
@@ -854,7 +806,7 @@ impl VlanDriver {
             .await
             .map_err(kernel)?
         {
-            crate::drivers::management::delete_host_link(l.index)
+            crate::drivers::common::delete_host_link(l.index)
                 .await
                 .map_err(kernel)?;
         }
@@ -876,25 +828,16 @@ impl VlanDriver {
         rec.state = PortState::Deleting;
         self.put_record(&rec).await?;
         let me = self.clone();
-        self.node.background.spawn(async move {
-            let _lock = guard;
-            let mut delay = Duration::from_millis(100);
-            for attempt in 1..=3 {
-                match me.remove_link(&rec).await {
-                    Ok(()) => match me.forget(&rec).await {
-                        Ok(()) => return,
-                        Err(e) => tracing::warn!(port = %rec.key(), attempt, error = %e, "releasing a deleted port's record"),
-                    },
-                    Err(e) => tracing::warn!(port = %rec.key(), attempt, error = %e, "removing a deleted port's link"),
-                }
-                tokio::time::sleep(delay).await;
-                delay *= 4;
+        let key = rec.key();
+        spawn_removal(&self.node, guard, key, move || {
+            let (me, rec) = (me.clone(), rec.clone());
+            async move {
+                me.remove_link(&rec).await?;
+                me.forget(&rec).await
             }
-            tracing::error!(port = %rec.key(), "could not finish removing the port; the next DEL, GC or netd start retries");
         });
         Ok(())
     }
-
     /// Start-up: re-adopt surviving VLAN ports (their programs and table
     /// entries are re-installed), finish removals and ADDs a crash cut
     /// short, mark ports whose links vanished as lost, and remove links
@@ -983,7 +926,7 @@ impl VlanDriver {
                 && !live.contains(&l.name)
             {
                 tracing::info!(link = %l.name, "removing the interface of a deleted VlanInterface");
-                let _ = crate::drivers::management::delete_host_link(l.index).await;
+                let _ = crate::drivers::common::delete_host_link(l.index).await;
             }
         }
         // Switch entries of ports whose devices are gone: the device went
@@ -1247,15 +1190,14 @@ impl NetworkDriver for VlanDriver {
                 tracing::info!(container = %cid, ifname = %ifname, "VLAN port deleted");
             }
             None => {
-                let name = ports::host_ifname(&req.network_name, &req.container_id, &req.ifname);
-                let alias = ports::link_alias(&self.node.cfg.instance, &key);
-                if let Some(l) = self.node.host.link_by_name(&name).await.map_err(kernel)? {
-                    if l.alias.as_deref() == Some(alias.as_str()) {
-                        crate::drivers::management::delete_host_link(l.index)
-                            .await
-                            .map_err(kernel)?;
-                    }
-                }
+                remove_leftover_link(
+                    &self.node,
+                    &key,
+                    &req.network_name,
+                    &req.container_id,
+                    &req.ifname,
+                )
+                .await?;
             }
         }
         Ok(())
