@@ -808,6 +808,57 @@ impl Daemon {
                 family(&mut out, name, "counter", help, &samples);
             }
         }
+        let vs = self.vlan.vlan_stats().await;
+        type VPick = fn(&furrow_ebpf::VlanStats) -> u64;
+        let vseries: [(&str, &str, VPick); 7] = [
+            (
+                "furrow_vlan_rx_packets_total",
+                "Frames accepted into the VLAN, from any port.",
+                |s| s.rx_packets,
+            ),
+            (
+                "furrow_vlan_rx_bytes_total",
+                "Bytes accepted into the VLAN.",
+                |s| s.rx_bytes,
+            ),
+            (
+                "furrow_vlan_unicast_packets_total",
+                "Frames delivered to the one port owning the destination MAC.",
+                |s| s.unicast_packets,
+            ),
+            (
+                "furrow_vlan_flood_packets_total",
+                "Broadcast, multicast and unknown-unicast frames flooded.",
+                |s| s.flood_packets,
+            ),
+            (
+                "furrow_vlan_flood_copies_total",
+                "Copies made by flooding, one per member port reached.",
+                |s| s.flood_copies,
+            ),
+            (
+                "furrow_vlan_drop_mtu_total",
+                "Frames dropped for exceeding the egress port's MTU.",
+                |s| s.drop_mtu,
+            ),
+            (
+                "furrow_vlan_drop_hairpin_total",
+                "Frames whose destination was their ingress port.",
+                |s| s.drop_hairpin,
+            ),
+        ];
+        for (name, help, pick) in vseries {
+            let samples: Vec<_> = vs
+                .iter()
+                .map(|(cn, vid, s)| {
+                    (
+                        vec![("cluster_network", cn.clone()), ("vlan", vid.to_string())],
+                        pick(s) as f64,
+                    )
+                })
+                .collect();
+            family(&mut out, name, "counter", help, &samples);
+        }
         let info = self.node.with_datapath(|dp| dp.status()).await;
         let samples: Vec<_> = info
             .maps

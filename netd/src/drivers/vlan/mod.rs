@@ -967,6 +967,24 @@ impl VlanDriver {
         Ok(())
     }
 
+    /// Per-VLAN counters of the eBPF switch, labelled with the cluster
+    /// network's name: (network, vid, stats).
+    pub async fn vlan_stats(&self) -> Vec<(String, u16, furrow_ebpf::VlanStats)> {
+        let names: BTreeMap<u32, String> = {
+            let st = self.state.lock().await;
+            st.nets.values().map(|c| (c.id, c.name.clone())).collect()
+        };
+        let stats = self
+            .node
+            .with_datapath(|dp| dp.vlan_stats())
+            .await
+            .unwrap_or_default();
+        stats
+            .into_iter()
+            .filter_map(|(cn, vid, s)| names.get(&cn).map(|n| (n.clone(), vid, s)))
+            .collect()
+    }
+
     /// Drops dynamic FDB entries past their network's aging.
     pub async fn expire_fdb(&self) {
         match self.node.with_datapath(|dp| dp.fdb_expire()).await {
