@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use furrow_api::error::code;
 use furrow_api::resource::{
-    self, field_errors_to_api, ClusterNetwork, FieldError, ManagementNetwork, VlanConfig,
-    VlanInterface,
+    self, field_errors_to_api, ClusterNetwork, FieldError, IpPool, ManagementNetwork,
+    VirtualMachineNetworkConfig, VlanConfig, VlanInterface,
 };
 use furrow_api::ApiError;
 use serde_json::Value;
@@ -53,6 +53,10 @@ pub fn validate(doc: &Value) -> Result<Validated, ApiError> {
         ClusterNetwork::KIND => normalise::<ClusterNetwork>(doc, kind, &name, |r| r.validate()),
         VlanConfig::KIND => normalise::<VlanConfig>(doc, kind, &name, |r| r.validate()),
         VlanInterface::KIND => normalise::<VlanInterface>(doc, kind, &name, |r| r.validate()),
+        IpPool::KIND => normalise::<IpPool>(doc, kind, &name, |r| r.validate()),
+        VirtualMachineNetworkConfig::KIND => {
+            normalise::<VirtualMachineNetworkConfig>(doc, kind, &name, |r| r.validate())
+        }
         _ => Err(ApiError::invalid_field(
             "kind",
             format!("{kind:?} is not served"),

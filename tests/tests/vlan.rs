@@ -39,16 +39,21 @@ fn same_vlan_reaches_other_vlans_are_isolated_trunks_get_their_vlans_no_loops() 
         info.uplink.as_ref().unwrap().nics,
         vec![NIC, furrow_tests::scenario::vlan::NIC2]
     );
-        assert_eq!(info.vlans, vec![0, 100, 200, 300]);
+    assert_eq!(info.vlans, vec![0, 100, 200, 300]);
     // Per-VLAN counters reach the metrics.
     let m = String::from_utf8(node.netd.netctl(&["metrics"]).unwrap().stdout).unwrap();
     let flooded = m
         .lines()
-        .find(|l| l.starts_with("furrow_vlan_flood_packets_total{cluster_network=\"data\",vlan=\"100\"}"))
+        .find(|l| {
+            l.starts_with("furrow_vlan_flood_packets_total{cluster_network=\"data\",vlan=\"100\"}")
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no VLAN 100 flood counter in\n{m}"));
-    assert!(flooded >= 1.0, "VLAN 100 saw broadcasts, yet flood_packets is {flooded}");
+    assert!(
+        flooded >= 1.0,
+        "VLAN 100 saw broadcasts, yet flood_packets is {flooded}"
+    );
 }
 
 #[test]

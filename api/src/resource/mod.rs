@@ -85,9 +85,11 @@ pub fn validate_name(field: &str, name: &str, max: usize, errs: &mut Vec<FieldEr
 }
 
 mod cluster;
+mod dhcp;
 mod management;
 
 pub use cluster::*;
+pub use dhcp::*;
 pub use management::*;
 
 pub const MTU_MIN: u32 = 576;
@@ -99,6 +101,11 @@ pub const KINDS: &[(&str, &str)] = &[
     (ClusterNetwork::KIND, ClusterNetwork::PLURAL),
     (VlanConfig::KIND, VlanConfig::PLURAL),
     (VlanInterface::KIND, VlanInterface::PLURAL),
+    (IpPool::KIND, IpPool::PLURAL),
+    (
+        VirtualMachineNetworkConfig::KIND,
+        VirtualMachineNetworkConfig::PLURAL,
+    ),
 ];
 
 /// Finds the canonical kind for a kind name, plural or short name as an
@@ -115,6 +122,8 @@ pub fn canonical_kind(input: &str) -> Option<&'static str> {
         "cn" | "cns" | "clusternet" => Some(ClusterNetwork::KIND),
         "vc" | "vlanconfs" => Some(VlanConfig::KIND),
         "vif" | "vifs" => Some(VlanInterface::KIND),
+        "pool" | "pools" | "ippool" => Some(IpPool::KIND),
+        "vmnetcfg" | "vmnetcfgs" | "vmnc" => Some(VirtualMachineNetworkConfig::KIND),
         _ => None,
     }
 }
