@@ -17,3 +17,4 @@ pub mod store;
 pub mod subnets;
 pub mod util;
 pub mod validate;
+pub mod rawsock;

@@ -475,6 +475,7 @@ fn harvester_nads_parse_with_only_the_type_changed() {
         trunk: vec![],
         mtu: None,
         promisc: true,
+        dhcp_trusted: false,
         dns: Dns::default(),
     };
     let untagged = VlanAttachment {
@@ -857,6 +858,7 @@ fn vlan_del_is_lenient_and_stays_a_vlan_attachment() {
             trunk: vec![],
             mtu: None,
             promisc: false,
+            dhcp_trusted: false,
             dns: Dns::default(),
         }
     );
@@ -896,4 +898,12 @@ fn vlan_del_is_lenient_and_stays_a_vlan_attachment() {
     // What DEL needs stays strict.
     let e = parse_v(vl(json!({"name": "bad name"})), Command::Del).unwrap_err();
     assert_eq!(e.code(), 7);
+}
+
+#[test]
+fn dhcp_trusted_marks_a_vm_that_may_answer_dhcp() {
+    assert!(!vlan_ok(json!({"vlan": 100})).dhcp_trusted);
+    assert!(vlan_ok(json!({"vlan": 100, "dhcpTrusted": true})).dhcp_trusted);
+    let case = json!({"vlan": 100, "dhcpTrusted": "yes"});
+    assert_invalid(&vlan_err(case.clone()), "dhcpTrusted", &case);
 }

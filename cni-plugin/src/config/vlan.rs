@@ -21,8 +21,9 @@ pub(super) const KEYS: &[&str] = &[
     "bridge",
     "vlan",
     "vlanTrunk",
-    "mtu",
+        "mtu",
     "promiscMode",
+    "dhcpTrusted",
 ];
 
 /// Keys whose presence makes a config a VLAN attachment.
@@ -70,13 +71,15 @@ pub(super) fn parse(p: &Parser, dns: Dns) -> Result<AttachmentSpec, ConfigError>
         p.soft(Err(access_and_trunk(vlan)), || ())?;
     }
     let mtu = p.soft(mtu(p.get("mtu")), || None)?;
-    let promisc = p.soft(promisc(p.get("promiscMode")), || false)?;
+        let promisc = p.soft(flag("promiscMode", p.get("promiscMode")), || false)?;
+    let dhcp_trusted = p.soft(flag("dhcpTrusted", p.get("dhcpTrusted")), || false)?;
     Ok(AttachmentSpec::Vlan(VlanAttachment {
         cluster_network,
         vlan,
         trunk,
         mtu,
         promisc,
+        dhcp_trusted,
         dns,
     }))
 }
@@ -331,12 +334,12 @@ fn normalise(ranges: &mut [VlanRange]) -> Vec<VlanRange> {
     out
 }
 
-fn promisc(v: Option<&Value>) -> Result<bool, ConfigError> {
+fn flag(key: &str, v: Option<&Value>) -> Result<bool, ConfigError> {
     match v {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
         Some(other) => Err(ConfigError::invalid(
-            "promiscMode",
+            key,
             format!("expected true or false, got {}", show(other)),
         )),
     }
