@@ -160,12 +160,12 @@ pub struct VlanAttachment {
     pub mtu: Option<u32>,
     /// Harvester NADs set `promiscMode`; the datapath floods unknown
     /// unicast within the VLAN either way, so this is recorded only.
-        #[serde(default)]
+    #[serde(default)]
     pub promisc: bool,
     /// CNI config `dhcpTrusted`: the VM may answer DHCP (a VM running its
     /// own DHCP server). Without it the datapath drops DHCP server replies
     /// the VM sends (the DHCP guard).
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dhcp_trusted: bool,
     #[serde(default, skip_serializing_if = "Dns::is_empty")]
     pub dns: Dns,

@@ -92,6 +92,9 @@ pub struct VlanPortRecord {
     pub trunk: Vec<furrow_api::cni::VlanRange>,
     #[serde(default)]
     pub promisc: bool,
+    /// The VM may answer DHCP (CNI config `dhcpTrusted`).
+    #[serde(default)]
+    pub dhcp_trusted: bool,
     pub container_id: String,
     pub ifname: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

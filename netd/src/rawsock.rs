@@ -49,7 +49,7 @@ impl RawSocket {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-                // SAFETY: `owned` is an open socket the AsyncFd takes ownership of;
+        // SAFETY: `owned` is an open socket the AsyncFd takes ownership of;
         // it stays open and the same fd for the AsyncFd's whole life.
         let fd = unsafe { AsyncFd::register(owned) }.map_err(|e| e.into_parts().1)?;
         Ok(RawSocket { fd, ifindex })
@@ -93,7 +93,10 @@ impl RawSocket {
 
     pub async fn send(&self, frame: &[u8]) -> io::Result<()> {
         if frame.len() < 14 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame shorter than an Ethernet header"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame shorter than an Ethernet header",
+            ));
         }
         loop {
             let mut guard = self.fd.writable().await?;
@@ -136,7 +139,11 @@ pub fn arp_reply_for(frame: &[u8], ip: std::net::Ipv4Addr, mac: [u8; 6]) -> Opti
         return None;
     }
     let arp = &frame[14..42];
-    let request = arp[0..2] == [0, 1] && arp[2..4] == [0x08, 0x00] && arp[4] == 6 && arp[5] == 4 && arp[6..8] == [0, 1];
+    let request = arp[0..2] == [0, 1]
+        && arp[2..4] == [0x08, 0x00]
+        && arp[4] == 6
+        && arp[5] == 4
+        && arp[6..8] == [0, 1];
     if !request || arp[24..28] != ip.octets() {
         return None;
     }

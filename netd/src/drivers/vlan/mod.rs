@@ -112,22 +112,40 @@ impl Cn {
     }
 }
 
-/// A VlanInterface realised on this node.
+/// What a node port is for: the node's own address on a VLAN (a
+/// VlanInterface), or a DHCP responder (netd reads its node end raw).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePortSpec {
+    /// Unique per node: `vif:<VlanInterface>` or `dhcp:<IPPool>`.
+    pub id: String,
+    pub cluster_network: String,
+    pub vid: u16,
+    /// An address for the node end (VlanInterfaces); none for responders.
+    pub address: Option<ipnet::IpNet>,
+    /// The node end's MAC (stable across restarts, or shared by every
+    /// node for an anycast responder).
+    pub mac: MacAddr,
+    pub mtu: Option<u32>,
+    /// A DHCP responder: its frames stay on the node, it may answer DHCP,
+    /// and the VLAN's DHCP client frames are steered to it.
+    pub dhcp_responder: bool,
+}
+
+/// A node port as built.
 #[derive(Debug, Clone)]
-struct NodeVif {
-    cluster_network: String,
-    vid: u16,
-    node_if: String,
-    switch_if: String,
-    switch_index: u32,
-    address: ipnet::IpNet,
+pub struct NodePort {
+    pub spec: NodePortSpec,
+    pub node_if: String,
+    pub node_index: u32,
+    pub switch_if: String,
+    pub switch_index: u32,
 }
 
 #[derive(Default)]
 struct State {
     features: KernelFeatures,
     nets: BTreeMap<String, Cn>,
-    vifs: BTreeMap<String, NodeVif>,
+    node_ports: BTreeMap<String, NodePort>,
 }
 
 /// Cheap to clone; background tasks carry a clone.
@@ -387,6 +405,7 @@ impl VlanDriver {
         Ok(())
     }
 
+    /// Node ports for the VlanInterfaces that select this node.
     async fn reconcile_vifs(&self, st: &mut State, vifs: Vec<VlanInterface>) {
         let node = self.node.cfg.node.clone();
         let labels = self.node.cfg.node_labels.clone();
@@ -398,74 +417,110 @@ impl VlanDriver {
             let Some(addr) = v.address_for(&node) else {
                 continue;
             };
-            want.insert(v.metadata.name.clone(), (v, addr));
+            let id = format!("vif:{}", v.metadata.name);
+            want.insert(
+                id.clone(),
+                NodePortSpec {
+                    mac: stable_mac(&id),
+                    id,
+                    cluster_network: v.spec.cluster_network.clone(),
+                    vid: v.spec.vlan,
+                    address: Some(addr),
+                    mtu: v.spec.mtu,
+                    dhcp_responder: false,
+                },
+            );
         }
-        // Remove what is no longer wanted or changed.
-        let existing: Vec<String> = st.vifs.keys().cloned().collect();
-        for name in existing {
-            let keep = want.get(&name).is_some_and(|(v, a)| {
-                let cur = &st.vifs[&name];
-                cur.cluster_network == v.spec.cluster_network
-                    && cur.vid == v.spec.vlan
-                    && cur.address == *a
-            });
-            if !keep {
-                let vif = st.vifs.remove(&name).expect("listed");
-                if let Some(cn) = st.nets.get_mut(&vif.cluster_network) {
-                    backend::remove_member(&self.node, cn, vif.vid, vif.switch_index).await;
-                    let _ = backend::detach_port(&self.node, cn, &vif.switch_if, vif.switch_index)
-                        .await;
-                }
-                if let Ok(Some(l)) = self.node.host.link_by_name(&vif.switch_if).await {
-                    let _ = crate::drivers::common::delete_host_link(l.index).await;
-                }
-                tracing::info!(vlan_interface = %name, "node interface removed");
+        let existing: Vec<String> = st
+            .node_ports
+            .keys()
+            .filter(|k| k.starts_with("vif:"))
+            .cloned()
+            .collect();
+        for id in existing {
+            if want.get(&id) != Some(&st.node_ports[&id].spec) {
+                self.remove_node_port_locked(st, &id).await;
             }
         }
-        for (name, (v, addr)) in want {
-            if st.vifs.contains_key(&name) {
+        for (id, spec) in want {
+            if st.node_ports.contains_key(&id) {
                 continue;
             }
-            let Some(cn) = st.nets.get_mut(&v.spec.cluster_network) else {
-                tracing::warn!(vlan_interface = %name, cluster_network = %v.spec.cluster_network, "no such cluster network on this node");
-                continue;
-            };
-            if cn.realized.is_none() {
-                tracing::warn!(vlan_interface = %name, cluster_network = %cn.name, "cluster network has no uplink on this node");
-                continue;
-            }
-            match self.build_vif(cn, &name, &v, addr).await {
-                Ok(vif) => {
-                    tracing::info!(vlan_interface = %name, node_if = %vif.node_if, address = %vif.address, vlan = vif.vid, "node interface ready");
-                    st.vifs.insert(name, vif);
-                }
-                Err(e) => {
-                    tracing::error!(vlan_interface = %name, error = %e, "building node interface")
-                }
+            if let Err(e) = self.ensure_node_port_locked(st, spec).await {
+                tracing::error!(node_port = %id, error = %e, "building node interface");
             }
         }
     }
 
-    async fn build_vif(
+    /// Builds (or adopts) a node port; idempotent for an unchanged spec.
+    pub async fn ensure_node_port(&self, spec: NodePortSpec) -> Result<NodePort, String> {
+        let mut st = self.state.lock().await;
+        self.ensure_node_port_locked(&mut st, spec).await
+    }
+
+    pub async fn remove_node_port(&self, id: &str) {
+        let mut st = self.state.lock().await;
+        self.remove_node_port_locked(&mut st, id).await;
+    }
+
+    async fn remove_node_port_locked(&self, st: &mut State, id: &str) {
+        let Some(p) = st.node_ports.remove(id) else {
+            return;
+        };
+        if let Some(cn) = st.nets.get_mut(&p.spec.cluster_network) {
+            if p.spec.dhcp_responder {
+                let _ = backend::set_dhcp_responder(&self.node, cn, p.spec.vid, None).await;
+            }
+            backend::remove_member(&self.node, cn, p.spec.vid, p.switch_index).await;
+            let _ = backend::detach_port(&self.node, cn, &p.switch_if, p.switch_index).await;
+        }
+        if let Ok(Some(l)) = self.node.host.link_by_name(&p.switch_if).await {
+            let _ = crate::drivers::common::delete_host_link(l.index).await;
+        }
+        tracing::info!(node_port = %id, "node port removed");
+    }
+
+    async fn ensure_node_port_locked(
         &self,
-        cn: &mut Cn,
-        name: &str,
-        v: &VlanInterface,
-        addr: ipnet::IpNet,
-    ) -> Result<NodeVif, String> {
+        st: &mut State,
+        spec: NodePortSpec,
+    ) -> Result<NodePort, String> {
+        if let Some(p) = st.node_ports.get(&spec.id) {
+            if p.spec == spec {
+                return Ok(p.clone());
+            }
+            let id = spec.id.clone();
+            self.remove_node_port_locked(st, &id).await;
+        }
+        let Some(cn) = st.nets.get_mut(&spec.cluster_network) else {
+            return Err(format!(
+                "no cluster network {} on this node",
+                spec.cluster_network
+            ));
+        };
+        if cn.realized.is_none() {
+            return Err(format!(
+                "cluster network {} has no uplink on this node",
+                cn.name
+            ));
+        }
+        let p = self.build_node_port(cn, spec).await?;
+        tracing::info!(node_port = %p.spec.id, node_if = %p.node_if, address = ?p.spec.address, vlan = p.spec.vid, "node port ready");
+        st.node_ports.insert(p.spec.id.clone(), p.clone());
+        Ok(p)
+    }
+
+    async fn build_node_port(&self, cn: &mut Cn, spec: NodePortSpec) -> Result<NodePort, String> {
         let host = &self.node.host;
-        let h = ports::host_ifname("vlaninterface", name, "node");
+        let h = ports::host_ifname("nodeport", &spec.id, "");
         let switch_if = h.clone();
         let node_if = format!("fv{}", &h[2..]);
-        let mtu = v
-            .spec
+        let mtu = spec
             .mtu
             .unwrap_or_else(|| cn.uplink_spec.as_ref().map(|u| u.mtu()).unwrap_or(1500));
-        let alias = format!("furrow:{}:vif:{name}", self.node.cfg.instance);
+        let alias = format!("furrow:{}:node:{}", self.node.cfg.instance, spec.id);
         // Adopt the pair if a previous netd built it (a restart must not
-        // change the node's MAC on the VLAN under its neighbours' feet);
-        // else build it, with a MAC derived from the name for the same
-        // reason.
+        // change the node's MAC on the VLAN under its neighbours' feet).
         let existing = (
             host.link_by_name(&switch_if)
                 .await
@@ -487,6 +542,11 @@ impl VlanDriver {
                         .await
                         .map_err(|e| e.to_string())?;
                 }
+                if n.mac != Some(spec.mac) {
+                    host.set_mac(n.index, spec.mac)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 (s.index, n.index)
             }
             (s, n) => {
@@ -503,44 +563,59 @@ impl VlanDriver {
                 host.set_alias(ni, &alias)
                     .await
                     .map_err(|e| e.to_string())?;
-                host.set_mac(ni, stable_mac(&node_if))
+                host.set_mac(ni, spec.mac)
                     .await
                     .map_err(|e| e.to_string())?;
                 (si, ni)
             }
         };
         no_ipv6(&switch_if);
-        match addr {
-            ipnet::IpNet::V4(a) => host
+        if spec.address.is_none() {
+            // A responder is read raw; the node's stack stays out of it.
+            no_ipv6(&node_if);
+        }
+        match spec.address {
+            Some(ipnet::IpNet::V4(a)) => host
                 .add_address_v4(ni, a.addr(), a.prefix_len(), false)
                 .await
                 .map_err(|e| e.to_string())?,
-            ipnet::IpNet::V6(_) => {
+            Some(ipnet::IpNet::V6(_)) => {
                 return Err("IPv6 node interface addresses are not supported yet".into())
             }
+            None => {}
         }
         host.set_up(ni).await.map_err(|e| e.to_string())?;
         host.set_up(si).await.map_err(|e| e.to_string())?;
-        let node_mac = host
-            .link_by_name(&node_if)
-            .await
-            .map_err(|e| e.to_string())?
-            .and_then(|l| l.mac)
-            .ok_or("node interface has no MAC")?;
-        let mode = if v.spec.vlan == 0 {
+        let mode = if spec.vid == 0 {
             PortMode::Untagged
         } else {
-            PortMode::Access(v.spec.vlan)
+            PortMode::Access(spec.vid)
         };
-        backend::attach_port(&self.node, cn, &switch_if, si, &mode, mtu, Some(node_mac)).await?;
-        backend::add_member(&self.node, cn, v.spec.vlan, si).await?;
-        Ok(NodeVif {
-            cluster_network: cn.name.clone(),
-            vid: v.spec.vlan,
+        let flags = backend::PortFlags {
+            local_only: spec.dhcp_responder,
+            dhcp_trusted: spec.dhcp_responder,
+        };
+        backend::attach_port(
+            &self.node,
+            cn,
+            &switch_if,
+            si,
+            &mode,
+            mtu,
+            Some(spec.mac),
+            flags,
+        )
+        .await?;
+        backend::add_member(&self.node, cn, spec.vid, si).await?;
+        if spec.dhcp_responder {
+            backend::set_dhcp_responder(&self.node, cn, spec.vid, Some(si)).await?;
+        }
+        Ok(NodePort {
+            spec,
             node_if,
+            node_index: ni,
             switch_if,
             switch_index: si,
-            address: addr,
         })
     }
 
@@ -715,6 +790,10 @@ impl VlanDriver {
                 &mode,
                 rec.mtu,
                 Some(pod_mac),
+                backend::PortFlags {
+                    local_only: false,
+                    dhcp_trusted: rec.dhcp_trusted,
+                },
             )
             .await
             .map_err(|e| ApiError::new(code::INTERNAL, e))?;
@@ -875,6 +954,10 @@ impl VlanDriver {
                                         &mode,
                                         rec.mtu,
                                         rec.mac,
+                                        backend::PortFlags {
+                                            local_only: false,
+                                            dhcp_trusted: rec.dhcp_trusted,
+                                        },
                                     )
                                     .await
                                     .map_err(ApiError::internal)?;
@@ -911,10 +994,11 @@ impl VlanDriver {
         // were adopted or rebuilt by the network reconcile that ran before
         // this; any other left by a VlanInterface deleted while netd was
         // down goes now.
-        let vif_prefix = format!("furrow:{}:vif:", self.node.cfg.instance);
+        // (DHCP responders are the DHCP service's to adopt or remove.)
+        let vif_prefix = format!("furrow:{}:node:vif:", self.node.cfg.instance);
         let live: BTreeSet<String> = {
             let st = self.state.lock().await;
-            st.vifs
+            st.node_ports
                 .values()
                 .flat_map(|v| [v.switch_if.clone(), v.node_if.clone()])
                 .collect()
@@ -943,7 +1027,7 @@ impl VlanDriver {
                     kept.insert(r.announce_via(0).0);
                 }
             }
-            kept.extend(st.vifs.values().map(|v| v.switch_index));
+            kept.extend(st.node_ports.values().map(|v| v.switch_index));
         }
         let stale = self
             .node
@@ -1118,6 +1202,7 @@ impl NetworkDriver for VlanDriver {
             vlan: att.vlan,
             trunk: att.trunk.clone(),
             promisc: att.promisc,
+            dhcp_trusted: att.dhcp_trusted,
             container_id: req.container_id.clone(),
             ifname: req.ifname.clone(),
             netns: Some(netns_path.to_string()),
