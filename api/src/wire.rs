@@ -309,3 +309,41 @@ pub struct PortCounters {
 pub struct ResourceList {
     pub items: Vec<serde_json::Value>,
 }
+
+/// `GET /v1/dhcp/leases[?network=]`: one DHCP lease (shared state: every
+/// node's leases of the pool, `node` says whose responder handed it out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseInfo {
+    pub pool: String,
+    pub network: String,
+    pub ip: std::net::Ipv4Addr,
+    pub mac: MacAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// offered, bound or declined.
+    pub state: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+    pub expired: bool,
+    pub node: String,
+    /// The address is this MAC's reservation.
+    pub reserved: bool,
+}
+
+/// `GET /v1/dhcp/pools`: a pool as this node serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolInfo {
+    pub name: String,
+    pub network: String,
+    pub server_ip: std::net::Ipv4Addr,
+    pub cidr: ipnet::Ipv4Net,
+    pub capacity: u32,
+    /// Unexpired bound leases, cluster-wide.
+    pub bound: u32,
+    /// `<cluster network>/<vlan>` of this node's responder; absent when no
+    /// VM of the pool's network is on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responder: Option<String>,
+}

@@ -18,3 +18,4 @@ pub mod store;
 pub mod subnets;
 pub mod util;
 pub mod validate;
+pub mod dhcp;

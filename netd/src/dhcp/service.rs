@@ -1,0 +1,612 @@
+//! The DHCP service: for every IPPool whose network has VMs on this node, a
+//! responder port on the pool's VLAN (the eBPF switch steers those VMs'
+//! DHCP to it, and only to it) and a task answering what arrives there.
+//! Every node answers from the pool's server address and the same anycast
+//! MAC, for its own VMs only; leases are shared through the store, so a VM
+//! that moves keeps its address and a node that dies takes only its own
+//! VMs' DHCP with it.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use furrow_api::resource::{IpPool, VirtualMachineNetworkConfig};
+use furrow_api::wire::{LeaseInfo, PoolInfo};
+use furrow_api::{ApiError, MacAddr};
+use furrow_dhcp::server::{self as core, Lease, LeaseChange, LeaseState as CoreState, LeaseView, ServerConfig};
+use tokio::sync::Mutex;
+
+use super::leases::{self, LeaseCache, LeaseRecord, LeaseState};
+use crate::drivers::vlan::{NodePortSpec, VlanDriver};
+use crate::node::Node;
+use crate::rawsock::{arp_reply_for, RawSocket};
+use crate::resources::store_error;
+use crate::store::{Compare, Op, Txn, WatchError};
+
+/// The MAC every node's responder for `pool` uses: locally administered,
+/// derived from the pool's name, the same cluster-wide.
+pub fn anycast_mac(pool: &str) -> MacAddr {
+    let h = crate::ports::host_ifname("dhcp-anycast", pool, "");
+    let hex = &h[2..];
+    let mut m = [0u8; 6];
+    m[0] = 0x02;
+    for (i, b) in m.iter_mut().enumerate().skip(1) {
+        *b = u8::from_str_radix(&hex[(i - 1) * 2..(i - 1) * 2 + 2], 16).unwrap_or(0);
+    }
+    MacAddr(m)
+}
+
+fn now() -> u64 {
+    crate::util::now_secs()
+}
+
+/// One pool as this node runs it.
+struct Pool {
+    name: String,
+    spec: IpPool,
+    cfg: ServerConfig,
+    /// The pool's leases (all nodes'), kept current by the store watch.
+    cache: Mutex<LeaseCache>,
+    /// MAC -> reserved address on this pool's network.
+    reservations: BTreeMap<MacAddr, Ipv4Addr>,
+    /// Where the next search for a free address starts.
+    cursor: std::sync::atomic::AtomicU32,
+    responder: Mutex<Option<Responder>>,
+}
+
+struct Responder {
+    cluster_network: String,
+    vid: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The lease view `decide` reads: the cache plus reservations.
+struct View<'a> {
+    pool: &'a Pool,
+    cache: &'a LeaseCache,
+}
+
+fn to_core(r: &LeaseRecord) -> Lease {
+    Lease {
+        ip: r.ip,
+        mac: r.mac,
+        client_id: r.client_id.as_ref().and_then(|h| hex_decode(h)),
+        hostname: r.hostname.clone(),
+        state: match r.state {
+            LeaseState::Offered => CoreState::Offered,
+            LeaseState::Bound => CoreState::Bound,
+            LeaseState::Declined => CoreState::Declined,
+        },
+        expires_at: r.expires_at,
+        node: r.node.clone(),
+    }
+}
+
+fn from_core(l: &Lease) -> LeaseRecord {
+    LeaseRecord {
+        ip: l.ip,
+        mac: l.mac,
+        client_id: l.client_id.as_ref().map(|b| b.iter().map(|x| format!("{x:02x}")).collect()),
+        hostname: l.hostname.clone(),
+        state: match l.state {
+            CoreState::Offered => LeaseState::Offered,
+            CoreState::Bound => LeaseState::Bound,
+            CoreState::Declined => LeaseState::Declined,
+        },
+        expires_at: l.expires_at,
+        node: l.node.clone(),
+        updated_at: now(),
+    }
+}
+
+fn hex_decode(h: &str) -> Option<Vec<u8>> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| h.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect()
+}
+
+impl LeaseView for View<'_> {
+    fn by_mac(&self, mac: MacAddr) -> Option<Lease> {
+        self.cache
+            .by_mac(mac)
+            .map(|(r, _)| to_core(r))
+            .filter(|l| l.state != CoreState::Declined)
+    }
+
+    fn by_ip(&self, ip: Ipv4Addr) -> Option<Lease> {
+        self.cache.by_ip(ip).map(|(r, _)| to_core(r))
+    }
+
+    fn reserved_ip(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+        self.pool.reservations.get(&mac).copied()
+    }
+
+    fn reserved_for(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.pool.reservations.iter().find(|(_, a)| **a == ip).map(|(m, _)| *m)
+    }
+
+    fn free_candidates(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        // Never-used addresses first, from a rotating cursor (a freed
+        // address is not handed out again at once), then expired ones.
+        let c = &self.pool.spec.spec.ipv4_config;
+        let (start, end) = (u32::from(c.pool.start), u32::from(c.pool.end));
+        let size = end.saturating_sub(start) + 1;
+        let from = self.pool.cursor.load(std::sync::atomic::Ordering::Relaxed) % size.max(1);
+        let now = now();
+        let unused = (0..size)
+            .map(move |i| Ipv4Addr::from(start + (from + i) % size))
+            .filter(|ip| self.cache.by_ip(*ip).is_none());
+        let expired = self
+            .cache
+            .iter()
+            .filter(move |r| r.expires_at <= now)
+            .map(|r| r.ip);
+        unused.chain(expired)
+    }
+}
+
+#[derive(Clone)]
+pub struct DhcpService {
+    node: Arc<Node>,
+    vlan: VlanDriver,
+    pools: Arc<Mutex<BTreeMap<String, Arc<Pool>>>>,
+}
+
+impl DhcpService {
+    pub fn new(node: Arc<Node>, vlan: VlanDriver) -> Self {
+        DhcpService {
+            node,
+            vlan,
+            pools: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Brings pools and responders in line with the resources and this
+    /// node's VLAN ports.
+    pub async fn reconcile(&self, pools: Vec<IpPool>, vmncs: Vec<VirtualMachineNetworkConfig>) -> Result<(), ApiError> {
+        let ports = self.vlan.records().await?;
+        let mut current = self.pools.lock().await;
+        let wanted: std::collections::BTreeSet<String> = pools.iter().map(|p| p.metadata.name.clone()).collect();
+        for name in current.keys().cloned().collect::<Vec<_>>() {
+            if !wanted.contains(&name) {
+                let p = current.remove(&name).expect("listed");
+                p.responder.lock().await.take();
+                self.vlan.remove_node_port(&format!("dhcp:{name}")).await;
+                // The pool is gone: so are its leases.
+                let kvs = self.node.store.list(&leases::prefix(&name)).await.map_err(store_error)?;
+                let mut txn = Txn::new();
+                for kv in kvs {
+                    txn = txn.then(Op::Delete(kv.key));
+                }
+                self.node.store.txn(txn).await.map_err(store_error)?;
+                tracing::info!(pool = %name, "DHCP pool removed");
+            }
+        }
+        for spec in pools {
+            let name = spec.metadata.name.clone();
+            let network = spec.cni_network().to_string();
+            let mut reservations = BTreeMap::new();
+            for v in &vmncs {
+                for e in &v.spec.network_configs {
+                    if e.cni_network() == network {
+                        if let Some(ip) = e.ip_address {
+                            reservations.insert(e.mac_address, ip);
+                        }
+                    }
+                }
+            }
+            let cfg = ServerConfig::new(spec.spec.ipv4_config.clone(), anycast_mac(&name).0);
+            let reuse = current
+                .get(&name)
+                .filter(|p| p.spec.spec == spec.spec && p.reservations == reservations)
+                .cloned();
+            let pool = match reuse {
+                Some(p) => p,
+                None => {
+                    let kvs = self.node.store.list(&leases::prefix(&name)).await.map_err(store_error)?;
+                    let cache = LeaseCache::from_kvs(&kvs).map_err(store_error)?;
+                    // Keep the running responder of a changed pool only if
+                    // its VLAN stays the same (decided below).
+                    let old = current.remove(&name);
+                    let responder = match old {
+                        Some(o) => o.responder.lock().await.take(),
+                        None => None,
+                    };
+                    let p = Arc::new(Pool {
+                        name: name.clone(),
+                        spec: spec.clone(),
+                        cfg,
+                        cache: Mutex::new(cache),
+                        reservations,
+                        cursor: Default::default(),
+                        responder: Mutex::new(None),
+                    });
+                    drop(responder);
+                    current.insert(name.clone(), p.clone());
+                    p
+                }
+            };
+            // Where this node's VMs on the pool's network are.
+            let local = ports
+                .iter()
+                .find(|r| r.network_name == network && r.trunk.is_empty() && r.state == furrow_api::wire::PortState::Ready);
+            let mut responder = pool.responder.lock().await;
+            match local {
+                None => {
+                    if responder.take().is_some() {
+                        self.vlan.remove_node_port(&format!("dhcp:{name}")).await;
+                        tracing::info!(pool = %name, "no local VMs on the pool's network: responder stopped");
+                    }
+                }
+                Some(r) => {
+                    let same = responder
+                        .as_ref()
+                        .is_some_and(|x| x.cluster_network == r.cluster_network && x.vid == r.vlan && !x.task.is_finished());
+                    if same {
+                        continue;
+                    }
+                    responder.take();
+                    let port = self
+                        .vlan
+                        .ensure_node_port(NodePortSpec {
+                            id: format!("dhcp:{name}"),
+                            cluster_network: r.cluster_network.clone(),
+                            vid: r.vlan,
+                            address: None,
+                            mac: anycast_mac(&name),
+                            mtu: None,
+                            dhcp_responder: true,
+                        })
+                        .await
+                        .map_err(|e| ApiError::internal(format!("DHCP responder of pool {name}: {e}")))?;
+                    let sock = RawSocket::bind(port.node_index)
+                        .map_err(|e| ApiError::internal(format!("DHCP responder socket of pool {name}: {e}")))?;
+                    let me = self.clone();
+                    let p = pool.clone();
+                    let task = tokio::spawn(async move { me.serve(p, sock).await });
+                    tracing::info!(pool = %name, cluster_network = %r.cluster_network, vlan = r.vlan, responder = %port.node_if, "DHCP responder ready");
+                    *responder = Some(Responder {
+                        cluster_network: r.cluster_network.clone(),
+                        vid: r.vlan,
+                        task,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps every pool's cache current with changes made by other nodes.
+    pub fn spawn_watch(&self) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut w = me.node.store.watch("/furrow/dhcp/");
+            loop {
+                match w.next().await {
+                    Ok(ev) => {
+                        let pools = me.pools.lock().await;
+                        for p in pools.values() {
+                            p.cache.lock().await.apply(&ev, &p.name);
+                        }
+                    }
+                    Err(WatchError::Lagged(_)) => {
+                        let pools = me.pools.lock().await;
+                        for p in pools.values() {
+                            if let Ok(kvs) = me.node.store.list(&leases::prefix(&p.name)).await {
+                                if let Ok(c) = LeaseCache::from_kvs(&kvs) {
+                                    *p.cache.lock().await = c;
+                                }
+                            }
+                        }
+                    }
+                    Err(WatchError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    async fn serve(&self, pool: Arc<Pool>, sock: RawSocket) {
+        let mut buf = vec![0u8; 4096];
+        let server = pool.cfg.server_addr();
+        loop {
+            let n = match sock.recv(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(pool = %pool.name, error = %e, "DHCP responder socket failed");
+                    return;
+                }
+            };
+            let frame = &buf[..n];
+            if let Some(r) = arp_reply_for(frame, server.ip, server.mac.0) {
+                let _ = sock.send(&r).await;
+                continue;
+            }
+            let (addressing, msg) = match furrow_dhcp::frame::parse(frame) {
+                Ok(x) => x,
+                Err(e) => {
+                    if !e.is_not_dhcp() {
+                        self.count(&pool.name, "malformed");
+                        tracing::debug!(pool = %pool.name, error = %e, "malformed DHCP frame dropped");
+                    }
+                    continue;
+                }
+            };
+            self.count(&pool.name, codec_type(&msg));
+            if let Err(e) = self.answer(&pool, &sock, &addressing, &msg).await {
+                tracing::warn!(pool = %pool.name, error = %e.msg, "DHCP request not answered");
+            }
+        }
+    }
+
+    async fn answer(
+        &self,
+        pool: &Pool,
+        sock: &RawSocket,
+        addressing: &furrow_dhcp::frame::Addressing,
+        msg: &furrow_dhcp::dhcproto::v4::Message,
+    ) -> Result<(), ApiError> {
+        for _ in 0..4 {
+            let mut cache = pool.cache.lock().await;
+            let decision = {
+                let view = View { pool, cache: &cache };
+                core::decide(&pool.cfg, &view, msg, now(), &self.node.cfg.node)
+            };
+            if decision.reason.is_problem() {
+                tracing::warn!(pool = %pool.name, reason = %decision.reason, "DHCP");
+                self.count(&pool.name, decision.reason.name());
+            }
+            if let Some(change) = &decision.change {
+                if !self.commit(pool, &mut cache, change, &decision.depends).await? {
+                    continue;
+                }
+            }
+            drop(cache);
+            if let Some(reply) = decision.reply {
+                let frame = reply
+                    .to_frame(pool.cfg.server_addr(), addressing)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                sock.send(&frame).await.map_err(|e| ApiError::internal(e.to_string()))?;
+                if let Some(t) = reply.message_type() {
+                    self.count_reply(&pool.name, t);
+                }
+            }
+            return Ok(());
+        }
+        Err(ApiError::internal("lease changed under every attempt"))
+    }
+
+    /// Writes a decision's lease change in one transaction guarded by every
+    /// record the decision read.
+    async fn commit(
+        &self,
+        pool: &Pool,
+        cache: &mut LeaseCache,
+        change: &LeaseChange,
+        depends: &core::Depends,
+    ) -> Result<bool, ApiError> {
+        let mut txn = Txn::new();
+        let mut guarded = std::collections::BTreeSet::new();
+        let mut guard = |ip: Ipv4Addr, txn: Txn, cache: &LeaseCache| -> Txn {
+            if !guarded.insert(ip) {
+                return txn;
+            }
+            let k = leases::key(&pool.name, ip);
+            match cache.by_ip(ip) {
+                Some((_, rev)) => txn.when(Compare::ModRevision(k, *rev)),
+                None => txn.when(Compare::Absent(k)),
+            }
+        };
+        for ip in &depends.ips {
+            txn = guard(*ip, txn, cache);
+        }
+        for mac in &depends.macs {
+            if let Some((r, _)) = cache.by_mac(*mac) {
+                let ip = r.ip;
+                txn = guard(ip, txn, cache);
+            }
+        }
+        for ip in change.touched() {
+            txn = guard(ip, txn, cache);
+        }
+        let mut puts = Vec::new();
+        let mut dels = Vec::new();
+        match change {
+            LeaseChange::Offer { lease, supersedes } | LeaseChange::Bind { lease, supersedes } => {
+                puts.push(from_core(lease));
+                if let Some(s) = supersedes.filter(|s| *s != lease.ip) {
+                    dels.push(s);
+                }
+            }
+            LeaseChange::Release { ip, .. } => dels.push(*ip),
+            LeaseChange::Decline { ip, mac, until } => puts.push(LeaseRecord {
+                ip: *ip,
+                mac: *mac,
+                client_id: None,
+                hostname: None,
+                state: LeaseState::Declined,
+                expires_at: *until,
+                node: self.node.cfg.node.clone(),
+                updated_at: now(),
+            }),
+        }
+        for r in &puts {
+            txn = txn.then(Op::put_json(leases::key(&pool.name, r.ip), r));
+        }
+        for ip in &dels {
+            txn = txn.then(Op::Delete(leases::key(&pool.name, *ip)));
+        }
+        let out = self.node.store.txn(txn).await.map_err(store_error)?;
+        if out.succeeded {
+            for ip in dels {
+                cache.remove(ip);
+            }
+            for r in puts {
+                if let LeaseState::Offered | LeaseState::Bound = r.state {
+                    let off = u32::from(r.ip).wrapping_sub(u32::from(pool.spec.spec.ipv4_config.pool.start));
+                    pool.cursor.store(off.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+                }
+                cache.insert(r, out.revision);
+            }
+            return Ok(true);
+        }
+        // Someone changed what we read: refresh it and decide again.
+        for ip in guarded_ips(depends, change) {
+            match self.node.store.get(&leases::key(&pool.name, ip)).await.map_err(store_error)? {
+                Some(kv) => {
+                    if let Ok(r) = kv.decode::<LeaseRecord>() {
+                        cache.insert(r, kv.mod_revision);
+                    }
+                }
+                None => cache.remove(ip),
+            }
+        }
+        Ok(false)
+    }
+
+    fn count(&self, pool: &str, what: &str) {
+        self.node.metrics.inc(
+            "furrow_dhcp_requests_total",
+            vec![("pool", pool.to_string()), ("type", what.to_string())],
+        );
+    }
+
+    fn count_reply(&self, pool: &str, t: furrow_dhcp::dhcproto::v4::MessageType) {
+        self.node.metrics.inc(
+            "furrow_dhcp_replies_total",
+            vec![("pool", pool.to_string()), ("type", format!("{t:?}").to_lowercase())],
+        );
+    }
+
+    /// Every lease of every pool, as the cache holds them.
+    pub async fn leases(&self, network: Option<&str>) -> Vec<LeaseInfo> {
+        let pools = self.pools.lock().await;
+        let mut out = Vec::new();
+        let t = now();
+        for p in pools.values() {
+            if network.is_some_and(|n| n != p.spec.cni_network() && n != p.name) {
+                continue;
+            }
+            for r in p.cache.lock().await.iter() {
+                out.push(LeaseInfo {
+                    pool: p.name.clone(),
+                    network: p.spec.cni_network().to_string(),
+                    ip: r.ip,
+                    mac: r.mac,
+                    hostname: r.hostname.clone(),
+                    state: format!("{:?}", r.state).to_lowercase(),
+                    expires_at: r.expires_at,
+                    expired: r.expires_at <= t,
+                    node: r.node.clone(),
+                    reserved: p.reservations.get(&r.mac) == Some(&r.ip),
+                });
+            }
+        }
+        out
+    }
+
+    pub async fn pools(&self) -> Vec<PoolInfo> {
+        let pools = self.pools.lock().await;
+        let t = now();
+        let mut out = Vec::new();
+        for p in pools.values() {
+            let cache = p.cache.lock().await;
+            let responder = p.responder.lock().await;
+            out.push(PoolInfo {
+                name: p.name.clone(),
+                network: p.spec.cni_network().to_string(),
+                server_ip: p.spec.spec.ipv4_config.server_ip,
+                cidr: p.spec.spec.ipv4_config.cidr,
+                capacity: p.spec.spec.ipv4_config.capacity(),
+                bound: cache
+                    .iter()
+                    .filter(|r| r.state == LeaseState::Bound && r.expires_at > t)
+                    .count() as u32,
+                responder: responder.as_ref().map(|r| format!("{}/{}", r.cluster_network, r.vid)),
+            });
+        }
+        out
+    }
+
+    /// Lease counts for metrics: (pool, state, count).
+    pub async fn lease_counts(&self) -> Vec<(String, String, u64)> {
+        let pools = self.pools.lock().await;
+        let t = now();
+        let mut out = Vec::new();
+        for p in pools.values() {
+            let cache = p.cache.lock().await;
+            let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+            for r in cache.iter() {
+                let s = if r.expires_at <= t {
+                    "expired"
+                } else {
+                    match r.state {
+                        LeaseState::Offered => "offered",
+                        LeaseState::Bound => "bound",
+                        LeaseState::Declined => "declined",
+                    }
+                };
+                *by.entry(s).or_default() += 1;
+            }
+            for (s, n) in by {
+                out.push((p.name.clone(), s.to_string(), n));
+            }
+        }
+        out
+    }
+
+    /// Drops expired offers and declines older than a day from the store
+    /// (bound leases stay: a VM may come back and want its address).
+    pub async fn collect_garbage(&self) {
+        let pools = self.pools.lock().await;
+        let t = now();
+        for p in pools.values() {
+            let stale: Vec<(Ipv4Addr, u64)> = {
+                let cache = p.cache.lock().await;
+                cache
+                    .iter()
+                    .filter(|r| r.state != LeaseState::Bound && r.expires_at + 86_400 < t)
+                    .map(|r| (r.ip, cache.by_ip(r.ip).map(|(_, rev)| *rev).unwrap_or(0)))
+                    .collect()
+            };
+            for (ip, rev) in stale {
+                let k = leases::key(&p.name, ip);
+                let _ = self
+                    .node
+                    .store
+                    .txn(Txn::new().when(Compare::ModRevision(k.clone(), rev)).then(Op::Delete(k)))
+                    .await;
+            }
+        }
+    }
+}
+
+fn guarded_ips(depends: &core::Depends, change: &LeaseChange) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = depends.ips.iter().copied().collect();
+    v.extend(change.touched());
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn codec_type(msg: &furrow_dhcp::dhcproto::v4::Message) -> &'static str {
+    use furrow_dhcp::dhcproto::v4::{DhcpOption, MessageType};
+    match msg.opts().get(furrow_dhcp::dhcproto::v4::OptionCode::MessageType) {
+        Some(DhcpOption::MessageType(t)) => match t {
+            MessageType::Discover => "discover",
+            MessageType::Request => "request",
+            MessageType::Release => "release",
+            MessageType::Decline => "decline",
+            MessageType::Inform => "inform",
+            _ => "other",
+        },
+        _ => "untyped",
+    }
+}
