@@ -13,6 +13,14 @@
  * need it (the kernel would only send it to the wire, from where it never
  * comes back).
  *
+ * DHCPv4 (see lib/dhcp.h): a VLAN may have a responder port on this node
+ * (furrow_l2_dhcp), the node's end of netd's DHCP server. Client frames
+ * (UDP destination port 67) from VM ports of that VLAN go to it alone;
+ * server replies (UDP source port 67) from VM ports without
+ * L2_PORT_F_TRUSTED are dropped. Ports with L2_PORT_F_LOCAL_ONLY (the
+ * responders: the same server MAC and IP on every node) never reach the
+ * uplink and the uplink never reaches them.
+ *
  * Both leave a trace record in skb->cb (see struct comments below), which
  * BPF_PROG_TEST_RUN returns: tests and `netctl trace` read the verdict,
  * the VLAN, where the frame went and its tag state from it. */
@@ -24,6 +32,7 @@
 #include "lib/stats.h"
 #include "lib/vlan.h"
 #include "lib/l2.h"
+#include "lib/dhcp.h"
 
 /* Marks the copy of a VM's VLAN-0 broadcast handed to the node's stack
  * (bpf_clone_redirect with BPF_F_INGRESS on the uplink): the copy passes
@@ -32,14 +41,22 @@
 #define L2_HOST_MARK 0x46574c32 /* "FWL2" */
 
 /* Trace record, skb->cb[0..4] (mirrored by L2Trace in ebpf/src/l2.rs):
- *   cb[0] = L2_TRACE_MAGIC | verdict
+ *   cb[0] = L2_TRACE_MAGIC | L2_TRACE_F_* | verdict (bits 0-7)
  *   cb[1] = VLAN the frame was classified into (L2_TRACE_NO_VID if none)
- *   cb[2] = unicast: egress ifindex; flood: number of deliveries
- *   cb[3] = unicast: L2_TRACE_TAGGED | TCI if it left tagged, else 0
+ *   cb[2] = unicast, DHCP steering, to host, MTU / local-only / responder
+ *           drops: the port concerned (egress, or the local-only owner);
+ *           flood: number of deliveries
+ *   cb[3] = unicast, DHCP steering: L2_TRACE_TAGGED | TCI if it left
+ *           tagged, else 0; flood: members skipped by the local-only rule
  *   cb[4] = flood: members skipped because of their MTU */
 #define L2_TRACE_MAGIC 0x4c320000
 #define L2_TRACE_NO_VID 0xffff
 #define L2_TRACE_TAGGED 0x10000
+/* cb[0] bits 8-15: what the switch knew about the frame. */
+#define L2_TRACE_F_LOCAL_ONLY 0x100 /* the ingress port is local-only */
+#define L2_TRACE_F_TRUSTED 0x200 /* the ingress port is trusted */
+#define L2_TRACE_F_DHCP_CLIENT 0x400 /* DHCP client frame (UDP dst 67) */
+#define L2_TRACE_F_DHCP_SERVER 0x800 /* DHCP server frame (UDP src 67) */
 
 enum l2_verdict {
 	L2_V_PASS_NOT_PORT = 1, /* no port entry: to the kernel */
@@ -58,6 +75,15 @@ enum l2_verdict {
 	L2_V_DROP_POLICY = 14,
 	L2_V_DROP_OTHER = 15,
 	L2_V_PASS_NOT_HOST = 16, /* uplink egress: not the node's VLAN-0 traffic */
+	L2_V_DHCP_STEERED = 17, /* DHCP client frame to the VLAN's responder only */
+	L2_V_DROP_DHCP_GUARD = 18, /* DHCP server reply from an untrusted VM port */
+	/* Local-only traffic crossing the uplink: from a local-only port to a
+	 * MAC behind the uplink, or from the uplink to or from a MAC of a
+	 * local-only port. */
+	L2_V_DROP_LOCAL_ONLY = 19,
+	/* The VLAN's responder is not a port of it (reconfigured since):
+	 * DHCP client frames are dropped rather than flooded. */
+	L2_V_DROP_NO_RESPONDER = 20,
 };
 
 static __always_inline void trace(struct __sk_buff *skb, __u32 verdict, __u32 vid, __u32 a, __u32 b,
@@ -129,12 +155,15 @@ struct flood_ctx {
 	__u32 pending; /* member whose delivery is deferred, 0 if none */
 	__u32 copies;
 	__u32 mtu_drops;
+	__u32 policy_skips; /* members left out by the local-only rule */
 	__u16 vid;
 	__u16 tci;
 	__u8 tagged; /* current tag state of the frame */
 	__u8 pending_tag; /* pending member wants it tagged */
 	__u8 pending_peer; /* pending member is a veth with a peer elsewhere */
-	__u8 _pad;
+	__u8 skip_uplink; /* from a local-only port: not to the uplink */
+	__u8 skip_local_only; /* from the wire: not to local-only ports */
+	__u8 _pad[3];
 };
 
 static __always_inline void flood_clone_pending(struct flood_ctx *c)
@@ -165,6 +194,11 @@ static long flood_one(__u32 i, void *arg)
 	 * port since reconfigured, never leaks a frame into another VLAN. */
 	if (!p || !l2_port_carries(p, c->cn, c->vid))
 		return 0;
+	if ((c->skip_uplink && p->mode == L2_MODE_UPLINK) ||
+	    (c->skip_local_only && (p->flags & L2_PORT_F_LOCAL_ONLY))) {
+		c->policy_skips++;
+		return 0;
+	}
 	if (c->l3len > p->mtu) {
 		struct port_stats *st = port_stats_get(m);
 
@@ -213,6 +247,60 @@ static __always_inline int drop(struct __sk_buff *skb, __u32 verdict, __u32 vid)
 	return TC_ACT_SHOT;
 }
 
+/* Counts a drop of the local-only rule on the port that sent the frame
+ * and the VLAN; `owner` (the other port involved) goes to the trace. */
+static __always_inline int drop_local_only(struct __sk_buff *skb, struct port_stats *pst,
+					   struct l2_vlan_stats *vst, __u32 verdict_flags,
+					   __u16 vid, __u32 owner)
+{
+	if (pst)
+		pst->drop_local_only++;
+	if (vst)
+		vst->drop_local_only++;
+	trace(skb, L2_V_DROP_LOCAL_ONLY | verdict_flags, vid, owner, 0, 0);
+	return TC_ACT_SHOT;
+}
+
+/* Hands the (untagged) frame to the one port `out` (index `oif`): known
+ * unicast, or DHCP steering (`verdict`). Checks its MTU, sets its tag
+ * state, counts. Returns the tc verdict. */
+static __always_inline int deliver_one(struct __sk_buff *skb, struct l2_port *out, __u32 oif,
+				       __u32 verdict, __u32 tf, __u16 vid, __u16 tci,
+				       __u32 len, struct l2_vlan_stats *vst)
+{
+	struct port_stats *ost = port_stats_get(oif);
+	__u8 want = l2_port_tags(out, vid);
+	__u8 peer = out->mode != L2_MODE_UPLINK && (out->flags & L2_PORT_F_PEER);
+	__u8 tagged = 0;
+
+	if (l3_len(skb) > out->mtu) {
+		if (ost)
+			ost->drop_mtu++;
+		if (vst)
+			vst->drop_mtu++;
+		trace(skb, L2_V_DROP_MTU | tf, vid, oif, 0, 0);
+		return TC_ACT_SHOT;
+	}
+	if (vlan_set_tag(skb, &tagged, want, tci)) {
+		if (vst)
+			vst->drop_other++;
+		return drop(skb, L2_V_DROP_OTHER | tf, vid);
+	}
+	port_count_rx(ost, len);
+	if (vst) {
+		if (verdict == L2_V_DHCP_STEERED) {
+			vst->dhcp_steered++;
+		} else {
+			vst->unicast_packets++;
+			vst->unicast_bytes += len;
+		}
+	}
+	trace(skb, verdict | tf, vid, oif, want ? L2_TRACE_TAGGED | tci : 0, 0);
+	if (peer)
+		return bpf_redirect_peer(oif, 0);
+	return bpf_redirect(oif, 0);
+}
+
 SEC("classifier")
 int furrow_l2_ingress(struct __sk_buff *skb)
 {
@@ -223,13 +311,13 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 	struct l2_vlan *vlan;
 	struct l2_fdb *e;
 	__u8 dst[ETH_ALEN], src[ETH_ALEN];
-	__u8 mode, is_uplink, tagged = 0, mcast;
+	__u8 mode, is_uplink, tagged = 0, mcast, pflags;
 	__u16 tci = 0, vid;
-	__u32 cn, len;
+	__u32 cn, len, tf = 0;
 	__u64 now, aging;
 	struct ethhdr *eth;
 	void *data, *data_end;
-	int r;
+	int r, dhcp;
 
 	if (!port) {
 		trace(skb, L2_V_PASS_NOT_PORT, L2_TRACE_NO_VID, 0, 0, 0);
@@ -237,7 +325,12 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 	}
 	mode = port->mode;
 	cn = port->cn;
+	pflags = port->flags;
 	is_uplink = mode == L2_MODE_UPLINK;
+	if (pflags & L2_PORT_F_LOCAL_ONLY)
+		tf |= L2_TRACE_F_LOCAL_ONLY;
+	if (pflags & L2_PORT_F_TRUSTED)
+		tf |= L2_TRACE_F_TRUSTED;
 	pst = port_stats_get(ifindex);
 
 	if (!pkt_pull(skb, ETH_HLEN)) {
@@ -246,7 +339,7 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 		port_count_tx(pst, skb->len);
 		if (pst)
 			pst->drop_malformed++;
-		return drop(skb, L2_V_DROP_MALFORMED, L2_TRACE_NO_VID);
+		return drop(skb, L2_V_DROP_MALFORMED | tf, L2_TRACE_NO_VID);
 	}
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
@@ -279,7 +372,7 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 		 * physical switch may shut the port down). */
 		if (pst)
 			pst->drop_policy++;
-		return drop(skb, L2_V_DROP_POLICY, L2_TRACE_NO_VID);
+		return drop(skb, L2_V_DROP_POLICY | tf, L2_TRACE_NO_VID);
 	}
 
 	/* ---- classification ---- */
@@ -324,7 +417,7 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 		}
 		if (pst)
 			pst->drop_vlan++;
-		return drop(skb, L2_V_DROP_VLAN, vid);
+		return drop(skb, L2_V_DROP_VLAN | tf, vid);
 	}
 	vst = l2_vlan_stats_get(cn, vid);
 
@@ -335,7 +428,7 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 				pst->drop_other++;
 			if (vst)
 				vst->drop_other++;
-			return drop(skb, L2_V_DROP_OTHER, vid);
+			return drop(skb, L2_V_DROP_OTHER | tf, vid);
 		}
 		tagged = 0;
 		len = skb->len;
@@ -345,15 +438,55 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 		vst->rx_bytes += len;
 	}
 
+	/* ---- DHCP guard: server replies only from trusted ports ---- */
+	dhcp = dhcp_classify(skb);
+	if (dhcp == DHCP_CLIENT)
+		tf |= L2_TRACE_F_DHCP_CLIENT;
+	else if (dhcp == DHCP_SERVER)
+		tf |= L2_TRACE_F_DHCP_SERVER;
+	if (dhcp == DHCP_SERVER && !is_uplink && !(pflags & L2_PORT_F_TRUSTED)) {
+		/* Before learning: a rogue server teaches the switch nothing. */
+		if (pst)
+			pst->drop_dhcp_guard++;
+		if (vst)
+			vst->drop_dhcp_guard++;
+		return drop(skb, L2_V_DROP_DHCP_GUARD | tf, vid);
+	}
+
 	now = bpf_ktime_get_ns();
 	aging = vlan->aging_ns;
-	if (!mac_is_multicast(src) && mac_u64(src) != 0)
-		l2_fdb_learn(cn, vid, src, ifindex, now, aging);
+	if (!mac_is_multicast(src) && mac_u64(src) != 0) {
+		__u32 owner = l2_fdb_learn(cn, vid, src, ifindex, now, aging, is_uplink);
+
+		/* Another node's anycast responder leaking onto the wire
+		 * (its frames never should): not for our VMs. */
+		if (owner)
+			return drop_local_only(skb, pst, vst, tf, vid, owner);
+	}
+
+	/* ---- DHCP steering: a VM's requests go to this node's server ---- */
+	if (dhcp == DHCP_CLIENT && !is_uplink) {
+		__u32 rif = l2_dhcp_responder(cn, vid);
+
+		if (rif && rif != ifindex) {
+			struct l2_port *out = l2_port_get(rif);
+
+			if (!out || out->mode == L2_MODE_UPLINK || !l2_port_carries(out, cn, vid)) {
+				if (pst)
+					pst->drop_other++;
+				if (vst)
+					vst->drop_other++;
+				trace(skb, L2_V_DROP_NO_RESPONDER | tf, vid, rif, 0, 0);
+				return TC_ACT_SHOT;
+			}
+			return deliver_one(skb, out, rif, L2_V_DHCP_STEERED, tf, vid, tci, len, vst);
+		}
+	}
 
 	mcast = mac_is_multicast(dst);
 	if (!mcast) {
 		struct l2_port *out;
-		__u32 oif, l3;
+		__u32 oif;
 
 		/* A VM talking to the node itself (its MAC on the uplink). */
 		if (!is_uplink && vid == 0 && (vlan->flags & L2_VLAN_F_TO_HOST)) {
@@ -368,7 +501,7 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 				    mac_u64(dst) == mac_u64(up->mac)) {
 					if (vst)
 						vst->to_host_packets++;
-					trace(skb, L2_V_TO_HOST, vid, upif, 0, 0);
+					trace(skb, L2_V_TO_HOST | tf, vid, upif, 0, 0);
 					return bpf_redirect(upif, BPF_F_INGRESS);
 				}
 			}
@@ -382,40 +515,17 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 					pst->drop_hairpin++;
 				if (vst)
 					vst->drop_hairpin++;
-				return drop(skb, L2_V_DROP_HAIRPIN, vid);
+				return drop(skb, L2_V_DROP_HAIRPIN | tf, vid);
 			}
 			out = l2_port_get(oif);
 			/* A stale entry (port gone or moved elsewhere) floods. */
 			if (out && l2_port_carries(out, cn, vid)) {
-				struct port_stats *ost = port_stats_get(oif);
-				__u8 want = l2_port_tags(out, vid);
-				__u8 peer = out->mode != L2_MODE_UPLINK &&
-					    (out->flags & L2_PORT_F_PEER);
-
-				l3 = l3_len(skb);
-				if (l3 > out->mtu) {
-					if (ost)
-						ost->drop_mtu++;
-					if (vst)
-						vst->drop_mtu++;
-					trace(skb, L2_V_DROP_MTU, vid, oif, 0, 0);
-					return TC_ACT_SHOT;
-				}
-				if (vlan_set_tag(skb, &tagged, want, tci)) {
-					if (vst)
-						vst->drop_other++;
-					return drop(skb, L2_V_DROP_OTHER, vid);
-				}
-				port_count_rx(ost, len);
-				if (vst) {
-					vst->unicast_packets++;
-					vst->unicast_bytes += len;
-				}
-				trace(skb, L2_V_UNICAST, vid, oif, want ? L2_TRACE_TAGGED | tci : 0,
-				      0);
-				if (peer)
-					return bpf_redirect_peer(oif, 0);
-				return bpf_redirect(oif, 0);
+				/* Local-only ports and the wire never meet. */
+				if ((is_uplink && (out->flags & L2_PORT_F_LOCAL_ONLY)) ||
+				    ((pflags & L2_PORT_F_LOCAL_ONLY) && out->mode == L2_MODE_UPLINK))
+					return drop_local_only(skb, pst, vst, tf, vid, oif);
+				return deliver_one(skb, out, oif, L2_V_UNICAST, tf, vid, tci, len,
+						   vst);
 			}
 		}
 	}
@@ -432,6 +542,8 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 			.len = len,
 			.vid = vid,
 			.tci = tci,
+			.skip_uplink = !!(pflags & L2_PORT_F_LOCAL_ONLY),
+			.skip_local_only = is_uplink,
 		};
 		/* Untagged broadcast/multicast from the wire is also the
 		 * node's (ARP for its address...): flood, then pass it on. */
@@ -465,30 +577,30 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 		if (to_kernel) {
 			flood_clone_pending(&c);
 			if (vlan_set_tag(skb, &c.tagged, 0, tci))
-				return drop(skb, L2_V_DROP_OTHER, vid);
+				return drop(skb, L2_V_DROP_OTHER | tf, vid);
 			if (vst)
 				vst->flood_copies += c.copies;
-			trace(skb, L2_V_FLOOD_PASS, vid, c.copies, 0, c.mtu_drops);
+			trace(skb, L2_V_FLOOD_PASS | tf, vid, c.copies, c.policy_skips, c.mtu_drops);
 			return TC_ACT_OK;
 		}
 		if (!c.pending) {
 			/* Nobody else on this VLAN here. */
 			if (vst)
 				vst->flood_copies += c.copies;
-			trace(skb, L2_V_FLOOD, vid, c.copies, 0, c.mtu_drops);
+			trace(skb, L2_V_FLOOD | tf, vid, c.copies, c.policy_skips, c.mtu_drops);
 			return TC_ACT_SHOT;
 		}
 		verdict = flood_redirect_pending(&c);
 		if (vst)
 			vst->flood_copies += c.copies;
-		trace(skb, L2_V_FLOOD, vid, c.copies, 0, c.mtu_drops);
+		trace(skb, L2_V_FLOOD | tf, vid, c.copies, c.policy_skips, c.mtu_drops);
 		return verdict;
 	}
 
 drop_vlan_unclassified:
 	if (pst)
 		pst->drop_vlan++;
-	return drop(skb, L2_V_DROP_VLAN, L2_TRACE_NO_VID);
+	return drop(skb, L2_V_DROP_VLAN | tf, L2_TRACE_NO_VID);
 }
 
 /* ---- uplink egress: the node's own VLAN-0 traffic to local ports ---- */
@@ -504,8 +616,9 @@ int furrow_l2_uplink_egress(struct __sk_buff *skb)
 	__u8 dst[ETH_ALEN];
 	struct ethhdr *eth;
 	void *data, *data_end;
-	__u32 cn, len;
+	__u32 cn, len, tf = 0;
 	__u64 now;
+	int dhcp;
 
 	if (!port || port->mode != L2_MODE_UPLINK || skb->vlan_present)
 		goto pass;
@@ -530,6 +643,13 @@ int furrow_l2_uplink_egress(struct __sk_buff *skb)
 	vst = l2_vlan_stats_get(cn, 0);
 	len = skb->len;
 	now = bpf_ktime_get_ns();
+	/* The node's own DHCP client (its address on the uplink) is served
+	 * by the wire, never by a local responder. */
+	dhcp = dhcp_classify(skb);
+	if (dhcp == DHCP_CLIENT)
+		tf |= L2_TRACE_F_DHCP_CLIENT;
+	else if (dhcp == DHCP_SERVER)
+		tf |= L2_TRACE_F_DHCP_SERVER;
 
 	if (!mac_is_multicast(dst)) {
 		e = l2_fdb_lookup(cn, 0, dst, now, vlan->aging_ns);
@@ -540,18 +660,27 @@ int furrow_l2_uplink_egress(struct __sk_buff *skb)
 			if (out && out->mode != L2_MODE_UPLINK && l2_port_carries(out, cn, 0)) {
 				struct port_stats *ost = port_stats_get(oif);
 
+				if (dhcp == DHCP_CLIENT && (out->flags & L2_PORT_F_LOCAL_ONLY)) {
+					/* To the wire only; the trace says which
+					 * local port was left out. */
+					if (vst)
+						vst->from_host_packets++;
+					trace(skb, L2_V_FLOOD_PASS | tf, 0, 0, 1, 0);
+					return TC_ACT_OK;
+				}
+
 				if (l3_len(skb) > out->mtu) {
 					if (ost)
 						ost->drop_mtu++;
 					if (vst)
 						vst->drop_mtu++;
-					trace(skb, L2_V_DROP_MTU, 0, oif, 0, 0);
+					trace(skb, L2_V_DROP_MTU | tf, 0, oif, 0, 0);
 					return TC_ACT_SHOT;
 				}
 				port_count_rx(ost, len);
 				if (vst)
 					vst->from_host_packets++;
-				trace(skb, L2_V_UNICAST, 0, oif, 0, 0);
+				trace(skb, L2_V_UNICAST | tf, 0, oif, 0, 0);
 				/* Egress of the host veth: arrives at its peer. */
 				return bpf_redirect(oif, 0);
 			}
@@ -572,6 +701,7 @@ int furrow_l2_uplink_egress(struct __sk_buff *skb)
 			.l3len = l3_len(skb),
 			.len = len,
 			.vid = 0,
+			.skip_local_only = dhcp == DHCP_CLIENT,
 		};
 
 		flood_members(&c);
@@ -580,12 +710,12 @@ int furrow_l2_uplink_egress(struct __sk_buff *skb)
 			vst->from_host_packets++;
 			vst->flood_copies += c.copies;
 		}
-		trace(skb, L2_V_FLOOD_PASS, 0, c.copies, 0, c.mtu_drops);
+		trace(skb, L2_V_FLOOD_PASS | tf, 0, c.copies, c.policy_skips, c.mtu_drops);
 		return TC_ACT_OK;
 	}
 
 pass:
-	trace(skb, L2_V_PASS_NOT_HOST, L2_TRACE_NO_VID, 0, 0, 0);
+	trace(skb, L2_V_PASS_NOT_HOST | tf, L2_TRACE_NO_VID, 0, 0, 0);
 	return TC_ACT_OK;
 }
 

@@ -16,13 +16,13 @@ use aya::{
 use crate::{
     bpffs,
     error::map_errno,
-    l2::{RawFdb, RawFdbKey, RawL2Cn, RawL2Port, RawL2Vlan, RawVlanKey, RawVlanStats},
+    l2::{RawFdb, RawFdbKey, RawL2Cn, RawL2Dhcp, RawL2Port, RawL2Vlan, RawVlanKey, RawVlanStats},
     maps::{RawMgmtEndpoint, RawPortStats, MAP_SPECS},
     object::{L2_OBJECT, MGMT_OBJECT},
     ports::Direction,
-    DatapathError, MgmtEndpoint, PortStats, MAP_L2_CLUSTER_NETWORKS, MAP_L2_FDB, MAP_L2_PORTS,
-    MAP_L2_VLANS, MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS, MODE, PROGRAMS,
-    PROG_L2_INGRESS, PROG_L2_UPLINK_EGRESS,
+    DatapathError, MgmtEndpoint, PortStats, MAP_L2_CLUSTER_NETWORKS, MAP_L2_DHCP, MAP_L2_FDB,
+    MAP_L2_PORTS, MAP_L2_VLANS, MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS, MODE,
+    PROGRAMS, PROG_L2_INGRESS, PROG_L2_UPLINK_EGRESS,
 };
 
 /// Where one datapath instance keeps its pins.
@@ -70,8 +70,10 @@ pub(crate) struct L2Maps {
     pub fdb: HashMap<MapData, RawFdbKey, RawFdb>,
     pub cns: HashMap<MapData, u32, RawL2Cn>,
     pub vlan_stats: PerCpuHashMap<MapData, RawVlanKey, RawVlanStats>,
-    /// max_entries of (ports, vlans, fdb, cns, vlan_stats) as pinned.
-    pub max: [u32; 5],
+    /// DHCP responders by (cluster network, VLAN).
+    pub dhcp: HashMap<MapData, RawVlanKey, RawL2Dhcp>,
+    /// max_entries of (ports, vlans, fdb, cns, vlan_stats, dhcp) as pinned.
+    pub max: [u32; 6],
 }
 
 /// The loaded datapaths (management and L2) of one netd instance.
@@ -174,7 +176,8 @@ impl Datapath {
             fdb: l2_map!(MAP_L2_FDB),
             cns: l2_map!(MAP_L2_CLUSTER_NETWORKS),
             vlan_stats: l2_map!(MAP_L2_VLAN_STATS),
-            max: [0; 5],
+            dhcp: l2_map!(MAP_L2_DHCP),
+            max: [0; 6],
         };
         // Reused pins keep the size they were created with; report that.
         let (eps_max, eps_id) = pinned_map_info(&maps_dir, MAP_MGMT_ENDPOINTS)?;
@@ -404,6 +407,11 @@ impl Datapath {
                     entries: count_keys(self.l2.vlan_stats.keys()),
                     max_entries: self.l2.max[4],
                 },
+                MapUsage {
+                    name: MAP_L2_DHCP.to_owned(),
+                    entries: count_keys(self.l2.dhcp.keys()),
+                    max_entries: self.l2.max[5],
+                },
             ],
         }
     }
@@ -434,12 +442,13 @@ impl Datapath {
 }
 
 /// The L2 maps in the order of `L2Maps::max`.
-const L2_MAP_NAMES: [&str; 5] = [
+const L2_MAP_NAMES: [&str; 6] = [
     MAP_L2_PORTS,
     MAP_L2_VLANS,
     MAP_L2_FDB,
     MAP_L2_CLUSTER_NETWORKS,
     MAP_L2_VLAN_STATS,
+    MAP_L2_DHCP,
 ];
 
 fn count_keys<K>(keys: impl Iterator<Item = Result<K, aya::maps::MapError>>) -> Option<u32> {

@@ -181,6 +181,58 @@ pub struct L2Port {
     pub mtu: u32,
 }
 
+/// netd's policy flags of a port, besides its [`L2Port`] configuration
+/// (see [`crate::Datapath::l2_attach_port_with_flags`]). VM ports have
+/// none; a DHCP responder port has both ([`L2PortFlags::RESPONDER`]).
+/// Uplinks take none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L2PortFlags {
+    /// The port may send DHCP server replies (IPv4 UDP from source port
+    /// 67). From a VM port without it they are dropped and counted
+    /// (`drop_dhcp_guard` on the port and the VLAN). The uplink is always
+    /// trusted.
+    pub trusted: bool,
+    /// The port's frames never reach the uplink: not as unicast to a MAC
+    /// behind it, not as a flood copy (unknown unicast to such a MAC is
+    /// dropped, known unicast too: `drop_local_only`). And the uplink never
+    /// reaches the port: floods from the wire skip it, and a frame from
+    /// the wire to or from a MAC whose FDB entry points at it is dropped
+    /// (`drop_local_only` on the uplink): with the same MAC on every node
+    /// (an anycast responder), such a frame can only be another node's
+    /// leakage. Learning never moves its MACs behind the uplink.
+    pub local_only: bool,
+}
+
+impl L2PortFlags {
+    /// No flags: a VM port.
+    pub const NONE: L2PortFlags = L2PortFlags {
+        trusted: false,
+        local_only: false,
+    };
+    /// A node's DHCP responder port (anycast server MAC and IP): trusted
+    /// and local-only.
+    pub const RESPONDER: L2PortFlags = L2PortFlags {
+        trusted: true,
+        local_only: true,
+    };
+
+    pub(crate) fn bits(self) -> u8 {
+        (if self.trusted { PORT_F_TRUSTED } else { 0 })
+            | (if self.local_only {
+                PORT_F_LOCAL_ONLY
+            } else {
+                0
+            })
+    }
+
+    pub(crate) fn from_bits(bits: u8) -> Self {
+        L2PortFlags {
+            trusted: bits & PORT_F_TRUSTED != 0,
+            local_only: bits & PORT_F_LOCAL_ONLY != 0,
+        }
+    }
+}
+
 /// The flood list of one VLAN of a cluster network on this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct L2Vlan {
@@ -193,6 +245,15 @@ pub struct L2Vlan {
     /// the node's own MAC, broadcasts reach the node, the node reaches
     /// local VMs).
     pub to_host: bool,
+}
+
+/// The DHCP responder port of one VLAN of a cluster network on this node
+/// (see [`crate::Datapath::l2_set_dhcp_responder`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L2DhcpResponder {
+    pub cluster_network: u32,
+    pub vid: u16,
+    pub ifindex: u32,
 }
 
 /// One FDB entry.
@@ -229,7 +290,18 @@ pub struct VlanStats {
     pub from_host_packets: u64,
     pub drop_hairpin: u64,
     pub drop_mtu: u64,
+    /// Includes DHCP client frames dropped because the VLAN's responder
+    /// is no longer a port of it (`L2Verdict::DropNoResponder`).
     pub drop_other: u64,
+    /// DHCP client frames (IPv4 UDP to port 67) from VM ports delivered to
+    /// the VLAN's responder port only.
+    pub dhcp_steered: u64,
+    /// DHCP server replies (IPv4 UDP from port 67) from VM ports that are
+    /// not trusted, dropped.
+    pub drop_dhcp_guard: u64,
+    /// Frames dropped because they would have crossed between a
+    /// local-only port and the uplink.
+    pub drop_local_only: u64,
 }
 
 impl VlanStats {
@@ -248,6 +320,9 @@ impl VlanStats {
             s.drop_hairpin = s.drop_hairpin.wrapping_add(v.drop_hairpin);
             s.drop_mtu = s.drop_mtu.wrapping_add(v.drop_mtu);
             s.drop_other = s.drop_other.wrapping_add(v.drop_other);
+            s.dhcp_steered = s.dhcp_steered.wrapping_add(v.dhcp_steered);
+            s.drop_dhcp_guard = s.drop_dhcp_guard.wrapping_add(v.drop_dhcp_guard);
+            s.drop_local_only = s.drop_local_only.wrapping_add(v.drop_local_only);
         }
         s
     }
@@ -287,6 +362,28 @@ pub enum L2Verdict {
     DropMalformed,
     DropPolicy,
     DropOther,
+    /// A DHCP client frame from a VM port, delivered to the VLAN's
+    /// responder port only (`out_ifindex`).
+    DhcpSteered,
+    /// A DHCP server reply from a VM port that is not trusted.
+    DropDhcpGuard,
+    /// Would have crossed between a local-only port and the uplink:
+    /// unicast from a local-only port to a MAC behind the uplink, or from
+    /// the uplink to or from a MAC of a local-only port (`out_ifindex`:
+    /// the port on the other side: the uplink, or the local-only port).
+    DropLocalOnly,
+    /// A DHCP client frame on a VLAN whose responder (`out_ifindex`) is
+    /// no longer a port of it: dropped rather than flooded.
+    DropNoResponder,
+}
+
+/// What a frame was to the DHCP rules (IPv4 UDP, first fragment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DhcpFrame {
+    /// To UDP port 67 (DISCOVER, REQUEST, DECLINE, RELEASE, INFORM).
+    Client,
+    /// From UDP port 67 (OFFER, ACK, NAK; relay agents too).
+    Server,
 }
 
 /// The trace record of one run: see bpf/l2.bpf.c.
@@ -303,11 +400,26 @@ pub struct L2Trace {
     pub flood_copies: u32,
     /// Flood: members skipped because the frame exceeds their MTU.
     pub flood_mtu_drops: u32,
+    /// Flood: members left out by the local-only rule (the uplink for a
+    /// frame from a local-only port; local-only ports for a frame from the
+    /// wire, or for a DHCP client frame of the node's own stack).
+    pub flood_local_only_skips: u32,
+    /// The ingress port is local-only ([`L2PortFlags::local_only`]).
+    pub from_local_only: bool,
+    /// The ingress port is trusted ([`L2PortFlags::trusted`]).
+    pub from_trusted: bool,
+    /// What the frame was to the DHCP rules, once classified into a VLAN
+    /// (`None`: not DHCP, or dropped before).
+    pub dhcp: Option<DhcpFrame>,
 }
 
 const TRACE_MAGIC: u32 = 0x4c32_0000;
 const TRACE_NO_VID: u32 = 0xffff;
 const TRACE_TAGGED: u32 = 0x1_0000;
+const TRACE_F_LOCAL_ONLY: u32 = 0x100;
+const TRACE_F_TRUSTED: u32 = 0x200;
+const TRACE_F_DHCP_CLIENT: u32 = 0x400;
+const TRACE_F_DHCP_SERVER: u32 = 0x800;
 
 impl L2Trace {
     /// Decodes `skb->cb` as the L2 programs leave it; `None` if they left
@@ -316,7 +428,7 @@ impl L2Trace {
         if cb[0] & 0xffff_0000 != TRACE_MAGIC {
             return None;
         }
-        let verdict = match cb[0] & 0xffff {
+        let verdict = match cb[0] & 0xff {
             1 => L2Verdict::PassNotPort,
             2 => L2Verdict::PassOwnMac,
             3 => L2Verdict::PassNoVlan0,
@@ -333,22 +445,42 @@ impl L2Trace {
             14 => L2Verdict::DropPolicy,
             15 => L2Verdict::DropOther,
             16 => L2Verdict::PassNotHost,
+            17 => L2Verdict::DhcpSteered,
+            18 => L2Verdict::DropDhcpGuard,
+            19 => L2Verdict::DropLocalOnly,
+            20 => L2Verdict::DropNoResponder,
             _ => return None,
         };
         let vid = (cb[1] != TRACE_NO_VID).then_some(cb[1] as u16);
         let flood = matches!(verdict, L2Verdict::Flood | L2Verdict::FloodPass);
         let to_port = matches!(
             verdict,
-            L2Verdict::Unicast | L2Verdict::ToHost | L2Verdict::DropMtu
+            L2Verdict::Unicast
+                | L2Verdict::ToHost
+                | L2Verdict::DropMtu
+                | L2Verdict::DhcpSteered
+                | L2Verdict::DropLocalOnly
+                | L2Verdict::DropNoResponder
         );
+        let delivered = matches!(verdict, L2Verdict::Unicast | L2Verdict::DhcpSteered);
+        let f = cb[0];
         Some(L2Trace {
             verdict,
             vid,
             out_ifindex: (to_port && cb[2] != 0).then_some(cb[2]),
-            egress_tci: (verdict == L2Verdict::Unicast && cb[3] & TRACE_TAGGED != 0)
-                .then_some(cb[3] as u16),
+            egress_tci: (delivered && cb[3] & TRACE_TAGGED != 0).then_some(cb[3] as u16),
             flood_copies: if flood { cb[2] } else { 0 },
             flood_mtu_drops: if flood { cb[4] } else { 0 },
+            flood_local_only_skips: if flood { cb[3] } else { 0 },
+            from_local_only: f & TRACE_F_LOCAL_ONLY != 0,
+            from_trusted: f & TRACE_F_TRUSTED != 0,
+            dhcp: if f & TRACE_F_DHCP_SERVER != 0 {
+                Some(DhcpFrame::Server)
+            } else if f & TRACE_F_DHCP_CLIENT != 0 {
+                Some(DhcpFrame::Client)
+            } else {
+                None
+            },
         })
     }
 }
@@ -362,6 +494,12 @@ pub(crate) const MODE_TRUNK: u8 = 3;
 pub(crate) const MODE_UPLINK: u8 = 4;
 /// l2_port.flags: a veth whose peer is in another netns.
 pub(crate) const PORT_F_PEER: u8 = 0x1;
+/// l2_port.flags: netd's [`L2PortFlags::trusted`].
+pub(crate) const PORT_F_TRUSTED: u8 = 0x2;
+/// l2_port.flags: netd's [`L2PortFlags::local_only`].
+pub(crate) const PORT_F_LOCAL_ONLY: u8 = 0x4;
+/// The l2_port.flags netd sets (the rest the loader derives).
+pub(crate) const PORT_F_POLICY: u8 = PORT_F_TRUSTED | PORT_F_LOCAL_ONLY;
 /// l2_vlan.flags
 pub(crate) const VLAN_F_TO_HOST: u32 = 0x1;
 /// l2_fdb.flags
@@ -468,10 +606,25 @@ pub(crate) struct RawVlanStats {
     pub drop_hairpin: u64,
     pub drop_mtu: u64,
     pub drop_other: u64,
+    pub dhcp_steered: u64,
+    pub drop_dhcp_guard: u64,
+    pub drop_local_only: u64,
 }
 // SAFETY: repr(C), only u64 fields.
 unsafe impl aya::Pod for RawVlanStats {}
-const _: () = assert!(std::mem::size_of::<RawVlanStats>() == 12 * 8);
+// 12 counters until DHCP steering appended three.
+const _: () = assert!(std::mem::size_of::<RawVlanStats>() == 15 * 8);
+
+/// `struct l2_dhcp` (the value of furrow_l2_dhcp, keyed like the VLANs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RawL2Dhcp {
+    pub responder: u32,
+    pub flags: u32,
+}
+// SAFETY: repr(C), two u32.
+unsafe impl aya::Pod for RawL2Dhcp {}
+const _: () = assert!(std::mem::size_of::<RawL2Dhcp>() == 8);
 
 impl RawL2Port {
     pub fn encode(port: &L2Port, flags: u8) -> Self {
@@ -525,6 +678,11 @@ impl RawL2Port {
     pub fn is_uplink(&self) -> bool {
         self.mode == MODE_UPLINK
     }
+
+    /// netd's flags (the loader's own bits left out).
+    pub fn policy_flags(&self) -> L2PortFlags {
+        L2PortFlags::from_bits(self.flags)
+    }
 }
 
 /// Checks a port configuration before it reaches the datapath.
@@ -543,6 +701,15 @@ pub(crate) fn validate_port(port: &L2Port) -> Result<(), DatapathError> {
         )),
         _ => Ok(()),
     }
+}
+
+pub(crate) fn validate_flags(port: &L2Port, flags: L2PortFlags) -> Result<(), DatapathError> {
+    if matches!(port.mode, L2Mode::Uplink { .. }) && flags != L2PortFlags::NONE {
+        return Err(DatapathError::InvalidL2(format!(
+            "uplink with {flags:?}: an uplink is always trusted and never local-only"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn validate_vid(vid: u16) -> Result<(), DatapathError> {
@@ -624,6 +791,24 @@ mod tests {
             validate_port(&p).unwrap();
             assert_eq!(RawL2Port::encode(&p, PORT_F_PEER).decode(), Some(p));
         }
+        for f in [
+            L2PortFlags::NONE,
+            L2PortFlags::RESPONDER,
+            L2PortFlags {
+                trusted: true,
+                local_only: false,
+            },
+            L2PortFlags {
+                trusted: false,
+                local_only: true,
+            },
+        ] {
+            let raw = RawL2Port::encode(&ports[0], PORT_F_PEER | f.bits());
+            assert_eq!(raw.policy_flags(), f);
+            assert_eq!(raw.decode(), Some(ports[0]));
+            assert_eq!(raw.flags & !PORT_F_POLICY, PORT_F_PEER);
+            assert_eq!(validate_flags(&ports[3], f).is_ok(), f == L2PortFlags::NONE);
+        }
         for bad in [
             L2Mode::Access { vid: 0 },
             L2Mode::Access { vid: 4095 },
@@ -657,5 +842,41 @@ mod tests {
                 .vid,
             None
         );
+        let t = L2Trace::from_cb([
+            TRACE_MAGIC | TRACE_F_TRUSTED | TRACE_F_LOCAL_ONLY | 8,
+            100,
+            2,
+            1,
+            0,
+        ])
+        .unwrap();
+        assert_eq!((t.verdict, t.flood_copies), (L2Verdict::Flood, 2));
+        assert_eq!(t.flood_local_only_skips, 1);
+        assert!(t.from_trusted && t.from_local_only && t.dhcp.is_none());
+        let t = L2Trace::from_cb([
+            TRACE_MAGIC | TRACE_F_DHCP_CLIENT | 17,
+            100,
+            9,
+            TRACE_TAGGED | 100,
+            0,
+        ])
+        .unwrap();
+        assert_eq!(t.verdict, L2Verdict::DhcpSteered);
+        assert_eq!((t.out_ifindex, t.egress_tci), (Some(9), Some(100)));
+        assert_eq!(t.dhcp, Some(DhcpFrame::Client));
+        assert_eq!(t.flood_local_only_skips, 0);
+        let t = L2Trace::from_cb([TRACE_MAGIC | TRACE_F_DHCP_SERVER | 18, 5, 0, 0, 0]).unwrap();
+        assert_eq!(
+            (t.verdict, t.dhcp, t.out_ifindex),
+            (L2Verdict::DropDhcpGuard, Some(DhcpFrame::Server), None)
+        );
+        for (v, want) in [
+            (19, L2Verdict::DropLocalOnly),
+            (20, L2Verdict::DropNoResponder),
+        ] {
+            let t = L2Trace::from_cb([TRACE_MAGIC | v, 5, 4, 0, 0]).unwrap();
+            assert_eq!((t.verdict, t.out_ifindex), (want, Some(4)));
+        }
+        assert_eq!(L2Trace::from_cb([TRACE_MAGIC | 21, 5, 4, 0, 0]), None);
     }
 }

@@ -12,15 +12,15 @@ use aya::maps::MapError;
 use crate::{
     error::map_errno,
     l2::{
-        self, RawFdb, RawFdbKey, RawL2Cn, RawL2Port, RawL2Vlan, RawVlanKey, RawVlanStats,
-        FDB_F_STATIC, PORT_F_PEER, VLAN_F_TO_HOST,
+        self, RawFdb, RawFdbKey, RawL2Cn, RawL2Dhcp, RawL2Port, RawL2Vlan, RawVlanKey,
+        RawVlanStats, FDB_F_STATIC, PORT_F_PEER, PORT_F_POLICY, VLAN_F_TO_HOST,
     },
     link::link_facts,
     ports::{ifindex_of, validate_ifname},
     tc::{Hook, NlError, TcSocket},
-    Datapath, DatapathError, FdbEntry, L2Mode, L2Port, L2Vlan, VlanStats, L2_DEFAULT_AGING,
-    L2_MAX_MEMBERS, MAP_L2_CLUSTER_NETWORKS, MAP_L2_FDB, MAP_L2_PORTS, MAP_L2_VLANS,
-    MAP_L2_VLAN_STATS, PROG_L2_INGRESS, PROG_L2_UPLINK_EGRESS,
+    Datapath, DatapathError, FdbEntry, L2DhcpResponder, L2Mode, L2Port, L2PortFlags, L2Vlan,
+    VlanStats, L2_DEFAULT_AGING, L2_MAX_MEMBERS, MAP_L2_CLUSTER_NETWORKS, MAP_L2_DHCP, MAP_L2_FDB,
+    MAP_L2_PORTS, MAP_L2_VLANS, MAP_L2_VLAN_STATS, PROG_L2_INGRESS, PROG_L2_UPLINK_EGRESS,
 };
 
 const BPF_ANY: u64 = 0;
@@ -88,14 +88,48 @@ impl Datapath {
     /// cluster network, mode or VLANs change, the MACs learned on it are
     /// flushed. A cluster network has at most one uplink per node.
     /// VLAN membership is separate: see [`Datapath::l2_set_vlan`].
+    ///
+    /// The port's [`L2PortFlags`] are kept as they are (none for a new
+    /// port): a restarted netd re-attaching every port with this call
+    /// leaves its responders trusted and local-only. To set them, use
+    /// [`Datapath::l2_attach_port_with_flags`] or
+    /// [`Datapath::l2_set_port_flags`].
     pub fn l2_attach_port(
         &mut self,
         ifname: &str,
         ifindex: u32,
         port: &L2Port,
     ) -> Result<(), DatapathError> {
+        self.attach_l2(ifname, ifindex, port, None)
+    }
+
+    /// [`Datapath::l2_attach_port`] that also sets the port's policy
+    /// flags, in the same port entry write: a DHCP responder port
+    /// (`L2PortFlags::RESPONDER`) is local-only from its first frame on.
+    /// Uplinks take no flags (`InvalidL2`).
+    pub fn l2_attach_port_with_flags(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        port: &L2Port,
+        flags: L2PortFlags,
+    ) -> Result<(), DatapathError> {
+        self.attach_l2(ifname, ifindex, port, Some(flags))
+    }
+
+    fn attach_l2(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        port: &L2Port,
+        flags: Option<L2PortFlags>,
+    ) -> Result<(), DatapathError> {
         validate_ifname(ifname)?;
         l2::validate_port(port)?;
+        if let Some(f) = flags {
+            l2::validate_flags(port, f)?;
+            self.check_responder_flags(ifindex, f)?;
+        }
         let actual = ifindex_of(ifname)?.ok_or_else(|| DatapathError::InterfaceNotFound {
             ifname: ifname.to_owned(),
         })?;
@@ -126,13 +160,19 @@ impl Datapath {
                 }
             }
         }
-        let flags = if facts.redirect_peer_ok() && !is_uplink {
+        let prev = self.raw_l2_port(ifindex)?;
+        let policy = match (flags, prev) {
+            (Some(f), _) => f.bits(),
+            // An uplink never keeps them (a VM port turned uplink).
+            (None, Some(p)) if !is_uplink => p.flags & PORT_F_POLICY,
+            (None, _) => 0,
+        };
+        let peer = if facts.redirect_peer_ok() && !is_uplink {
             PORT_F_PEER
         } else {
             0
         };
-        let raw = RawL2Port::encode(port, flags);
-        let prev = self.raw_l2_port(ifindex)?;
+        let raw = RawL2Port::encode(port, peer | policy);
 
         // Counters first, so the very first frame is counted.
         self.ensure_stats_entry(ifindex)?;
@@ -205,7 +245,40 @@ impl Datapath {
         self.remove_stats_entry(idx)?;
         self.remove_from_flood_lists(idx)?;
         self.fdb_flush_port(idx)?;
+        self.remove_dhcp_responder_port(idx)?;
         Ok(())
+    }
+
+    /// Sets the policy flags of an attached port (its configuration and
+    /// filters stay; nothing is flushed). `InvalidL2` if `ifindex` is not
+    /// an L2 port, or is an uplink and `flags` are not none.
+    pub fn l2_set_port_flags(
+        &mut self,
+        ifindex: u32,
+        flags: L2PortFlags,
+    ) -> Result<(), DatapathError> {
+        let Some(mut raw) = self.raw_l2_port(ifindex)? else {
+            return Err(DatapathError::InvalidL2(format!(
+                "ifindex {ifindex} is not a port of the switch (l2_attach_port first)"
+            )));
+        };
+        if let Some(port) = raw.decode() {
+            l2::validate_flags(&port, flags)?;
+        }
+        self.check_responder_flags(ifindex, flags)?;
+        raw.flags = (raw.flags & !PORT_F_POLICY) | flags.bits();
+        // BPF_EXIST: a port detached meanwhile stays detached.
+        match self.l2.ports.insert(ifindex, raw, 2) {
+            Err(e) if map_errno(&e) == Some(libc::ENOENT) => Err(DatapathError::InvalidL2(
+                format!("ifindex {ifindex} was detached meanwhile"),
+            )),
+            r => r.map_err(|e| DatapathError::map(MAP_L2_PORTS, e)),
+        }
+    }
+
+    /// The policy flags of a port; `None` if it is not an L2 port.
+    pub fn l2_port_flags(&self, ifindex: u32) -> Result<Option<L2PortFlags>, DatapathError> {
+        Ok(self.raw_l2_port(ifindex)?.map(|r| r.policy_flags()))
     }
 
     /// Every L2 port entry, by ifindex (ports whose device is gone stay
@@ -391,6 +464,141 @@ impl Datapath {
                 _ => Err(DatapathError::map(MAP_L2_VLAN_STATS, e)),
             },
         }
+    }
+
+    // ---- DHCP ------------------------------------------------------------
+
+    /// Sets (`Some(ifindex)`) or clears (`None`) the DHCP responder port
+    /// of VLAN `vid` (0 = untagged) of a cluster network on this node: the
+    /// switch end of the veth whose other end netd's DHCP server reads.
+    ///
+    /// While set, IPv4 UDP frames to port 67 (DISCOVER, REQUEST, DECLINE,
+    /// RELEASE, INFORM; broadcast or unicast) arriving on that VLAN from a
+    /// VM port go to the responder only: not flooded, never to the uplink
+    /// (`dhcp_steered` in [`VlanStats`]). From the uplink they are switched
+    /// as usual (and never reach a local-only port). Without a responder,
+    /// DHCP frames are switched like any other.
+    ///
+    /// The responder must already be attached
+    /// ([`Datapath::l2_attach_port_with_flags`]) as a port of this
+    /// cluster network carrying `vid`, not an uplink, with
+    /// [`L2PortFlags::RESPONDER`] (trusted: its replies pass the DHCP
+    /// guard; local-only: its frames, sent from the same MAC and IP on
+    /// every node, stay on this node); `InvalidL2` otherwise. If it is
+    /// later reconfigured off the VLAN, client frames are dropped
+    /// (`drop_other`, [`crate::L2Verdict::DropNoResponder`]) until this
+    /// is set again; its detach clears the setting. Idempotent.
+    /// [`Datapath::l2_remove_vlan`] leaves it (it belongs to the
+    /// responder port's lifecycle).
+    pub fn l2_set_dhcp_responder(
+        &mut self,
+        cluster_network: u32,
+        vid: u16,
+        responder: Option<u32>,
+    ) -> Result<(), DatapathError> {
+        l2::validate_vid(vid)?;
+        let key = RawVlanKey::new(cluster_network, vid);
+        let Some(ifindex) = responder else {
+            return ok_if_absent(MAP_L2_DHCP, self.l2.dhcp.remove(&key));
+        };
+        let bad = |why: &str| {
+            Err(DatapathError::InvalidL2(format!(
+                "DHCP responder of VLAN {vid} of cluster network {cluster_network}: \
+                 ifindex {ifindex} {why}"
+            )))
+        };
+        let Some(raw) = self.raw_l2_port(ifindex)? else {
+            return bad("is not a port of the switch (attach it first)");
+        };
+        let Some(port) = raw.decode() else {
+            return bad("has a port mode this build does not know");
+        };
+        let carries = match port.mode {
+            L2Mode::Access { vid: v } => v == vid,
+            L2Mode::Untagged => vid == 0,
+            L2Mode::Trunk { allowed } => allowed.contains(vid),
+            L2Mode::Uplink { .. } => return bad("is an uplink"),
+        };
+        if port.cluster_network != cluster_network || !carries {
+            return bad("does not carry this VLAN of this cluster network");
+        }
+        if raw.policy_flags() != L2PortFlags::RESPONDER {
+            return bad("must be trusted and local-only (L2PortFlags::RESPONDER)");
+        }
+        let val = RawL2Dhcp {
+            responder: ifindex,
+            flags: 0,
+        };
+        self.l2
+            .dhcp
+            .insert(key, val, BPF_ANY)
+            .map_err(|e| insert_error(MAP_L2_DHCP, self.l2.max[5], e))
+    }
+
+    /// The DHCP responder port of a VLAN, if it has one.
+    pub fn l2_dhcp_responder(
+        &self,
+        cluster_network: u32,
+        vid: u16,
+    ) -> Result<Option<u32>, DatapathError> {
+        match self.l2.dhcp.get(&RawVlanKey::new(cluster_network, vid), 0) {
+            Ok(v) if v.responder != 0 => Ok(Some(v.responder)),
+            Ok(_) | Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DatapathError::map(MAP_L2_DHCP, e)),
+        }
+    }
+
+    /// Every DHCP responder setting, sorted by (cluster network, VLAN).
+    pub fn l2_dhcp_responders(&self) -> Result<Vec<L2DhcpResponder>, DatapathError> {
+        let mut out = Vec::new();
+        for r in self.l2.dhcp.iter() {
+            match r {
+                Ok((k, v)) if v.responder != 0 => out.push(L2DhcpResponder {
+                    cluster_network: k.cn,
+                    vid: k.vid,
+                    ifindex: v.responder,
+                }),
+                Ok(_) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(DatapathError::map(MAP_L2_DHCP, e)),
+            }
+        }
+        out.sort_by_key(|d| (d.cluster_network, d.vid));
+        Ok(out)
+    }
+
+    /// The VLANs `ifindex` is the DHCP responder of.
+    fn responder_of(&self, ifindex: u32) -> Result<Vec<RawVlanKey>, DatapathError> {
+        let mut out = Vec::new();
+        for r in self.l2.dhcp.iter() {
+            match r {
+                Ok((k, v)) if v.responder == ifindex => out.push(k),
+                Ok(_) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(DatapathError::map(MAP_L2_DHCP, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A responder keeps [`L2PortFlags::RESPONDER`] while it is one.
+    fn check_responder_flags(&self, ifindex: u32, flags: L2PortFlags) -> Result<(), DatapathError> {
+        if flags == L2PortFlags::RESPONDER {
+            return Ok(());
+        }
+        if let Some(k) = self.responder_of(ifindex)?.first() {
+            return Err(DatapathError::InvalidL2(format!(
+                "ifindex {ifindex} is the DHCP responder of VLAN {} of cluster network {}: \
+                 it stays trusted and local-only (clear it with l2_set_dhcp_responder first)",
+                k.vid, k.cn
+            )));
+        }
+        Ok(())
+    }
+
+    fn remove_dhcp_responder_port(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        for k in self.responder_of(ifindex)? {
+            ok_if_absent(MAP_L2_DHCP, self.l2.dhcp.remove(&k))?;
+        }
+        Ok(())
     }
 
     // ---- cluster networks -----------------------------------------------

@@ -30,8 +30,9 @@ mod testrun;
 pub use datapath::{Datapath, DatapathConfig, DatapathInfo, MapUsage};
 pub use error::DatapathError;
 pub use l2::{
-    FdbEntry, L2Mode, L2Port, L2Trace, L2Verdict, L2Vlan, VlanSet, VlanStats, L2_DEFAULT_AGING,
-    L2_MAX_CLUSTER_NETWORKS, L2_MAX_FDB, L2_MAX_MEMBERS, L2_MAX_PORTS, L2_MAX_VLANS, VLAN_ID_MAX,
+    DhcpFrame, FdbEntry, L2DhcpResponder, L2Mode, L2Port, L2PortFlags, L2Trace, L2Verdict, L2Vlan,
+    VlanSet, VlanStats, L2_DEFAULT_AGING, L2_MAX_CLUSTER_NETWORKS, L2_MAX_FDB, L2_MAX_MEMBERS,
+    L2_MAX_PORTS, L2_MAX_VLANS, VLAN_ID_MAX,
 };
 pub use maps::{MgmtEndpoint, PortStats, MAX_ENDPOINTS, MAX_PORTS};
 pub use tc::{FILTER_HANDLE, FILTER_PRIORITY};
@@ -56,6 +57,8 @@ pub const MAP_L2_FDB: &str = "furrow_l2_fdb";
 pub const MAP_L2_CLUSTER_NETWORKS: &str = "furrow_l2_cns";
 /// L2 counters (per CPU) by (cluster network, VLAN).
 pub const MAP_L2_VLAN_STATS: &str = "furrow_l2_vlan_stats";
+/// L2 DHCP service: (cluster network, VLAN) to its responder port.
+pub const MAP_L2_DHCP: &str = "furrow_l2_dhcp";
 
 /// Ingress (clsact) of the host-side veth: what the pod sends.
 pub const PROG_MGMT_FROM_POD: &str = "furrow_mgmt_from_pod";

@@ -1,9 +1,9 @@
 //! Map value layouts shared with the C programs, and their public views.
 
 use crate::{
-    l2::{RawFdb, RawFdbKey, RawL2Cn, RawL2Port, RawL2Vlan, RawVlanKey, RawVlanStats},
-    MAP_L2_CLUSTER_NETWORKS, MAP_L2_FDB, MAP_L2_PORTS, MAP_L2_VLANS, MAP_L2_VLAN_STATS,
-    MAP_MGMT_ENDPOINTS, MAP_PORT_STATS,
+    l2::{RawFdb, RawFdbKey, RawL2Cn, RawL2Dhcp, RawL2Port, RawL2Vlan, RawVlanKey, RawVlanStats},
+    MAP_L2_CLUSTER_NETWORKS, MAP_L2_DHCP, MAP_L2_FDB, MAP_L2_PORTS, MAP_L2_VLANS,
+    MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS,
 };
 
 /// Capacity of the endpoints map (bpf/lib/config.h: FURROW_MAX_ENDPOINTS).
@@ -45,12 +45,15 @@ pub(crate) struct RawPortStats {
     pub drop_other: u64,
     pub drop_mtu: u64,
     pub drop_hairpin: u64,
+    pub drop_dhcp_guard: u64,
+    pub drop_local_only: u64,
 }
 
 // SAFETY: repr(C), only u64 fields, no padding.
 unsafe impl aya::Pod for RawPortStats {}
-// 9 counters until the L2 switch appended drop_mtu and drop_hairpin.
-const _: () = assert!(std::mem::size_of::<RawPortStats>() == 11 * 8);
+// 9 counters until the L2 switch appended drop_mtu and drop_hairpin, 11
+// until DHCP steering appended drop_dhcp_guard and drop_local_only.
+const _: () = assert!(std::mem::size_of::<RawPortStats>() == 13 * 8);
 
 /// Shape of a map this build expects; a pinned map left by another build
 /// must match it to be reused.
@@ -74,7 +77,7 @@ const fn spec<K, V>(name: &'static str, map_type: u32, recreate: bool) -> MapSpe
     }
 }
 
-pub(crate) const MAP_SPECS: [MapSpec; 7] = [
+pub(crate) const MAP_SPECS: [MapSpec; 8] = [
     spec::<u32, RawMgmtEndpoint>(MAP_MGMT_ENDPOINTS, BPF_MAP_TYPE_HASH, false),
     spec::<u32, RawPortStats>(MAP_PORT_STATS, BPF_MAP_TYPE_PERCPU_HASH, true),
     spec::<u32, RawL2Port>(MAP_L2_PORTS, BPF_MAP_TYPE_HASH, false),
@@ -82,6 +85,7 @@ pub(crate) const MAP_SPECS: [MapSpec; 7] = [
     spec::<RawFdbKey, RawFdb>(MAP_L2_FDB, BPF_MAP_TYPE_LRU_HASH, false),
     spec::<u32, RawL2Cn>(MAP_L2_CLUSTER_NETWORKS, BPF_MAP_TYPE_HASH, false),
     spec::<RawVlanKey, RawVlanStats>(MAP_L2_VLAN_STATS, BPF_MAP_TYPE_PERCPU_HASH, true),
+    spec::<RawVlanKey, RawL2Dhcp>(MAP_L2_DHCP, BPF_MAP_TYPE_HASH, false),
 ];
 
 /// A pod on this node, as the datapath needs it to deliver frames to it.
@@ -142,11 +146,19 @@ pub struct PortStats {
     pub drop_mtu: u64,
     /// L2: frames whose destination MAC sits behind the port they came from.
     pub drop_hairpin: u64,
+    /// L2: DHCP server replies (IPv4 UDP from port 67) from a VM port that
+    /// is not trusted ([`crate::L2PortFlags::trusted`]).
+    pub drop_dhcp_guard: u64,
+    /// L2: frames that would have crossed between a local-only port
+    /// ([`crate::L2PortFlags::local_only`]) and the uplink: counted on the
+    /// local-only port for its frames to the wire, on the uplink for
+    /// frames from the wire to or from a local-only port's MAC.
+    pub drop_local_only: u64,
 }
 
 impl PortStats {
     /// Drop counters by reason name (for netd's `drops` map).
-    pub fn drops(&self) -> [(&'static str, u64); 6] {
+    pub fn drops(&self) -> [(&'static str, u64); 8] {
         [
             ("malformed", self.drop_malformed),
             ("policy", self.drop_policy),
@@ -154,6 +166,8 @@ impl PortStats {
             ("other", self.drop_other),
             ("mtu", self.drop_mtu),
             ("hairpin", self.drop_hairpin),
+            ("dhcp_guard", self.drop_dhcp_guard),
+            ("local_only", self.drop_local_only),
         ]
     }
 
@@ -170,6 +184,8 @@ impl PortStats {
         self.drop_other = self.drop_other.wrapping_add(raw.drop_other);
         self.drop_mtu = self.drop_mtu.wrapping_add(raw.drop_mtu);
         self.drop_hairpin = self.drop_hairpin.wrapping_add(raw.drop_hairpin);
+        self.drop_dhcp_guard = self.drop_dhcp_guard.wrapping_add(raw.drop_dhcp_guard);
+        self.drop_local_only = self.drop_local_only.wrapping_add(raw.drop_local_only);
     }
 
     pub(crate) fn sum<'a>(values: impl IntoIterator<Item = &'a RawPortStats>) -> Self {
@@ -209,6 +225,8 @@ mod tests {
             tx_packets: 2,
             rx_bytes: 5,
             drop_other: 3,
+            drop_dhcp_guard: 4,
+            drop_local_only: 6,
             ..Default::default()
         };
         let s = PortStats::sum([&a, &b]);
@@ -217,5 +235,7 @@ mod tests {
         assert_eq!(s.rx_bytes, 5);
         assert_eq!(s.redirected_packets, 1);
         assert_eq!(s.drops()[3], ("other", 3));
+        assert_eq!(s.drops()[6], ("dhcp_guard", 4));
+        assert_eq!(s.drops()[7], ("local_only", 6));
     }
 }

@@ -27,6 +27,7 @@ fn open_pins_maps_and_reports_status() {
         MAP_L2_FDB,
         MAP_L2_CLUSTER_NETWORKS,
         MAP_L2_VLAN_STATS,
+        MAP_L2_DHCP,
     ] {
         assert!(pins.0.join("maps").join(map).exists(), "{map} not pinned");
     }
@@ -60,6 +61,7 @@ fn open_pins_maps_and_reports_status() {
             (MAP_L2_FDB, Some(0), L2_MAX_FDB),
             (MAP_L2_CLUSTER_NETWORKS, Some(0), L2_MAX_CLUSTER_NETWORKS),
             (MAP_L2_VLAN_STATS, Some(0), L2_MAX_VLANS),
+            (MAP_L2_DHCP, Some(0), L2_MAX_VLANS),
         ]
     );
     assert!(dp.program_id(PROG_L2_INGRESS).unwrap() > 0);

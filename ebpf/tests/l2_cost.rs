@@ -40,7 +40,14 @@ fn l2_per_frame_cost() {
                 mode: L2Mode::Access { vid },
                 mtu: 1500,
             };
-            dp.l2_attach_port(&format!("vm{i}"), ix, &port).unwrap();
+            // Port 3 is VLAN 16's DHCP responder.
+            let flags = if i == 3 {
+                L2PortFlags::RESPONDER
+            } else {
+                L2PortFlags::NONE
+            };
+            dp.l2_attach_port_with_flags(&format!("vm{i}"), ix, &port, flags)
+                .unwrap();
         }
     });
     dp.l2_set_vlan(CN, 2, &idx[0..2], false).unwrap();
@@ -48,6 +55,7 @@ fn l2_per_frame_cost() {
     dp.l2_set_vlan(CN, 46, &idx[18..], false).unwrap();
     let (a, b) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
     dp.fdb_add_static(CN, 2, b, idx[1]).unwrap();
+    dp.l2_set_dhcp_responder(CN, 16, Some(idx[3])).unwrap();
 
     let fd = dp.program_fd(PROG_L2_INGRESS).unwrap();
     let run = |ifindex: u32, frame: &[u8], repeat: u32| {
@@ -63,6 +71,20 @@ fn l2_per_frame_cost() {
     assert_eq!(out.retval, TC_ACT_REDIRECT);
     report.push(format!(
         "known unicast (learn + lookup): {} ns",
+        out.duration_ns
+    ));
+    let udp = ipv4_udp_frame(b, a, [10, 0, 0, 1], [10, 0, 0, 2], 64, &[], &[0; 1000]);
+    let out = run(idx[0], &udp, REPEAT);
+    assert_eq!(out.retval, TC_ACT_REDIRECT);
+    report.push(format!(
+        "known unicast, IPv4 UDP (DHCP check included): {} ns",
+        out.duration_ns
+    ));
+    let out = run(idx[2], &Udp4::discover(a).frame(), REPEAT);
+    let t = L2Trace::from_cb(out.cb).unwrap();
+    assert_eq!(t.verdict, L2Verdict::DhcpSteered);
+    report.push(format!(
+        "DHCP DISCOVER steered to the responder: {} ns",
         out.duration_ns
     ));
     let out = run(

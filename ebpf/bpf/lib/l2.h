@@ -16,8 +16,20 @@ enum l2_mode {
 };
 
 /* l2_port.flags */
-/* A veth whose peer is in another netns: bpf_redirect_peer works. */
+/* A veth whose peer is in another netns: bpf_redirect_peer works (set by
+ * the loader from what the link is, not by netd). */
 #define L2_PORT_F_PEER 0x1
+/* netd's policy flags (L2PortFlags):
+ * TRUSTED: the port may send DHCP server replies (UDP source port 67);
+ *   from any other VM port they are dropped (drop_dhcp_guard).
+ * LOCAL_ONLY: the port's frames never reach the uplink (no unicast to a
+ *   MAC behind it, no flood copy), and it is invisible from the uplink
+ *   (no flood copy from the wire; a frame from the wire to one of its
+ *   MACs, or from one of its MACs, is dropped: drop_local_only). For
+ *   anycast services such as the per-node DHCP responder, whose MAC is
+ *   the same on every node. */
+#define L2_PORT_F_TRUSTED 0x2
+#define L2_PORT_F_LOCAL_ONLY 0x4
 
 struct l2_port {
 	__u32 cn; /* cluster network id */
@@ -30,6 +42,7 @@ struct l2_port {
 	__u32 _pad1;
 	__u64 allowed[64]; /* TRUNK: bit v = VLAN v allowed (4096 bits) */
 };
+_Static_assert(sizeof(struct l2_port) == 536, "struct l2_port: mirrored by RawL2Port");
 
 struct l2_vlan_key {
 	__u32 cn;
@@ -47,6 +60,8 @@ struct l2_vlan {
 	__u64 aging_ns; /* the cluster network's MAC aging, copied by the loader */
 	__u32 members[FURROW_L2_MAX_MEMBERS]; /* ifindexes, uplink included */
 };
+_Static_assert(sizeof(struct l2_vlan) == 16 + 4 * FURROW_L2_MAX_MEMBERS,
+	       "struct l2_vlan: mirrored by RawL2Vlan");
 
 struct l2_fdb_key {
 	__u32 cn;
@@ -62,12 +77,24 @@ struct l2_fdb {
 	__u32 flags; /* L2_FDB_F_* */
 	__u64 last_seen; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC); 0 for static */
 };
+_Static_assert(sizeof(struct l2_fdb_key) == 12, "struct l2_fdb_key: mirrored by RawFdbKey");
+_Static_assert(sizeof(struct l2_fdb) == 16, "struct l2_fdb: mirrored by RawFdb");
 
 struct l2_cn {
 	__u64 aging_ns;
 	__u32 uplink; /* ifindex of the uplink port, 0 if none */
 	__u32 flags; /* reserved, 0 */
 };
+_Static_assert(sizeof(struct l2_cn) == 16, "struct l2_cn: mirrored by RawL2Cn");
+
+/* DHCP service of one (cluster network, VLAN) on this node, in its own
+ * map (furrow_l2_dhcp) so that the flood list entry keeps its layout and
+ * its own lifecycle. */
+struct l2_dhcp {
+	__u32 responder; /* ifindex of the responder port (0: none) */
+	__u32 flags; /* reserved, 0 */
+};
+_Static_assert(sizeof(struct l2_dhcp) == 8, "struct l2_dhcp: mirrored by RawL2Dhcp");
 
 struct l2_vlan_stats {
 	__u64 rx_packets; /* frames accepted into the VLAN (any port) */
@@ -82,7 +109,14 @@ struct l2_vlan_stats {
 	__u64 drop_hairpin;
 	__u64 drop_mtu;
 	__u64 drop_other;
+	/* Appended for DHCP (96 -> 120 bytes; the loader re-creates a pinned
+	 * map of the older size, counters restart at 0). */
+	__u64 dhcp_steered; /* DHCP client frames handed to the responder only */
+	__u64 drop_dhcp_guard; /* DHCP server replies from untrusted VM ports */
+	__u64 drop_local_only; /* local-only traffic that would cross the uplink */
 };
+_Static_assert(sizeof(struct l2_vlan_stats) == 15 * 8,
+	       "struct l2_vlan_stats: mirrored by RawVlanStats");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -127,6 +161,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } furrow_l2_vlan_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, FURROW_L2_MAX_VLANS);
+	__type(key, struct l2_vlan_key);
+	__type(value, struct l2_dhcp);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} furrow_l2_dhcp SEC(".maps");
+
 static __always_inline struct l2_port *l2_port_get(__u32 ifindex)
 {
 	return bpf_map_lookup_elem(&furrow_l2_ports, &ifindex);
@@ -144,6 +187,22 @@ static __always_inline struct l2_vlan_stats *l2_vlan_stats_get(__u32 cn, __u16 v
 	struct l2_vlan_key key = { .cn = cn, .vid = vid };
 
 	return bpf_map_lookup_elem(&furrow_l2_vlan_stats, &key);
+}
+
+/* The responder port of (cn, vid), 0 if it has none. */
+static __always_inline __u32 l2_dhcp_responder(__u32 cn, __u16 vid)
+{
+	struct l2_vlan_key key = { .cn = cn, .vid = vid };
+	struct l2_dhcp *d = bpf_map_lookup_elem(&furrow_l2_dhcp, &key);
+
+	return d ? d->responder : 0;
+}
+
+static __always_inline int l2_port_is_local_only(__u32 ifindex)
+{
+	struct l2_port *p = l2_port_get(ifindex);
+
+	return p && (p->flags & L2_PORT_F_LOCAL_ONLY);
 }
 
 /* Whether `p` is a port of cluster network `cn` that carries `vid`. */
@@ -195,31 +254,48 @@ static __always_inline struct l2_fdb *l2_fdb_lookup(__u32 cn, __u16 vid, const _
  * not write its cache line on every frame. */
 #define L2_FDB_REFRESH_NS 1000000000ULL
 
-/* Learns (cn, vid, mac) on `ifindex`. Static entries are never touched. */
-static __always_inline void l2_fdb_learn(__u32 cn, __u16 vid, const __u8 *mac, __u32 ifindex,
-					 __u64 now, __u64 aging_ns)
+/* Learns (cn, vid, mac) on `ifindex`. Static entries are never touched;
+ * an entry of a local-only port never moves to the uplink.
+ *
+ * Returns 0, or, for a frame from the uplink whose source MAC is owned
+ * here by a local-only port (a static entry, or a live learned one), the
+ * ifindex of that port: another node's leakage of an anycast MAC. The
+ * entry stays; the caller drops the frame. */
+static __always_inline __u32 l2_fdb_learn(__u32 cn, __u16 vid, const __u8 *mac, __u32 ifindex,
+					__u64 now, __u64 aging_ns, __u8 from_uplink)
 {
 	struct l2_fdb_key key = { .cn = cn, .vid = vid };
 	struct l2_fdb val = { .ifindex = ifindex, .last_seen = now };
 	__u64 refresh = aging_ns >> 2;
 	struct l2_fdb *e;
+	__u32 owner;
 
 	__builtin_memcpy(key.mac, mac, ETH_ALEN);
 	e = bpf_map_lookup_elem(&furrow_l2_fdb, &key);
 	if (e) {
-		if (e->flags & L2_FDB_F_STATIC)
-			return;
+		owner = e->ifindex;
+		if (e->flags & L2_FDB_F_STATIC) {
+			/* Only a move is suspicious; the port lookup is paid
+			 * by such frames alone. */
+			if (from_uplink && owner != ifindex && l2_port_is_local_only(owner))
+				return owner;
+			return 0;
+		}
 		if (refresh > L2_FDB_REFRESH_NS)
 			refresh = L2_FDB_REFRESH_NS;
-		if (e->ifindex == ifindex && now - e->last_seen < refresh)
-			return;
+		if (owner == ifindex && now - e->last_seen < refresh)
+			return 0;
+		if (from_uplink && owner != ifindex && now - e->last_seen <= aging_ns &&
+		    l2_port_is_local_only(owner))
+			return owner;
 		/* In place: a reader may see the new port with the old time
 		 * for an instant, which at worst floods one frame. */
 		e->ifindex = ifindex;
 		e->last_seen = now;
-		return;
+		return 0;
 	}
 	/* Racing learners on two CPUs: the first insert wins, the other
 	 * frame learns again next time. */
 	bpf_map_update_elem(&furrow_l2_fdb, &key, &val, BPF_NOEXIST);
+	return 0;
 }

@@ -3,7 +3,8 @@
  * The layout is mirrored by RawPortStats in ebpf/src/maps.rs.
  *
  * Layout history: 72 bytes (9 counters) until the L2 switch added
- * drop_mtu and drop_hairpin at the end (88 bytes). The loader re-creates
+ * drop_mtu and drop_hairpin at the end (88 bytes); DHCP steering added
+ * drop_dhcp_guard and drop_local_only (104 bytes). The loader re-creates
  * a pinned counters map of another size (counters restart at zero). */
 #pragma once
 
@@ -24,12 +25,15 @@ struct port_stats {
 	__u64 drop_other;
 	__u64 drop_mtu; /* L2: longer than this port's MTU */
 	__u64 drop_hairpin; /* L2: destination is the source port */
+	__u64 drop_dhcp_guard; /* L2: DHCP server reply from an untrusted VM port */
+	__u64 drop_local_only; /* L2: local-only traffic that would cross the uplink */
 };
+_Static_assert(sizeof(struct port_stats) == 13 * 8, "struct port_stats: mirrored by RawPortStats");
 
 /* Entries are created (zeroed) by the loader when a port is attached;
  * programs only update existing ones, so a stray ifindex never fills it.
- * Not preallocated: per-CPU values cost max_entries * ncpus * 88 bytes up
- * front (180 MiB on a 128-CPU node), and programs never insert, so lazy
+ * Not preallocated: per-CPU values cost max_entries * ncpus * 104 bytes up
+ * front (208 MiB on a 128-CPU node), and programs never insert, so lazy
  * allocation costs nothing on the fast path. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

@@ -281,3 +281,96 @@ impl RawSock {
         })
     }
 }
+
+pub const DHCP_SERVER_PORT: u16 = 67;
+pub const DHCP_CLIENT_PORT: u16 = 68;
+/// iphdr.frag_off: more fragments.
+pub const IP_MF: u16 = 0x2000;
+
+/// An Ethernet + IPv4 + UDP frame, for the DHCP rules: any ports, IP
+/// options (a multiple of 4 bytes), the raw `frag_off` field (flags and
+/// offset in 8-byte units), valid header checksum, no UDP checksum.
+#[derive(Clone, Debug)]
+pub struct Udp4 {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub options: Vec<u8>,
+    pub frag_off: u16,
+    pub payload: Vec<u8>,
+}
+
+impl Udp4 {
+    /// A BOOTP message body: op (1 request, 2 reply), the client MAC, the
+    /// magic cookie and a message-type option, padded to 300 bytes.
+    pub fn bootp(op: u8, chaddr: [u8; 6], msg_type: u8) -> Vec<u8> {
+        let mut b = vec![0u8; 236];
+        b[0] = op;
+        b[1] = 1; // Ethernet
+        b[2] = 6;
+        b[4..8].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+        b[28..34].copy_from_slice(&chaddr);
+        b.extend_from_slice(&[99, 130, 83, 99, 53, 1, msg_type, 255]);
+        b.resize(300, 0);
+        b
+    }
+
+    /// A broadcast DHCPDISCOVER from `client`.
+    pub fn discover(client: [u8; 6]) -> Self {
+        Udp4 {
+            dst_mac: BCAST,
+            src_mac: client,
+            src: [0; 4],
+            dst: [255; 4],
+            sport: DHCP_CLIENT_PORT,
+            dport: DHCP_SERVER_PORT,
+            options: Vec::new(),
+            frag_off: 0,
+            payload: Self::bootp(1, client, 1),
+        }
+    }
+
+    /// A DHCPOFFER from `server` (MAC, IP) to `client`, unicast.
+    pub fn offer(server: [u8; 6], server_ip: [u8; 4], client: [u8; 6]) -> Self {
+        Udp4 {
+            dst_mac: client,
+            src_mac: server,
+            src: server_ip,
+            dst: [10, 50, 0, 150],
+            sport: DHCP_SERVER_PORT,
+            dport: DHCP_CLIENT_PORT,
+            options: Vec::new(),
+            frag_off: 0,
+            payload: Self::bootp(2, client, 2),
+        }
+    }
+
+    pub fn frame(&self) -> Vec<u8> {
+        assert_eq!(self.options.len() % 4, 0);
+        let ihl = 5 + self.options.len() / 4;
+        assert!(ihl <= 15);
+        let udp_len = 8 + self.payload.len();
+        let tot_len = ihl * 4 + udp_len;
+        let mut ip = vec![0x40 | ihl as u8, 0];
+        ip.extend_from_slice(&(tot_len as u16).to_be_bytes());
+        ip.extend_from_slice(&[0xab, 0xcd]);
+        ip.extend_from_slice(&self.frag_off.to_be_bytes());
+        ip.extend_from_slice(&[64, 17, 0, 0]);
+        ip.extend_from_slice(&self.src);
+        ip.extend_from_slice(&self.dst);
+        ip.extend_from_slice(&self.options);
+        let csum = super::inet_checksum(&ip);
+        ip[10..12].copy_from_slice(&csum.to_be_bytes());
+        let mut f = eth_header(self.dst_mac, self.src_mac, super::ETH_P_IP);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&self.sport.to_be_bytes());
+        f.extend_from_slice(&self.dport.to_be_bytes());
+        f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&self.payload);
+        f
+    }
+}

@@ -7,13 +7,14 @@ use std::{
     fs::File,
     os::fd::{AsRawFd, OwnedFd},
     path::PathBuf,
-    process::Command,
+    process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
 };
 
 use nix::sched::{setns, unshare, CloneFlags};
 
 pub mod l2;
+pub mod lab;
 
 /// A private network namespace. It lives as long as this value holds its fd.
 pub struct NetNs {
@@ -271,4 +272,97 @@ pub fn ipv4_udp_frame(
     f.extend_from_slice(&[0, 0]); // no UDP checksum (allowed for IPv4)
     f.extend_from_slice(payload);
     f
+}
+
+/// A unique scratch directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("furrow-test-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process started inside a namespace, stopped (SIGTERM, then
+/// SIGKILL) and reaped on drop, also when a test panics.
+pub struct Proc {
+    child: Option<Child>,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Sends `sig` and waits up to 5 s for the process to exit (SIGKILL
+    /// after that). Returns whether it exited by itself.
+    pub fn stop(&mut self, sig: i32) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        // SAFETY: kill(2) on our own child's pid, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(libc::SIGTERM);
+    }
+}
+
+impl NetNs {
+    /// Starts `prog args` inside the namespace, stdout and stderr appended
+    /// to `log`.
+    pub fn spawn(&self, prog: &str, args: &[String], log: &std::path::Path) -> Proc {
+        let out = File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let err = out.try_clone().expect("dup log fd");
+        let child = self.run(|| {
+            Command::new(prog)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {prog}: {e}"))
+        });
+        Proc {
+            child: Some(child),
+            name: prog.to_owned(),
+        }
+    }
 }
