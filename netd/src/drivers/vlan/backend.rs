@@ -345,9 +345,8 @@ pub async fn attach_port(
     mode: &PortMode,
     mtu: u32,
     mac: Option<MacAddr>,
-    flags: PortFlags,
+        flags: PortFlags,
 ) -> Result<(), String> {
-    let _ = flags;
     match cn.backend {
         BackendKind::Ebpf => {
             let port = L2Port {
@@ -355,9 +354,13 @@ pub async fn attach_port(
                 mode: l2_mode(mode)?,
                 mtu,
             };
-            let (name, id, home) = (ifname.to_string(), cn.id, mode.home_vid());
+                        let (name, id, home) = (ifname.to_string(), cn.id, mode.home_vid());
+            let fl = furrow_ebpf::L2PortFlags {
+                trusted: flags.dhcp_trusted,
+                local_only: flags.local_only,
+            };
             node.with_datapath(move |dp| {
-                dp.l2_attach_port(&name, ifindex, &port)?;
+                dp.l2_attach_port_with_flags(&name, ifindex, &port, fl)?;
                 if let (Some(m), Some(vid)) = (mac, home) {
                     dp.fdb_add_static(id, vid, m.0, ifindex)?;
                 }
@@ -465,8 +468,18 @@ pub async fn set_dhcp_responder(
     vid: u16,
     responder: Option<u32>,
 ) -> Result<(), String> {
-    let _ = (node, cn, vid, responder);
-    Ok(())
+    match cn.backend {
+        BackendKind::Ebpf => {
+            let id = cn.id;
+            node.with_datapath(move |dp| dp.l2_set_dhcp_responder(id, vid, responder))
+                .await
+                .map_err(|e| format!("DHCP responder of VLAN {vid}: {e}"))
+        }
+        BackendKind::Bridge => Err(format!(
+            "cluster network {}: node-local DHCP needs the eBPF backend (the kernel bridge cannot steer DHCP to the local responder)",
+            cn.name
+        )),
+    }
 }
 
 /// Makes the datapath's view of one VLAN match `cn.members`.
