@@ -13,6 +13,8 @@ PKGS=(
   qemu-system-x86                # full-kernel guests under TCG (tests/src/guest)
   busybox-static kmod cpio       # their initramfs: busybox, depmod/modprobe, packing
   xz-utils binutils              # decompressing modules, stripping host binaries
+  protobuf-compiler              # protoc: etcd-client's build script (netd's etcd store)
+  etcd-server etcd-client        # a real etcd (and etcdctl) for the etcd store tests
 )
 missing=()
 for p in "${PKGS[@]}"; do

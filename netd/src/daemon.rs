@@ -32,7 +32,6 @@ use crate::node::Node;
 use crate::options::Resolved;
 use crate::ports::{self, AnyPort};
 use crate::resources::{self, Resources};
-use crate::store::embedded::EmbeddedStore;
 use crate::store::WatchError;
 use crate::validate;
 
@@ -50,9 +49,9 @@ impl Daemon {
     pub async fn start(cfg: Resolved) -> anyhow::Result<Arc<Daemon>> {
         // Pods' traffic is routed through the node.
         sysctl::write("net.ipv4.ip_forward", "1").context("enabling IPv4 forwarding")?;
-        let store = EmbeddedStore::open(&cfg.state_dir.join("store.redb")).with_context(|| {
-            format!("opening the embedded store in {}", cfg.state_dir.display())
-        })?;
+        let store = crate::store::open(&cfg.store)
+            .await
+            .context("opening the store")?;
         let host = Netlink::current().context("opening rtnetlink")?;
         let pin_dir = cfg.bpf_dir.clone();
         let datapath =
@@ -66,13 +65,7 @@ impl Daemon {
                 })?;
         let firewall = NftablesDriver::new(&cfg.nft_table)
             .with_context(|| format!("preparing nftables table {}", cfg.nft_table))?;
-        let node = Arc::new(Node::new(
-            cfg,
-            Arc::new(store),
-            host,
-            datapath,
-            Arc::new(firewall),
-        ));
+        let node = Arc::new(Node::new(cfg, store, host, datapath, Arc::new(firewall)));
         let daemon = Arc::new(Daemon {
             mgmt: ManagementDriver::new(node.clone()),
             vlan: VlanDriver::new(node.clone()),

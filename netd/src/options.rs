@@ -7,6 +7,17 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::store::etcd::{ConfigField, EtcdConfig, EtcdTls};
+use crate::store::StoreConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreBackend {
+    /// One redb file in the state directory: a node on its own.
+    Embedded,
+    /// An etcd cluster several nodes share.
+    Etcd,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -43,6 +54,35 @@ pub struct Options {
     /// State directory holding the embedded store [default: /var/lib/furrow[/<instance>]].
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Where netd keeps its state.
+    #[arg(long, value_enum, default_value = "embedded", env = "FURROW_STORE")]
+    pub store: StoreBackend,
+    /// etcd client URLs, comma-separated (with --store etcd).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379",
+        env = "FURROW_ETCD_ENDPOINTS"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// Prepended to every etcd key, e.g. /clusters/east puts this cluster's
+    /// keys under /clusters/east/furrow/...; empty stores them as /furrow/....
+    /// Clusters sharing one etcd need different prefixes.
+    #[arg(long, default_value = "", env = "FURROW_ETCD_PREFIX")]
+    pub etcd_prefix: String,
+    /// Deadline of each etcd call, in milliseconds; past it netd answers
+    /// "try again later".
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub etcd_timeout_ms: u64,
+    /// PEM CA bundle for https:// etcd endpoints.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd (with --etcd-key).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM client key for etcd (with --etcd-cert).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
     /// Directory of resource files (*.yaml, *.yml, *.json) applied at start and on SIGHUP
     /// [default: /etc/furrow/resources.d, or /etc/furrow/<instance>/resources.d].
     #[arg(long)]
@@ -72,6 +112,7 @@ pub struct Resolved {
     pub node_labels: std::collections::BTreeMap<String, String>,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    pub store: StoreConfig,
     pub config_dir: PathBuf,
     pub bpf_dir: PathBuf,
     pub nft_table: String,
@@ -155,6 +196,14 @@ impl Options {
             node_labels.insert(k.to_string(), v.to_string());
         }
         node_labels.insert("kubernetes.io/hostname".to_string(), node.clone());
+        let state_dir = self.state_dir.clone().unwrap_or_else(|| {
+            if default {
+                "/var/lib/furrow".into()
+            } else {
+                PathBuf::from("/var/lib/furrow").join(inst)
+            }
+        });
+        let store = self.store_config(&state_dir)?;
         Ok(Resolved {
             instance: inst.clone(),
             node,
@@ -163,13 +212,8 @@ impl Options {
                 .socket
                 .clone()
                 .unwrap_or_else(|| sub("/run/furrow", "netd.sock")),
-            state_dir: self.state_dir.clone().unwrap_or_else(|| {
-                if default {
-                    "/var/lib/furrow".into()
-                } else {
-                    PathBuf::from("/var/lib/furrow").join(inst)
-                }
-            }),
+            state_dir,
+            store,
             config_dir: self
                 .config_dir
                 .clone()
@@ -181,6 +225,41 @@ impl Options {
             nft_table,
             metrics_listen: self.metrics_listen,
         })
+    }
+
+    fn store_config(&self, state_dir: &std::path::Path) -> Result<StoreConfig, OptionsError> {
+        match self.store {
+            StoreBackend::Embedded => Ok(StoreConfig::Embedded {
+                path: state_dir.join("store.redb"),
+            }),
+            StoreBackend::Etcd => {
+                let cfg = EtcdConfig {
+                    endpoints: self
+                        .etcd_endpoints
+                        .iter()
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty())
+                        .collect(),
+                    prefix: self.etcd_prefix.clone(),
+                    timeout: std::time::Duration::from_millis(self.etcd_timeout_ms),
+                    tls: EtcdTls {
+                        ca: self.etcd_ca.clone(),
+                        cert: self.etcd_cert.clone(),
+                        key: self.etcd_key.clone(),
+                    },
+                };
+                cfg.validate().map_err(|e| OptionsError {
+                    flag: match e.field {
+                        ConfigField::Endpoints => "etcd-endpoints",
+                        ConfigField::Prefix => "etcd-prefix",
+                        ConfigField::Tls => "etcd-cert",
+                        ConfigField::Timeout => "etcd-timeout-ms",
+                    },
+                    msg: e.msg,
+                })?;
+                Ok(StoreConfig::Etcd(cfg))
+            }
+        }
     }
 }
 
@@ -235,6 +314,47 @@ mod tests {
                 .flag,
             "node-label"
         );
+    }
+
+    #[test]
+    fn store_is_embedded_unless_asked() {
+        let r = parse(&["--node-name", "n1"]).resolve().unwrap();
+        assert!(matches!(
+            r.store,
+            StoreConfig::Embedded { ref path } if path == &PathBuf::from("/var/lib/furrow/store.redb")
+        ));
+        let r = parse(&[
+            "--node-name",
+            "n1",
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            "http://10.0.0.1:2379,http://10.0.0.2:2379",
+            "--etcd-prefix",
+            "/clusters/east",
+        ])
+        .resolve()
+        .unwrap();
+        let StoreConfig::Etcd(c) = r.store else {
+            panic!("expected etcd")
+        };
+        assert_eq!(
+            c.endpoints,
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        assert_eq!(c.prefix, "/clusters/east");
+        assert_eq!(c.timeout, std::time::Duration::from_secs(5));
+        let e = parse(&[
+            "--node-name",
+            "n1",
+            "--store",
+            "etcd",
+            "--etcd-prefix",
+            "x/",
+        ])
+        .resolve()
+        .unwrap_err();
+        assert_eq!(e.flag, "etcd-prefix");
     }
 
     #[test]

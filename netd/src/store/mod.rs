@@ -5,12 +5,16 @@
 //! leases, the port registry) is written once.
 
 pub mod embedded;
+pub mod etcd;
 pub mod keys;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 pub type Revision = u64;
 
@@ -108,6 +112,11 @@ pub enum StoreError {
     Io(String),
     #[error("store value at {key} is corrupt: {msg}")]
     Corrupt { key: String, msg: String },
+    /// A key the backend cannot store (a programming error, not a
+    /// transient condition): the etcd backend needs keys that start with
+    /// '/' so a namespace prefix cannot run into another namespace.
+    #[error("invalid store key {0:?}: keys start with '/'")]
+    InvalidKey(String),
 }
 
 #[async_trait]
@@ -129,18 +138,56 @@ pub trait Store: Send + Sync + 'static {
 pub struct Watch {
     prefix: String,
     rx: broadcast::Receiver<WatchEvent>,
+    /// Set by backends that can lose events outside the broadcast channel
+    /// (etcd: the history to resume from was compacted). The value counts
+    /// the revisions lost so far; a change means "re-list".
+    lost: Option<watch::Receiver<u64>>,
+    lost_seen: u64,
 }
 
 impl Watch {
     pub fn new(prefix: String, rx: broadcast::Receiver<WatchEvent>) -> Self {
-        Watch { prefix, rx }
+        Watch {
+            prefix,
+            rx,
+            lost: None,
+            lost_seen: 0,
+        }
+    }
+
+    /// Also reports `Lagged` whenever the backend bumps `lost`.
+    pub fn with_lost_events(mut self, lost: watch::Receiver<u64>) -> Self {
+        self.lost_seen = *lost.borrow();
+        self.lost = Some(lost);
+        self
     }
 
     /// The next matching event. `Err(lagged)` means events were missed and
     /// the watcher must re-list.
     pub async fn next(&mut self) -> Result<WatchEvent, WatchError> {
         loop {
-            match self.rx.recv().await {
+            let got = match &mut self.lost {
+                None => self.rx.recv().await,
+                Some(lost) => tokio::select! {
+                    // Lost events first: whatever is still buffered is
+                    // superseded by the re-list the caller is about to do.
+                    biased;
+                    changed = lost.changed() => {
+                        if changed.is_err() {
+                            // The backend is gone; the broadcast channel
+                            // reports Closed next.
+                            self.lost = None;
+                            continue;
+                        }
+                        let total = *lost.borrow_and_update();
+                        let n = total.saturating_sub(self.lost_seen);
+                        self.lost_seen = total;
+                        return Err(WatchError::Lagged(n));
+                    }
+                    ev = self.rx.recv() => ev,
+                },
+            };
+            match got {
                 Ok(ev) if ev.key().starts_with(&self.prefix) => return Ok(ev),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => return Err(WatchError::Lagged(n)),
@@ -156,6 +203,43 @@ pub enum WatchError {
     Lagged(u64),
     #[error("store closed")]
     Closed,
+}
+
+/// Which backend holds netd's state (`netd --store`).
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// One redb file on this node.
+    Embedded { path: PathBuf },
+    /// An etcd cluster shared by several nodes.
+    Etcd(etcd::EtcdConfig),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("opening the embedded store {}: {source}", path.display())]
+    Embedded { path: PathBuf, source: StoreError },
+    #[error(transparent)]
+    Etcd(#[from] etcd::EtcdOpenError),
+}
+
+/// Opens the configured backend. Kept here, not in the daemon, so the
+/// daemon only ever sees `dyn Store`.
+pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, OpenError> {
+    let store: Arc<dyn Store> = match cfg {
+        StoreConfig::Embedded { path } => Arc::new(embedded::EmbeddedStore::open(path).map_err(
+            |source| OpenError::Embedded {
+                path: path.clone(),
+                source,
+            },
+        )?),
+        StoreConfig::Etcd(c) => Arc::new(etcd::EtcdStore::connect(c).await?),
+    };
+    tracing::info!(
+        backend = store.backend(),
+        location = %store.location(),
+        "store opened"
+    );
+    Ok(store)
 }
 
 /// Typed convenience over [`Store`].

@@ -1,0 +1,3 @@
+//! Helpers shared by netd's integration tests.
+
+pub mod etcd;
