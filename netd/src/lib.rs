@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod daemon;
+pub mod dhcp;
 pub mod drivers;
 pub mod firewall;
 pub mod ipam;
@@ -18,4 +19,3 @@ pub mod store;
 pub mod subnets;
 pub mod util;
 pub mod validate;
-pub mod dhcp;

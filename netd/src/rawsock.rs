@@ -82,7 +82,7 @@ impl RawSocket {
                 }
                 return Err(e);
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             // MSG_TRUNC reports the real length: an oversized frame is

@@ -14,7 +14,7 @@ use furrow_netd::store::etcd::EtcdStore;
 use furrow_netd::store::{Compare, Op, Store, StoreError, Txn, Watch, WatchError, WatchEvent};
 
 async fn connect(etcd: &EtcdCluster, prefix: &str) -> EtcdStore {
-    EtcdStore::connect(&etcd.store_config(prefix))
+    EtcdStore::connect(&common::etcd::store_config(etcd, prefix))
         .await
         .expect("connecting to the test etcd")
 }
@@ -378,7 +378,7 @@ async fn compacted_history_makes_watchers_relist() {
         .unwrap();
     raw.compact(now as i64, None).await.unwrap();
     // A store whose event stream must start where history is gone.
-    let late = EtcdStore::connect_from(&etcd.store_config("/t"), Some(first))
+    let late = EtcdStore::connect_from(&common::etcd::store_config(&etcd, "/t"), Some(first))
         .await
         .unwrap();
     let mut w = late.watch("/k/");
@@ -453,7 +453,7 @@ async fn three_members_keep_serving_with_one_killed() {
 #[tokio::test]
 async fn all_members_down_is_unavailable_fast_then_the_same_client_recovers() {
     let mut etcd = EtcdCluster::start(3);
-    let cfg = etcd.store_config("/t");
+    let cfg = common::etcd::store_config(&etcd, "/t");
     let timeout = cfg.timeout;
     let s = EtcdStore::connect(&cfg).await.unwrap();
     let mut w = s.watch("/r/");
@@ -566,7 +566,7 @@ async fn txn_latency() {
 #[tokio::test]
 async fn tls_with_client_certificates() {
     let etcd = EtcdCluster::start_tls(1);
-    let cfg = etcd.store_config("/t");
+    let cfg = common::etcd::store_config(&etcd, "/t");
     assert!(cfg.endpoints[0].starts_with("https://"));
     let s = EtcdStore::connect(&cfg).await.unwrap();
     assert!(s.txn(claim("/tls/1", "x")).await.unwrap().succeeded);

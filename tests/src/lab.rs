@@ -17,6 +17,8 @@ use crate::{janitor, names, Netns};
 pub const FABRIC_BRIDGE: &str = "fabric0";
 pub const TRUNK_BRIDGE: &str = "trunk0";
 pub const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+/// The control-plane host of a shared lab (where etcd runs).
+pub const CONTROL_PLANE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 250);
 pub const UNDERLAY_PREFIX: u8 = 24;
 
 pub struct Lab {
@@ -26,6 +28,12 @@ pub struct Lab {
     /// The trunk fabric for data NICs (created on first use): a plain
     /// bridge, which forwards VLAN-tagged frames untouched.
     pub trunk: Option<Netns>,
+    /// The etcd every node shares state through, in a shared lab.
+    pub etcd: Option<crate::etcd::EtcdCluster>,
+    /// The key prefix of this lab in that etcd.
+    pub etcd_prefix: String,
+    /// The control-plane host etcd runs on, on the fabric.
+    pub control_plane: Option<Netns>,
     next_port: u32,
 }
 
@@ -84,6 +92,9 @@ impl Lab {
             external,
             nodes: Vec::new(),
             trunk: None,
+            etcd: None,
+            etcd_prefix: String::new(),
+            control_plane: None,
             next_port: 0,
         };
         let port = lab.fabric_port();
@@ -97,6 +108,35 @@ impl Lab {
             "dev",
             "eth0",
         ])?;
+        Ok(lab)
+    }
+    /// A lab whose nodes share their state through a real etcd cluster of
+    /// `members` members (the multi-node setup), each lab under its own key
+    /// prefix. etcd runs on a control-plane host on the fabric: netd runs
+    /// inside its node's namespace, where the machine's loopback is out of
+    /// reach, and a node cut off the fabric loses etcd as a real one would.
+    pub fn shared(members: usize) -> anyhow::Result<Lab> {
+        let mut lab = Lab::new()?;
+        let cp = Netns::new(&names::unique("cp"))?;
+        let port = lab.fabric_port();
+        veth_between(&lab.fabric, &port, &cp, "eth0")?;
+        lab.fabric
+            .ip(&["link", "set", &port, "master", FABRIC_BRIDGE])?;
+        cp.ip(&[
+            "addr",
+            "add",
+            &format!("{CONTROL_PLANE_IP}/{UNDERLAY_PREFIX}"),
+            "dev",
+            "eth0",
+        ])?;
+        cp.ip(&["link", "set", "lo", "up"])?;
+        lab.etcd = Some(crate::etcd::EtcdCluster::start_in(
+            members,
+            &cp.path(),
+            CONTROL_PLANE_IP,
+        ));
+        lab.control_plane = Some(cp);
+        lab.etcd_prefix = format!("/{}", names::unique("lab"));
         Ok(lab)
     }
 
@@ -128,6 +168,16 @@ impl Lab {
         ])?;
         ns.ip(&["route", "add", "default", "via", &EXTERNAL_IP.to_string()])?;
         let mut netd = NetdProcess::new(&ns.path(), name)?;
+        if let Some(etcd) = &self.etcd {
+            netd.extra_args = vec![
+                "--store".into(),
+                "etcd".into(),
+                "--etcd-endpoints".into(),
+                etcd.endpoints().join(","),
+                "--etcd-prefix".into(),
+                self.etcd_prefix.clone(),
+            ];
+        }
         if start {
             netd.start()
                 .with_context(|| format!("starting netd on {name}"))?;
@@ -174,6 +224,9 @@ impl Lab {
     pub fn keep(&mut self) {
         self.fabric.keep();
         self.external.keep();
+        if let Some(c) = &mut self.control_plane {
+            c.keep();
+        }
         if let Some(t) = &mut self.trunk {
             t.keep();
         }
@@ -183,11 +236,12 @@ impl Lab {
         }
     }
 }
-
 impl Drop for Lab {
     fn drop(&mut self) {
-        // Nodes (and their netd) before the fabric they hang off.
+        // Nodes (and their netd) before the fabric they hang off, and
+        // before the etcd they talk to.
         self.nodes.clear();
+        self.etcd.take();
     }
 }
 

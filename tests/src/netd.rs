@@ -22,6 +22,8 @@ pub struct NetdProcess {
     pub bpf_dir: PathBuf,
     pub config_dir: PathBuf,
     pub log_path: PathBuf,
+    /// Extra netd flags (e.g. the etcd store of a shared lab).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     keep: bool,
 }
@@ -42,6 +44,7 @@ impl NetdProcess {
             instance,
             node_name: node_name.to_string(),
             netns: netns.to_path_buf(),
+            extra_args: Vec::new(),
             child: None,
             keep: false,
         })
@@ -88,6 +91,7 @@ impl NetdProcess {
                 "--log-level",
                 "info,furrow_netd=debug",
             ])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -197,16 +197,45 @@ mod tests {
         let mut a = LeaseCache::default();
         let mut b = LeaseCache::default();
         // Both decide on an empty view; only the first commit wins.
-        assert!(commit(&store, &mut a, "p", Write::Put(rec("10.0.0.5", "02:00:00:00:00:01", "n1"))).await.unwrap());
-        assert!(!commit(&store, &mut b, "p", Write::Put(rec("10.0.0.5", "02:00:00:00:00:02", "n2"))).await.unwrap());
+        assert!(commit(
+            &store,
+            &mut a,
+            "p",
+            Write::Put(rec("10.0.0.5", "02:00:00:00:00:01", "n1"))
+        )
+        .await
+        .unwrap());
+        assert!(!commit(
+            &store,
+            &mut b,
+            "p",
+            Write::Put(rec("10.0.0.5", "02:00:00:00:00:02", "n2"))
+        )
+        .await
+        .unwrap());
         // The loser's cache learnt who holds it.
         assert_eq!(b.by_ip("10.0.0.5".parse().unwrap()).unwrap().0.node, "n1");
         // With fresh data, the owner's renewal succeeds, a stale one fails.
         let mut renewed = rec("10.0.0.5", "02:00:00:00:00:01", "n2");
         renewed.expires_at = 200;
-        assert!(commit(&store, &mut b, "p", Write::Put(renewed.clone())).await.unwrap());
-        assert!(!commit(&store, &mut a, "p", Write::Delete("10.0.0.5".parse().unwrap())).await.unwrap());
-        assert_eq!(a.by_mac("02:00:00:00:00:01".parse().unwrap()).unwrap().0.expires_at, 200);
+        assert!(commit(&store, &mut b, "p", Write::Put(renewed.clone()))
+            .await
+            .unwrap());
+        assert!(!commit(
+            &store,
+            &mut a,
+            "p",
+            Write::Delete("10.0.0.5".parse().unwrap())
+        )
+        .await
+        .unwrap());
+        assert_eq!(
+            a.by_mac("02:00:00:00:00:01".parse().unwrap())
+                .unwrap()
+                .0
+                .expires_at,
+            200
+        );
         let kvs = store.list(&prefix("p")).await.unwrap();
         let c = LeaseCache::from_kvs(&kvs).unwrap();
         assert_eq!(c.len(), 1);

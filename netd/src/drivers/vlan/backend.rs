@@ -345,7 +345,7 @@ pub async fn attach_port(
     mode: &PortMode,
     mtu: u32,
     mac: Option<MacAddr>,
-        flags: PortFlags,
+    flags: PortFlags,
 ) -> Result<(), String> {
     match cn.backend {
         BackendKind::Ebpf => {
@@ -354,7 +354,7 @@ pub async fn attach_port(
                 mode: l2_mode(mode)?,
                 mtu,
             };
-                        let (name, id, home) = (ifname.to_string(), cn.id, mode.home_vid());
+            let (name, id, home) = (ifname.to_string(), cn.id, mode.home_vid());
             let fl = furrow_ebpf::L2PortFlags {
                 trusted: flags.dhcp_trusted,
                 local_only: flags.local_only,

@@ -5,16 +5,13 @@
 //!
 //! ```ignore
 //! let mut etcd = EtcdCluster::start(3);
-//! let cfg = etcd.store_config("/t");          // netd's EtcdConfig, own prefix
 //! etcd.kill(0);                               // SIGKILL one member
 //! etcd.restart(0);                            // same name, ports and data
 //! etcd.wait_healthy(Duration::from_secs(20));
 //! ```
 //!
-//! Meant to be shared by any test that needs etcd (it only depends on std
-//! and libc; `store_config` is the one netd-specific helper).
-
-#![allow(dead_code)]
+//! Shared by every test that needs etcd (netd's store tests, the lab's
+//! multi-node tests); it only depends on std and libc.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,8 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-use furrow_netd::store::etcd::EtcdConfig;
 
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
 
@@ -48,6 +43,9 @@ pub struct EtcdCluster {
     token: String,
     members: Vec<Member>,
     tls: Option<TlsFiles>,
+    /// Members run inside this network namespace and listen on `ip`
+    /// (the lab's control-plane host on the fabric); None: host loopback.
+    place: Option<(PathBuf, std::net::Ipv4Addr)>,
 }
 
 /// PEM files of a throwaway CA, the members' server certificate and a
@@ -108,20 +106,33 @@ impl EtcdCluster {
     /// healthy (has a leader and serves reads). Panics with the members'
     /// log tails if it does not come up.
     pub fn start(n: usize) -> EtcdCluster {
-        EtcdCluster::start_with(n, false)
+        EtcdCluster::start_with(n, false, None)
+    }
+
+    /// Starts an `n`-member cluster inside the network namespace `netns`,
+    /// listening on `ip` there: the lab runs etcd on a control-plane host of
+    /// its fabric, so nodes reach it over their uplinks (and lose it when
+    /// their uplink is cut, as a lost node would).
+    pub fn start_in(n: usize, netns: &Path, ip: std::net::Ipv4Addr) -> EtcdCluster {
+        EtcdCluster::start_with(n, false, Some((netns.to_path_buf(), ip)))
     }
 
     /// Like [`start`](Self::start), but clients must speak TLS and show a
     /// certificate signed by the cluster's CA ([`tls`](Self::tls)).
     pub fn start_tls(n: usize) -> EtcdCluster {
-        EtcdCluster::start_with(n, true)
+        EtcdCluster::start_with(n, true, None)
     }
 
-    fn start_with(n: usize, tls: bool) -> EtcdCluster {
+    fn start_with(
+        n: usize,
+        tls: bool,
+        place: Option<(PathBuf, std::net::Ipv4Addr)>,
+    ) -> EtcdCluster {
         assert!(n >= 1);
         let mut last = String::new();
         for _ in 0..3 {
             let mut c = EtcdCluster::create(n);
+            c.place = place.clone();
             if tls {
                 c.tls = Some(make_certs(&c.dir));
             }
@@ -162,18 +173,29 @@ impl EtcdCluster {
             token,
             members,
             tls: None,
+            place: None,
         }
     }
 
     fn initial_cluster(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{}:{}", m.name, self.ip(), m.peer_port))
             .collect::<Vec<_>>()
             .join(",")
     }
 
+    /// The address members listen on.
+    fn ip(&self) -> std::net::Ipv4Addr {
+        self.place
+            .as_ref()
+            .map(|(_, ip)| *ip)
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST)
+    }
+
     fn spawn(&mut self, i: usize) {
+        let ip = self.ip();
+        let place = self.place.clone();
         let initial = self.initial_cluster();
         let token = self.token.clone();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
@@ -185,10 +207,19 @@ impl EtcdCluster {
             .append(true)
             .open(&m.log)
             .expect("opening the etcd log");
-        let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let client = format!("{scheme}://{ip}:{}", m.client_port);
+        let peer = format!("http://{ip}:{}", m.peer_port);
         let metrics = format!("http://127.0.0.1:{}", m.metrics_port);
-        let mut cmd = Command::new(ETCD_BIN);
+        let mut cmd = match &place {
+            Some((ns, _)) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("--")
+                    .arg(ETCD_BIN);
+                c
+            }
+            None => Command::new(ETCD_BIN),
+        };
         cmd.env_clear()
             .arg("--name")
             .arg(&m.name)
@@ -231,7 +262,8 @@ impl EtcdCluster {
         m.child = Some(cmd.spawn().expect("starting /usr/bin/etcd"));
     }
 
-    pub fn len(&self) -> usize {
+    /// The number of members.
+    pub fn member_count(&self) -> usize {
         self.members.len()
     }
 
@@ -242,7 +274,7 @@ impl EtcdCluster {
     /// Client URL of member `i`.
     pub fn endpoint(&self, i: usize) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.members[i].client_port)
+        format!("{scheme}://{}:{}", self.ip(), self.members[i].client_port)
     }
 
     /// The certificates of a cluster started with [`start_tls`](Self::start_tls).
@@ -252,20 +284,6 @@ impl EtcdCluster {
 
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
-    }
-
-    /// netd's etcd store configuration for this cluster, every key under
-    /// `prefix`, with a short deadline so failure tests stay quick.
-    pub fn store_config(&self, prefix: &str) -> EtcdConfig {
-        let mut cfg = EtcdConfig::new(self.endpoints())
-            .with_prefix(prefix)
-            .with_timeout(Duration::from_secs(2));
-        if let Some(t) = &self.tls {
-            cfg.tls.ca = Some(t.ca.clone());
-            cfg.tls.cert = Some(t.client_cert.clone());
-            cfg.tls.key = Some(t.client_key.clone());
-        }
-        cfg
     }
 
     /// SIGKILLs member `i` (no goodbye to its peers) and reaps it.
@@ -301,9 +319,13 @@ impl EtcdCluster {
 
     /// `GET /health` of member `i`: true once it has a leader and serves.
     pub fn healthy(&self, i: usize) -> bool {
-        http_get(self.members[i].metrics_port, "/health")
-            .map(|b| b.contains("\"health\":\"true\""))
-            .unwrap_or(false)
+        http_get(
+            self.place.as_ref().map(|(p, _)| p.as_path()),
+            self.members[i].metrics_port,
+            "/health",
+        )
+        .map(|b| b.contains("\"health\":\"true\""))
+        .unwrap_or(false)
     }
 
     /// Waits until every running member is healthy.
@@ -354,9 +376,13 @@ impl EtcdCluster {
     pub fn leader(&self) -> Option<usize> {
         (0..self.members.len()).find(|&i| {
             self.members[i].child.is_some()
-                && http_get(self.members[i].metrics_port, "/metrics")
-                    .map(|b| b.lines().any(|l| l.trim() == "etcd_server_is_leader 1"))
-                    .unwrap_or(false)
+                && http_get(
+                    self.place.as_ref().map(|(p, _)| p.as_path()),
+                    self.members[i].metrics_port,
+                    "/metrics",
+                )
+                .map(|b| b.lines().any(|l| l.trim() == "etcd_server_is_leader 1"))
+                .unwrap_or(false)
         })
     }
 }
@@ -460,7 +486,19 @@ fn tail(log: &Path) -> String {
 
 /// A minimal HTTP/1.0 GET on loopback (etcd's /health and /metrics), so
 /// the harness needs no HTTP client.
-fn http_get(port: u16, path: &str) -> Option<String> {
+fn http_get(netns: Option<&Path>, port: u16, path: &str) -> Option<String> {
+    if let Some(ns) = netns {
+        // Connect from inside the namespace, on a thread of its own.
+        let file = std::fs::File::open(ns).ok()?;
+        let path = path.to_string();
+        return std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+            http_get(None, port, &path)
+        })
+        .join()
+        .ok()
+        .flatten();
+    }
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
