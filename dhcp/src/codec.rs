@@ -223,13 +223,32 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, MessageError> {
 
 fn decode_option(code: u8, data: &[u8]) -> Result<DhcpOption, String> {
     length_ok(code, data.len())?;
-    let mut tlv = Vec::with_capacity(data.len() + 2);
-    tlv.push(code);
-    // dhcproto takes the length from the buffer, not from this byte, so a
-    // concatenated option longer than 255 still decodes whole.
-    tlv.push(data.len().min(255) as u8);
-    tlv.extend_from_slice(data);
-    DhcpOption::decode(&mut Decoder::new(&tlv)).map_err(|e| e.to_string())
+    // Re-split into <= 255-byte pieces: dhcproto joins consecutive pieces of
+    // one code (RFC 3396) but reads each piece's own length byte.
+    let mut tlv = Vec::with_capacity(data.len() + 2 * (data.len() / 255 + 1));
+    let mut pieces = data.chunks(255).peekable();
+    if pieces.peek().is_none() {
+        tlv.extend([code, 0]);
+    }
+    for piece in pieces {
+        tlv.extend([code, piece.len() as u8]);
+        tlv.extend_from_slice(piece);
+    }
+    let opt = DhcpOption::decode(&mut Decoder::new(&tlv)).map_err(|e| e.to_string())?;
+    if let DhcpOption::RelayAgentInformation(info) = &opt {
+        // dhcproto stops at the first bad sub-option and drops the rest;
+        // echoing such a remnant (or nothing: an empty option vanishes on
+        // encode) would hand the relay something it never sent.
+        let back = info.to_vec().map_err(|e| e.to_string())?;
+        if data.is_empty() || back.len() != data.len() {
+            return Err(format!(
+                "{} of {} bytes are well-formed sub-options",
+                back.len(),
+                data.len()
+            ));
+        }
+    }
+    Ok(opt)
 }
 
 /// Encodes `msg`: fixed header, magic, options (53 first, 54 next, then by
@@ -421,6 +440,28 @@ mod tests {
     }
 
     #[test]
+    fn relay_information_must_decode_whole() {
+        // Empty, and a sub-option running past the option's end: refused,
+        // since it must be echoed exactly (RFC 3046).
+        for bad in [&[82u8, 0][..], &[82, 4, 1, 1, b'x', 2]] {
+            let mut b = base();
+            b.extend([53, 1, 1]);
+            b.extend(bad);
+            b.push(255);
+            assert!(
+                matches!(
+                    decode(&b).unwrap_err(),
+                    MessageError::BadOption { code: 82, .. }
+                ),
+                "{bad:?}"
+            );
+        }
+        let mut b = base();
+        b.extend([53, 1, 1, 82, 6, 1, 1, b'x', 2, 1, b'y', 255]);
+        assert!(decode(&b).is_ok());
+    }
+
+    #[test]
     fn a_bad_option_does_not_hide_the_ones_after_it() {
         // dhcproto alone would stop at the invalid UTF-8 hostname and lose 53.
         let mut b = base();
@@ -446,6 +487,21 @@ mod tests {
         );
         assert_eq!(requested_ip(&d.message), Some(Ipv4Addr::new(10, 0, 0, 7)));
         assert_eq!(d.message.fname(), None);
+    }
+
+    #[test]
+    fn long_options_survive_a_round_trip() {
+        // 300 bytes of client identifier: split in two on the wire (RFC
+        // 3396), joined again on decode, whatever bytes the data holds.
+        let id: Vec<u8> = (0..300u32).map(|i| (i % 7) as u8 + 60).collect();
+        let mut m = Message::default();
+        m.set_chaddr(&[2, 0, 0, 0, 0, 1]);
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Request));
+        m.opts_mut()
+            .insert(DhcpOption::ClientIdentifier(id.clone()));
+        let b = encode(&m, 0).unwrap();
+        assert_eq!(client_id(&decode(&b).unwrap().message), Some(&id[..]));
     }
 
     #[test]

@@ -330,6 +330,16 @@ pub struct FrameSpec {
 /// must fit in `max_ip_len` (the client's maximum message size).
 pub fn build(spec: &FrameSpec, msg: &Message, max_ip_len: usize) -> Result<Vec<u8>, BuildError> {
     let payload = codec::encode(msg, codec::MIN_ENCODED_LEN)?;
+    build_raw(spec, &payload, max_ip_len)
+}
+
+/// Builds the frame around an already encoded UDP payload (tests and the
+/// fuzz target use it to wrap arbitrary bytes in valid headers).
+pub fn build_raw(
+    spec: &FrameSpec,
+    payload: &[u8],
+    max_ip_len: usize,
+) -> Result<Vec<u8>, BuildError> {
     let udp_len = UDP_HEADER_LEN + payload.len();
     let ip_len = IPV4_HEADER_LEN + udp_len;
     if ip_len > max_ip_len || ip_len > usize::from(u16::MAX) {
@@ -361,7 +371,7 @@ pub fn build(spec: &FrameSpec, msg: &Message, max_ip_len: usize) -> Result<Vec<u
     f.extend_from_slice(&spec.dst_port.to_be_bytes());
     f.extend_from_slice(&(udp_len as u16).to_be_bytes());
     f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&payload);
+    f.extend_from_slice(payload);
     let mut csum = udp_checksum(spec.src_ip, spec.dst_ip, &f[udp_start..]);
     if csum == 0 {
         // 0 on the wire means "no checksum"; a computed 0 is sent as ~0.

@@ -2,11 +2,39 @@
 //!
 //! [`decide`] reads lease state through a [`LeaseView`] and returns what
 //! should change ([`LeaseChange`]) and what to answer ([`Reply`]). It
-//! writes nothing. The caller (netd) commits the change to the shared store
-//! with a compare-and-swap transaction and sends the reply only after the
-//! commit succeeded; on a lost race it calls `decide` again with fresh
-//! state. [`Decision::depends`] lists the records the decision read, so
-//! the transaction can be conditioned on exactly those.
+//! writes nothing.
+//!
+//! # Contract for the caller (netd), with several writers
+//!
+//! Every node answers its own VMs from the same server address, and the
+//! leases live in one shared store. For each parsed client message:
+//!
+//! 1. Build the [`LeaseView`] from one consistent snapshot of the store
+//!    (one etcd revision R) and call [`decide`] with the current unix time
+//!    (nodes' clocks must agree to a few seconds: expiry is compared across
+//!    nodes) and this node's name.
+//! 2. If [`Decision::change`] is set, commit it in one transaction that
+//!    succeeds only if nothing the decision read changed since R: every
+//!    address record in [`Depends::ips`] and in [`LeaseChange::touched`],
+//!    and the per-MAC index for [`Depends::macs`] if the store keeps one
+//!    (etcd: `mod_revision(key) <= R` for each; absent keys compare as 0).
+//!    A coarser but correct alternative is one version key per pool, bumped
+//!    by every lease write and compared in every transaction.
+//! 3. Only after the commit succeeded, send [`Decision::reply`] (built with
+//!    [`Reply::to_frame`]). If the transaction failed, re-read and decide
+//!    again (a few times at most; then drop the message: the client
+//!    retransmits). Never send a reply whose change was not committed.
+//! 4. A decision without a change (an OFFER of an existing binding, an ACK
+//!    to INFORM, a NAK) is sent at once; one without a reply (RELEASE,
+//!    DECLINE, silence) is only committed. Log [`Decision::reason`], as a
+//!    warning when [`Reason::is_problem`] (pool exhausted, ...).
+//!
+//! Applying a change keeps one Offered/Bound record per MAC: Offer/Bind put
+//! the record at the lease's address and delete `supersedes` in the same
+//! transaction (see [`MemoryLeases::apply`] for the reference behaviour).
+//! Expired records need no garbage collection for correctness: `decide`
+//! treats them as free (keeping expired Bound records lets a returning
+//! client get its old address back).
 
 mod memory;
 mod options;
@@ -692,8 +720,14 @@ impl<V: LeaseView> Ctx<'_, V> {
             // RFC 2131 4.3.2: so the relay broadcasts it to the client.
             m.set_flags(Flags::default().set_broadcast());
         }
-        let text = reason.to_string();
-        let opts = options::nak_options(self.cfg, self.req, &text);
+        // The wire text stays generic: the reason may name another VM's
+        // MAC, which is not this client's business (netd logs the reason).
+        let text = match &reason {
+            Reason::Nak(_, Unusable::NotInSubnet) => "requested address is on the wrong network",
+            Reason::NakNotYourLease { .. } => "requested address is not the one leased to you",
+            _ => "requested address is not available to you",
+        };
+        let opts = options::nak_options(self.cfg, self.req, text);
         self.finish(m, opts, None, reason, true)
     }
 

@@ -151,9 +151,7 @@ pub(super) fn nak_options(cfg: &ServerConfig, req: &Message, text: &str) -> Vec<
         DhcpOption::ServerIdentifier(cfg.pool.server_ip),
     ];
     v.extend(echoed(req));
-    let mut t = text.to_string();
-    t.truncate(t.floor_char_boundary(200));
-    v.push(DhcpOption::Message(t));
+    v.push(DhcpOption::Message(text.to_string()));
     v
 }
 
