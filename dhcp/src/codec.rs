@@ -10,9 +10,7 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::{
-    DhcpOption, DhcpOptions, HType, Message, MessageType, Opcode, OptionCode, MAGIC,
-};
+use dhcproto::v4::{DhcpOption, DhcpOptions, HType, Message, MessageType, OptionCode, MAGIC};
 use dhcproto::{Decodable, Decoder, Encodable};
 use thiserror::Error;
 
@@ -345,13 +343,6 @@ pub fn parameter_list(m: &Message) -> Option<&[OptionCode]> {
     }
 }
 
-pub fn lease_time(m: &Message) -> Option<u32> {
-    match m.opts().get(OptionCode::AddressLeaseTime) {
-        Some(DhcpOption::AddressLeaseTime(n)) => Some(*n),
-        _ => None,
-    }
-}
-
 /// The client's MAC, if the message is Ethernet (htype 1, hlen 6). Safe on
 /// any `Message`: dhcproto's `chaddr()` panics when hlen > 16.
 pub fn ethernet_chaddr(m: &Message) -> Option<[u8; 6]> {
@@ -360,10 +351,6 @@ pub fn ethernet_chaddr(m: &Message) -> Option<[u8; 6]> {
     }
     let c = m.chaddr();
     Some([c[0], c[1], c[2], c[3], c[4], c[5]])
-}
-
-pub fn is_request(m: &Message) -> bool {
-    m.opcode() == Opcode::BootRequest
 }
 
 #[cfg(test)]
@@ -507,7 +494,7 @@ mod tests {
     #[test]
     fn encode_orders_and_pads() {
         let mut m = Message::default();
-        m.set_opcode(Opcode::BootReply)
+        m.set_opcode(dhcproto::v4::Opcode::BootReply)
             .set_chaddr(&[1, 2, 3, 4, 5, 6]);
         m.opts_mut()
             .insert(DhcpOption::SubnetMask([255, 255, 255, 0].into()));

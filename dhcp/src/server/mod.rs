@@ -578,12 +578,18 @@ impl<V: LeaseView> Ctx<'_, V> {
         Ok(rec)
     }
 
-    fn new_lease(&self, ip: Ipv4Addr, state: LeaseState, ttl: u64) -> Lease {
+    /// A record for this client; identity fields the message lacks (a
+    /// renewal often carries no hostname) are kept from `prev`.
+    fn new_lease(&self, ip: Ipv4Addr, state: LeaseState, ttl: u64, prev: Option<&Lease>) -> Lease {
         Lease {
             ip,
             mac: self.mac,
-            client_id: codec::client_id(self.req).map(<[u8]>::to_vec),
-            hostname: codec::hostname(self.req).map(str::to_string),
+            client_id: codec::client_id(self.req)
+                .map(<[u8]>::to_vec)
+                .or_else(|| prev.and_then(|l| l.client_id.clone())),
+            hostname: codec::hostname(self.req)
+                .map(str::to_string)
+                .or_else(|| prev.and_then(|l| l.hostname.clone())),
             state,
             expires_at: self.now.saturating_add(ttl),
             node: self.node.to_string(),
@@ -631,7 +637,12 @@ impl<V: LeaseView> Ctx<'_, V> {
             .as_ref()
             .is_some_and(|l| l.ip == ip && l.state == LeaseState::Bound && l.active(self.now));
         let change = (!keep_binding).then(|| LeaseChange::Offer {
-            lease: self.new_lease(ip, LeaseState::Offered, u64::from(self.cfg.offer_hold)),
+            lease: self.new_lease(
+                ip,
+                LeaseState::Offered,
+                u64::from(self.cfg.offer_hold),
+                current.as_ref(),
+            ),
             supersedes: current.map(|l| l.ip).filter(|&old| old != ip),
         });
         self.reply(MessageType::Offer, ip, change, Reason::Offer(source))
@@ -703,6 +714,7 @@ impl<V: LeaseView> Ctx<'_, V> {
             ip,
             LeaseState::Bound,
             u64::from(self.cfg.pool.lease_seconds()),
+            current.as_ref(),
         );
         let change = LeaseChange::Bind {
             lease,

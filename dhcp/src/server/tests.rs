@@ -401,6 +401,9 @@ fn selecting_our_offer_is_acked_and_bound() {
     assert_eq!(l.state, LeaseState::Bound);
     assert_eq!(l.expires_at, NOW + 1 + 3600);
     assert_eq!(l.hostname.as_deref(), Some("vm-a"));
+    // A renewal without a hostname keeps the recorded one.
+    step(&mut v, &renewing(A, ip(10)), NOW + 2);
+    assert_eq!(v.get(ip(10)).unwrap().hostname.as_deref(), Some("vm-a"));
 }
 
 #[test]
