@@ -1,5 +1,22 @@
-//! The DHCP helper: a DHCPv4 server for VM networks (pools and per-VM
-//! reservations) and a client for VIPs and gateway discovery.
+//! Furrow's DHCP helper.
 //!
-//! Nothing is implemented here yet (see the DHCP issue); this crate exists
-//! so the workspace has its final shape. It exports nothing on purpose.
+//! - [`frame`]: raw Ethernet/IPv4/UDP frames carrying DHCP, parsed and built
+//!   with every length checked (AF_PACKET sockets read and write these).
+//! - [`server`]: the sans-IO server core: [`server::decide`] turns a client
+//!   message plus a snapshot of lease state into a lease change and a reply;
+//!   netd commits the change (compare-and-swap) before sending the reply.
+//! - [`client`]: an async client over AF_PACKET, for VIPs taken from DHCP and
+//!   for discovering a network's subnet and gateway.
+//! - [`socket`]: the AF_PACKET socket both use.
+//!
+//! Encoding and decoding of the DHCP message itself is dhcproto's; option
+//! bounds, ordering and the protocol rules are ours ([`codec`]).
+
+pub mod client;
+pub mod codec;
+pub mod frame;
+pub mod server;
+pub mod socket;
+
+pub use dhcproto;
+pub use furrow_api::MacAddr;
