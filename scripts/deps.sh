@@ -15,6 +15,9 @@ PKGS=(
   xz-utils binutils              # decompressing modules, stripping host binaries
   protobuf-compiler              # protoc: etcd-client's build script (netd's etcd store)
   etcd-server etcd-client        # a real etcd (and etcdctl) for the etcd store tests
+  udhcpc isc-dhcp-client         # real DHCP clients in VM namespaces (DHCP tests)
+  dnsmasq-base                   # a DHCP server: client tests, rogue server, benchmark anchor
+  kea-admin                      # perfdhcp: the DHCP benchmark's load generator
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -331,6 +331,66 @@ pub struct LeaseInfo {
     pub reserved: bool,
 }
 
+/// `GET /v1/dhcp/clients`: an address this node holds as a DHCP client
+/// (a VlanInterface with `dhcp: true`, later VIPs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DhcpClientInfo {
+    /// What the address is for: `vif:<VlanInterface>`.
+    pub owner: String,
+    pub interface: String,
+    pub mac: MacAddr,
+    /// acquiring, bound, renewing, rebinding, or waiting (after a failure).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<ipnet::Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::Ipv4Addr>,
+    /// Unix seconds; 0 when there is no lease.
+    #[serde(default)]
+    pub renew_at: u64,
+    #[serde(default)]
+    pub expires_at: u64,
+    /// The last failure, if the latest attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `POST /v1/dhcp/discover`: find a VLAN's subnet and gateway from its
+/// DHCP server (Harvester's route "auto" mode), without keeping a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiscoverRequest {
+    pub cluster_network: String,
+    /// 0 for the untagged network.
+    pub vlan: u16,
+    /// Seconds to wait for an offer (1-60, default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// What a discovery found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoveredNetwork {
+    pub cluster_network: String,
+    pub vlan: u16,
+    pub cidr: ipnet::Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    pub server: std::net::Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+    /// Unix seconds.
+    pub discovered_at: u64,
+}
+
 /// `GET /v1/dhcp/pools`: a pool as this node serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -346,4 +406,8 @@ pub struct PoolInfo {
     /// VM of the pool's network is on this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responder: Option<String>,
+    /// Why this node cannot serve the pool's VMs (e.g. a kernel-bridge
+    /// cluster network, which cannot steer DHCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }

@@ -80,7 +80,10 @@ impl Default for ClientOptions {
 }
 
 /// A lease as the server granted it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable, so its holder can keep it across restarts and renew
+/// rather than start over.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClientLease {
     pub ifindex: u32,
     pub mac: MacAddr,
@@ -110,7 +113,8 @@ pub struct ClientLease {
 }
 
 /// Where in its life a lease is (RFC 2131 4.4.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum LeasePhase {
     Bound,
     /// Past T1: renew by unicast to the server.
@@ -162,7 +166,8 @@ impl ClientLease {
 }
 
 /// What an OFFER says about a network, without taking the address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NetworkInfo {
     pub cidr: Ipv4Net,
     pub router: Option<Ipv4Addr>,

@@ -43,16 +43,22 @@ struct TpacketAuxdata {
 pub enum Role {
     Server,
     Client,
+    /// A server that also answers ARP for its address itself (netd's
+    /// responders: the address is anycast, on no kernel interface), so ARP
+    /// frames pass the filter too.
+    ServerWithArp,
 }
 
 impl Role {
     fn port(self) -> u16 {
         match self {
-            Role::Server => SERVER_PORT,
+            Role::Server | Role::ServerWithArp => SERVER_PORT,
             Role::Client => CLIENT_PORT,
         }
     }
 }
+
+const ETHERTYPE_ARP: u32 = 0x0806;
 
 /// What came with a received frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +143,15 @@ fn filter(port: u16) -> Vec<libc::sock_filter> {
     ]
 }
 
+/// Prefixes `prog` with "ARP frames pass": the jump lands on its last
+/// instruction, the accept.
+fn with_arp(prog: Vec<libc::sock_filter>) -> Vec<libc::sock_filter> {
+    let to_accept = (prog.len() - 1) as u8;
+    let mut out = vec![op(0x28, 0, 0, 12), op(0x15, to_accept, 0, ETHERTYPE_ARP)];
+    out.extend(prog);
+    out
+}
+
 impl PacketSocket {
     /// Opens a socket on interface `ifindex` for `role`. Must be called in a
     /// tokio runtime. The socket stays in the network namespace of the
@@ -154,7 +169,10 @@ impl PacketSocket {
         })?;
         // SAFETY: `raw` is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let prog = filter(role.port());
+        let mut prog = filter(role.port());
+        if role == Role::ServerWithArp {
+            prog = with_arp(prog);
+        }
         let fprog = libc::sock_fprog {
             len: prog.len() as u16,
             filter: prog.as_ptr() as *mut libc::sock_filter,
@@ -374,5 +392,23 @@ mod tests {
         assert_eq!(run(&prog, &arp), 0);
         assert_eq!(run(&prog, &arp[..10]), 0);
         assert_ne!(run(&filter(68), &frame(true, 68, 17, 0)), 0);
+    }
+
+    #[test]
+    fn the_responder_filter_also_passes_arp_and_nothing_else_new() {
+        let prog = with_arp(filter(67));
+        let mut arp = frame(false, 67, 17, 0);
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert_ne!(run(&prog, &arp), 0);
+        for vlan in [false, true] {
+            assert_ne!(run(&prog, &frame(vlan, 67, 17, 0)), 0);
+            assert_eq!(run(&prog, &frame(vlan, 68, 17, 0)), 0);
+            assert_eq!(run(&prog, &frame(vlan, 67, 6, 0)), 0);
+        }
+        let mut ipv6 = frame(false, 67, 17, 0);
+        ipv6[12] = 0x86;
+        ipv6[13] = 0xdd;
+        assert_eq!(run(&prog, &ipv6), 0);
     }
 }

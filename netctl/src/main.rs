@@ -10,7 +10,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use furrow_api::client::{Client, ClientError};
-use furrow_api::wire::{ClusterNetworkInfo, NetworkInfo, NodeStatus, PortInfo, ResourceList};
+use furrow_api::wire::{
+    ClusterNetworkInfo, DhcpClientInfo, DiscoverRequest, DiscoveredNetwork, LeaseInfo, NetworkInfo,
+    NodeStatus, PoolInfo, PortInfo, ResourceList,
+};
 use serde::Serialize;
 use serde_json::Value;
 use table::Table;
@@ -64,6 +67,33 @@ enum Command {
     },
     /// Delete a resource.
     Delete { kind: String, name: String },
+    /// DHCP leases of VM networks, cluster-wide (leases are shared), with
+    /// the node each VM got its lease on.
+    Leases {
+        /// Only this network (CNI network name) or pool.
+        #[arg(long)]
+        network: Option<String>,
+        /// Only leases handed out on this node name.
+        #[arg(long)]
+        node: Option<String>,
+        /// Instead: the addresses this node holds as a DHCP client (node
+        /// interfaces with dhcp: true).
+        #[arg(long, conflicts_with_all = ["network", "node"])]
+        held: bool,
+    },
+    /// Ask a VLAN's DHCP server for its subnet and gateway (no lease is
+    /// kept); the answer is shown by `netctl networks` on every node.
+    Discover {
+        cluster_network: String,
+        /// VLAN ID, 0 for the untagged network.
+        vlan: u16,
+        /// Seconds to wait for an offer (servers such as dnsmasq first
+        /// check the address is unused, which takes them ~3 s).
+        #[arg(long, default_value_t = 10)]
+        timeout: u32,
+    },
+    /// DHCP pools: subnet, server, capacity, and this node's responder.
+    Pools,
     /// netd's Prometheus metrics.
     Metrics,
 }
@@ -120,13 +150,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Networks => {
             let nets: Vec<NetworkInfo> = client.get("/v1/networks")?;
             let cns: Vec<ClusterNetworkInfo> = client.get("/v1/clusternetworks")?;
-            let both = serde_json::json!({"managementNetworks": nets, "clusterNetworks": cns});
-            print(cli.output, &both, || {
-                format!(
+            let found: Vec<DiscoveredNetwork> = client.get("/v1/dhcp/discovered")?;
+            let all = serde_json::json!({
+                "managementNetworks": nets,
+                "clusterNetworks": cns,
+                "discoveredNetworks": found,
+            });
+            print(cli.output, &all, || {
+                let mut out = format!(
                     "Management networks:\n{}\nCluster networks:\n{}",
                     networks_table(&nets),
                     cluster_networks_table(&cns)
-                )
+                );
+                if !found.is_empty() {
+                    out.push_str(&format!(
+                        "\nDiscovered VLAN networks (netctl discover):\n{}",
+                        discovered_table(&found)
+                    ));
+                }
+                out
             })
         }
         Command::Get { kind, name } => match name {
@@ -181,6 +223,49 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let _: Value = client.delete(&format!("/v1/resources/{kind}/{name}"))?;
             println!("{kind}/{name} deleted");
             Ok(())
+        }
+        Command::Leases { held: true, .. } => {
+            let held: Vec<DhcpClientInfo> = client.get("/v1/dhcp/clients")?;
+            print(cli.output, &held, || held_table(&held, now_secs()))
+        }
+        Command::Discover {
+            cluster_network,
+            vlan,
+            timeout,
+        } => {
+            let req = DiscoverRequest {
+                cluster_network: cluster_network.clone(),
+                vlan: *vlan,
+                timeout_seconds: Some(*timeout),
+            };
+            // The server gets `timeout` to answer, netd a little more.
+            let client =
+                client.with_timeout(std::time::Duration::from_secs(u64::from(*timeout) + 10));
+            let d: DiscoveredNetwork = client.post("/v1/dhcp/discover", &req)?;
+            print(cli.output, &d, || {
+                discovered_table(std::slice::from_ref(&d))
+            })
+        }
+        Command::Leases { network, node, .. } => {
+            let mut q = Vec::new();
+            if let Some(n) = network {
+                q.push(format!("network={}", query_escape(n)));
+            }
+            if let Some(n) = node {
+                q.push(format!("node={}", query_escape(n)));
+            }
+            let route = if q.is_empty() {
+                "/v1/dhcp/leases".to_string()
+            } else {
+                format!("/v1/dhcp/leases?{}", q.join("&"))
+            };
+            let mut leases: Vec<LeaseInfo> = client.get(&route)?;
+            leases.sort_by(|a, b| (&a.pool, a.ip).cmp(&(&b.pool, b.ip)));
+            print(cli.output, &leases, || leases_table(&leases, now_secs()))
+        }
+        Command::Pools => {
+            let pools: Vec<PoolInfo> = client.get("/v1/dhcp/pools")?;
+            print(cli.output, &pools, || pools_table(&pools))
         }
         Command::Metrics => {
             print!("{}", client.get_text("/metrics")?);
@@ -287,6 +372,183 @@ fn status_table(s: &NodeStatus) -> String {
         ));
     }
     out
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Percent-encodes what is not safe in a query value.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// "3d4h", "2h5m", "40s": the two largest units.
+fn span(secs: u64) -> String {
+    let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let mut out = String::new();
+    let mut rest = secs;
+    let mut shown = 0;
+    for (u, n) in units {
+        if rest >= n || (shown == 0 && n == 1) {
+            out.push_str(&format!("{}{u}", rest / n));
+            rest %= n;
+            shown += 1;
+            if shown == 2 {
+                break;
+            }
+        } else if shown > 0 {
+            break;
+        }
+    }
+    out
+}
+
+fn leases_table(leases: &[LeaseInfo], now: u64) -> String {
+    let mut t = Table::new(&[
+        "POOL", "NETWORK", "ADDRESS", "MAC", "STATE", "EXPIRES", "NODE", "RESERVED", "HOSTNAME",
+    ]);
+    for l in leases {
+        let expires = if l.expires_at > now {
+            format!("in {}", span(l.expires_at - now))
+        } else {
+            format!("{} ago", span(now - l.expires_at))
+        };
+        let state = if l.expired {
+            format!("{} (expired)", l.state)
+        } else {
+            l.state.clone()
+        };
+        t.row(vec![
+            l.pool.clone(),
+            l.network.clone(),
+            l.ip.to_string(),
+            l.mac.to_string(),
+            state,
+            expires,
+            l.node.clone(),
+            yes_no(l.reserved).into(),
+            l.hostname.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t.render()
+}
+
+fn held_table(held: &[DhcpClientInfo], now: u64) -> String {
+    let mut t = Table::new(&[
+        "OWNER",
+        "INTERFACE",
+        "MAC",
+        "STATE",
+        "ADDRESS",
+        "ROUTER",
+        "SERVER",
+        "RENEWS",
+        "EXPIRES",
+        "ERROR",
+    ]);
+    let when = |at: u64| {
+        if at == 0 {
+            "-".to_string()
+        } else if at > now {
+            format!("in {}", span(at - now))
+        } else {
+            format!("{} ago", span(now - at))
+        }
+    };
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for h in held {
+        t.row(vec![
+            h.owner.clone(),
+            h.interface.clone(),
+            h.mac.to_string(),
+            h.state.clone(),
+            opt(h.address.map(|a| a.to_string())),
+            opt(h.router.map(|a| a.to_string())),
+            opt(h.server.map(|a| a.to_string())),
+            when(h.renew_at),
+            when(h.expires_at),
+            opt(h.error.clone()),
+        ]);
+    }
+    t.render()
+}
+
+fn discovered_table(found: &[DiscoveredNetwork]) -> String {
+    let mut t = Table::new(&[
+        "CLUSTER NETWORK",
+        "VLAN",
+        "CIDR",
+        "GATEWAY",
+        "DHCP SERVER",
+        "DNS",
+        "MTU",
+        "AGE",
+    ]);
+    let now = now_secs();
+    for d in found {
+        t.row(vec![
+            d.cluster_network.clone(),
+            if d.vlan == 0 {
+                "untagged".into()
+            } else {
+                d.vlan.to_string()
+            },
+            d.cidr.to_string(),
+            d.gateway
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "-".into()),
+            d.server.to_string(),
+            if d.dns.is_empty() {
+                "-".into()
+            } else {
+                d.dns
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
+            d.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            span(now.saturating_sub(d.discovered_at)),
+        ]);
+    }
+    t.render()
+}
+
+fn pools_table(pools: &[PoolInfo]) -> String {
+    let mut t = Table::new(&[
+        "POOL",
+        "NETWORK",
+        "CIDR",
+        "SERVER",
+        "CAPACITY",
+        "BOUND",
+        "RESPONDER",
+        "PROBLEM",
+    ]);
+    for p in pools {
+        t.row(vec![
+            p.name.clone(),
+            p.network.clone(),
+            p.cidr.to_string(),
+            p.server_ip.to_string(),
+            p.capacity.to_string(),
+            p.bound.to_string(),
+            p.responder.clone().unwrap_or_else(|| "-".into()),
+            p.problem.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t.render()
 }
 
 fn cluster_networks_table(cns: &[ClusterNetworkInfo]) -> String {
@@ -445,4 +707,26 @@ fn resources_table(items: &[Value]) -> String {
         ]);
     }
     t.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_show_the_two_largest_units() {
+        assert_eq!(span(0), "0s");
+        assert_eq!(span(59), "59s");
+        assert_eq!(span(61), "1m1s");
+        assert_eq!(span(3_600), "1h");
+        assert_eq!(span(3_661), "1h1m");
+        assert_eq!(span(31_536_000), "365d");
+        assert_eq!(span(90_061), "1d1h");
+    }
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(query_escape("default/vm-net"), "default%2Fvm-net");
+        assert_eq!(query_escape("a b&c"), "a%20b%26c");
+    }
 }

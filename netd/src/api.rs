@@ -55,6 +55,11 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/ports", get(ports))
         .route("/v1/networks", get(networks))
         .route("/v1/clusternetworks", get(cluster_networks))
+        .route("/v1/dhcp/leases", get(dhcp_leases))
+        .route("/v1/dhcp/pools", get(dhcp_pools))
+        .route("/v1/dhcp/clients", get(dhcp_clients))
+        .route("/v1/dhcp/discover", post(dhcp_discover))
+        .route("/v1/dhcp/discovered", get(dhcp_discovered))
         .route("/v1/resources", get(kinds))
         .route(
             "/v1/resources/{kind}",
@@ -126,6 +131,58 @@ async fn cluster_networks(
     State(d): State<Arc<Daemon>>,
 ) -> Reply<Vec<furrow_api::wire::ClusterNetworkInfo>> {
     Ok(Json(d.vlan.infos().await?))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseQuery {
+    /// A pool name or its CNI network name.
+    network: Option<String>,
+    /// Only leases held by VMs on this node.
+    node: Option<String>,
+}
+
+async fn dhcp_leases(
+    State(d): State<Arc<Daemon>>,
+    q: Result<axum::extract::Query<LeaseQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply<Vec<furrow_api::wire::LeaseInfo>> {
+    let q = q
+        .map_err(|e| {
+            Failure(ApiError::new(
+                code::INVALID_CONFIG,
+                format!("query: {e} (expected network=<pool or network>, node=<node>)"),
+            ))
+        })?
+        .0;
+    let mut leases = d.dhcp.leases(q.network.as_deref()).await;
+    if let Some(n) = &q.node {
+        leases.retain(|l| &l.node == n);
+    }
+    Ok(Json(leases))
+}
+
+async fn dhcp_pools(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire::PoolInfo>> {
+    Ok(Json(d.dhcp.pools().await))
+}
+
+async fn dhcp_clients(
+    State(d): State<Arc<Daemon>>,
+) -> Reply<Vec<furrow_api::wire::DhcpClientInfo>> {
+    Ok(Json(d.dhcp_clients.infos().await))
+}
+
+async fn dhcp_discover(
+    State(d): State<Arc<Daemon>>,
+    body: Bytes,
+) -> Reply<furrow_api::wire::DiscoveredNetwork> {
+    let req: furrow_api::wire::DiscoverRequest = decode(&body)?;
+    Ok(Json(d.dhcp_clients.discover(req).await?))
+}
+
+async fn dhcp_discovered(
+    State(d): State<Arc<Daemon>>,
+) -> Reply<Vec<furrow_api::wire::DiscoveredNetwork>> {
+    Ok(Json(d.dhcp_clients.discovered().await?))
 }
 
 async fn kinds() -> Json<Value> {

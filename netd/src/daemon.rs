@@ -10,8 +10,8 @@ use anyhow::Context;
 use furrow_api::cni::{AttachmentSpec, CniResult};
 use furrow_api::error::code;
 use furrow_api::resource::{
-    selects, ClusterNetwork, ClusterNetworkSpec, ManagementNetwork, ManagementNetworkSpec,
-    VlanConfig, VlanInterface,
+    selects, ClusterNetwork, ClusterNetworkSpec, IpPool, ManagementNetwork, ManagementNetworkSpec,
+    VirtualMachineNetworkConfig, VlanConfig, VlanInterface,
 };
 use furrow_api::wire::{
     AttachmentRef, AttachmentRequest, DatapathStatus, FirewallStatus, GcRequest, GcResponse,
@@ -22,6 +22,8 @@ use furrow_api::ApiError;
 use furrow_ebpf::{Datapath, DatapathConfig};
 use serde_json::Value;
 
+use crate::dhcp::client::{ClientSpec, DhcpClients};
+use crate::dhcp::service::DhcpService;
 use crate::drivers::management::ManagementDriver;
 use crate::drivers::vlan::VlanDriver;
 use crate::drivers::NetworkDriver;
@@ -40,6 +42,8 @@ pub struct Daemon {
     pub resources: Resources,
     pub mgmt: ManagementDriver,
     pub vlan: VlanDriver,
+    pub dhcp: DhcpService,
+    pub dhcp_clients: DhcpClients,
     pub started_at: u64,
     config_errors: std::sync::Mutex<Vec<String>>,
     reconcile_lock: tokio::sync::Mutex<()>,
@@ -66,9 +70,12 @@ impl Daemon {
         let firewall = NftablesDriver::new(&cfg.nft_table)
             .with_context(|| format!("preparing nftables table {}", cfg.nft_table))?;
         let node = Arc::new(Node::new(cfg, store, host, datapath, Arc::new(firewall)));
+        let vlan = VlanDriver::new(node.clone());
         let daemon = Arc::new(Daemon {
             mgmt: ManagementDriver::new(node.clone()),
-            vlan: VlanDriver::new(node.clone()),
+            dhcp: DhcpService::new(node.clone(), vlan.clone()),
+            dhcp_clients: DhcpClients::new(node.clone(), vlan.clone()),
+            vlan,
             resources: Resources::new(node.store.clone()),
             node,
             started_at: crate::util::now_secs(),
@@ -91,6 +98,11 @@ impl Daemon {
         daemon.reconcile("start").await.map_err(any)?;
         let report = daemon.mgmt.reconcile_ports().await.map_err(any)?;
         daemon.vlan.reconcile_ports().await.map_err(any)?;
+        // Responders follow the adopted ports; then what nobody owns goes.
+        daemon.sync_dhcp().await.map_err(any)?;
+        daemon.dhcp.prune().await;
+        // A discovery interrupted by a crash leaves its port behind.
+        daemon.vlan.prune_node_ports("discover:").await;
         let orphans = daemon.remove_orphan_links().await.map_err(any)?;
         let m = &daemon.node.metrics;
         for (kind, n) in [
@@ -225,13 +237,46 @@ impl Daemon {
             .resources
             .typed::<VlanInterface>(VlanInterface::KIND)
             .await?;
+        let node = self.node.cfg.node.clone();
+        let clients: Vec<ClientSpec> = vifs
+            .iter()
+            .filter(|v| v.spec.dhcp && selects(&v.spec.node_selector, &self.node.cfg.node_labels))
+            .map(|v| ClientSpec {
+                owner: format!("vif:{}", v.metadata.name),
+                hostname: format!("{node}-{}", v.metadata.name),
+            })
+            .collect();
+        self.dhcp_clients.stop_unwanted(&clients).await;
         let vlan = self.vlan.reconcile(cns, vcs, vifs).await;
-        mgmt.and(vlan)
+        self.dhcp_clients.sync(clients).await;
+        let dhcp = self.sync_dhcp().await;
+        mgmt.and(vlan).and(dhcp)
+    }
+
+    /// Brings DHCP pools and this node's responders in line with the
+    /// resources and the VLAN ports here.
+    pub async fn sync_dhcp(&self) -> Result<(), ApiError> {
+        let pools = self.resources.typed::<IpPool>(IpPool::KIND).await?;
+        let vmncs = self
+            .resources
+            .typed::<VirtualMachineNetworkConfig>(VirtualMachineNetworkConfig::KIND)
+            .await?;
+        self.dhcp.reconcile(pools, vmncs).await
     }
 
     /// Watches resource changes made anywhere (API, another node sharing
     /// the store) and reconciles; runs the periodic datapath chores.
     pub fn spawn_watchers(self: &Arc<Self>) {
+        self.dhcp.spawn_watch();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                me.dhcp.collect_garbage().await;
+            }
+        });
         let me = self.clone();
         tokio::spawn(async move {
             // Uplink carrier checks at bonding's default miimon pace.
@@ -483,7 +528,9 @@ impl Daemon {
     pub async fn cni_add(&self, req: AttachmentRequest) -> Result<CniResult, ApiError> {
         self.timed("add", async {
             Self::validate_request(&req)?;
-            self.driver(&req)?.add(&req).await
+            let r = self.driver(&req)?.add(&req).await?;
+            self.after_vlan_change(&req).await;
+            Ok(r)
         })
         .await
     }
@@ -491,9 +538,25 @@ impl Daemon {
     pub async fn cni_del(&self, req: AttachmentRequest) -> Result<(), ApiError> {
         self.timed("del", async {
             Self::validate_request(&req)?;
-            self.driver(&req)?.del(&req).await
+            self.driver(&req)?.del(&req).await?;
+            self.after_vlan_change(&req).await;
+            Ok(())
         })
         .await
+    }
+
+    /// A VM came to or left a VLAN network here: its pool's responder
+    /// starts before ADD returns (the VM's first DISCOVER finds it) and
+    /// stops with the last VM. A failure is the pool's status, not the
+    /// attachment's.
+    async fn after_vlan_change(&self, req: &AttachmentRequest) {
+        if matches!(req.attachment, AttachmentSpec::Vlan(_))
+            && self.dhcp.serves_network(&req.network_name).await
+        {
+            if let Err(e) = self.sync_dhcp().await {
+                tracing::warn!(error = %e, "DHCP responders not brought in line");
+            }
+        }
     }
 
     pub async fn cni_check(&self, req: AttachmentRequest) -> Result<(), ApiError> {
@@ -803,7 +866,7 @@ impl Daemon {
         }
         let vs = self.vlan.vlan_stats().await;
         type VPick = fn(&furrow_ebpf::VlanStats) -> u64;
-        let vseries: [(&str, &str, VPick); 7] = [
+        let vseries: [(&str, &str, VPick); 9] = [
             (
                 "furrow_vlan_rx_packets_total",
                 "Frames accepted into the VLAN, from any port.",
@@ -839,6 +902,16 @@ impl Daemon {
                 "Frames whose destination was their ingress port.",
                 |s| s.drop_hairpin,
             ),
+            (
+                "furrow_vlan_dhcp_steered_total",
+                "DHCP client frames from VM ports steered to this node's responder.",
+                |s| s.dhcp_steered,
+            ),
+            (
+                "furrow_vlan_drop_dhcp_guard_total",
+                "DHCP server replies from untrusted VM ports, dropped (DHCP guard).",
+                |s| s.drop_dhcp_guard,
+            ),
         ];
         for (name, help, pick) in vseries {
             let samples: Vec<_> = vs
@@ -852,6 +925,34 @@ impl Daemon {
                 .collect();
             family(&mut out, name, "counter", help, &samples);
         }
+        let samples: Vec<_> = self
+            .dhcp
+            .lease_counts()
+            .await
+            .into_iter()
+            .map(|(pool, state, n)| (vec![("pool", pool), ("state", state)], n as f64))
+            .collect();
+        family(
+            &mut out,
+            "furrow_dhcp_leases",
+            "gauge",
+            "DHCP lease records of each pool (all nodes'), by state.",
+            &samples,
+        );
+        let samples: Vec<_> = self
+            .dhcp
+            .pools()
+            .await
+            .into_iter()
+            .map(|p| (vec![("pool", p.name)], p.capacity as f64))
+            .collect();
+        family(
+            &mut out,
+            "furrow_dhcp_pool_capacity",
+            "gauge",
+            "Addresses a pool can hand out (range minus exclusions).",
+            &samples,
+        );
         let info = self.node.with_datapath(|dp| dp.status()).await;
         let samples: Vec<_> = info
             .maps

@@ -74,6 +74,21 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "Objects reconcile created, fixed or removed, by kind.",
     ),
+    (
+        "furrow_dhcp_requests_total",
+        "counter",
+        "DHCP messages this node's responders received, by pool and type (malformed: refused by the parser).",
+    ),
+    (
+        "furrow_dhcp_replies_total",
+        "counter",
+        "DHCP replies this node's responders sent, by pool and type.",
+    ),
+    (
+        "furrow_dhcp_refusals_total",
+        "counter",
+        "DHCP requests not served as asked, by pool and reason (e.g. pool_exhausted).",
+    ),
 ];
 
 impl Metrics {

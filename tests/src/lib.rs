@@ -18,6 +18,7 @@ pub mod bench;
 pub mod bins;
 pub mod capture;
 pub mod cni;
+pub mod dhcp_clients;
 pub mod etcd;
 pub mod guest;
 pub mod inspect;

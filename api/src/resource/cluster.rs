@@ -344,6 +344,12 @@ pub struct VlanInterfaceSpec {
     /// Interface MTU; absent means the uplink's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Each selected node takes its address from the VLAN's DHCP server
+    /// (with a MAC generated from the interface and node names, stable
+    /// across restarts), and keeps renewing it. Excludes `address` and
+    /// `nodeAddresses`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp: bool,
 }
 
 pub type VlanInterface = Resource<VlanInterfaceSpec>;
@@ -391,6 +397,13 @@ impl VlanInterface {
             );
         }
         validate_selector("spec.nodeSelector", &s.node_selector, &mut errs);
+        if s.dhcp && (s.address.is_some() || !s.node_addresses.is_empty()) {
+            err(
+                &mut errs,
+                "spec.dhcp",
+                "true with spec.address or spec.nodeAddresses: expected either DHCP or static addresses",
+            );
+        }
         let mut check_addr = |field: String, a: &IpNet| {
             let host_ok = match a {
                 IpNet::V4(n) => {
@@ -499,6 +512,7 @@ mod tests {
                 address: Some("10.0.100.0/24".parse().unwrap()),
                 node_addresses: BTreeMap::new(),
                 mtu: None,
+                dhcp: false,
             },
         );
         let fields: Vec<String> = v.validate().into_iter().map(|e| e.field).collect();
@@ -511,6 +525,13 @@ mod tests {
         assert!(v.validate().is_empty());
         assert_eq!(v.address_for("n2").unwrap().to_string(), "10.0.100.3/24");
         assert_eq!(v.address_for("n1").unwrap().to_string(), "10.0.100.2/24");
+        // DHCP excludes static addresses.
+        v.spec.dhcp = true;
+        let fields: Vec<String> = v.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["spec.dhcp"]);
+        v.spec.address = None;
+        v.spec.node_addresses.clear();
+        assert!(v.validate().is_empty());
     }
 
     #[test]

@@ -83,18 +83,27 @@ impl LeaseCache {
         }
     }
 
-    /// Applies a watched store event for this pool.
+    /// Applies a watched store event for this pool. Events older than
+    /// what the cache holds (our own commits are cached before their
+    /// events arrive) are ignored.
     pub fn apply(&mut self, ev: &crate::store::WatchEvent, pool: &str) {
         let p = prefix(pool);
+        let newer = |c: &Self, ip: Ipv4Addr, rev: Revision| {
+            c.by_ip.get(&ip).is_none_or(|(_, have)| *have < rev)
+        };
         match ev {
             crate::store::WatchEvent::Put(kv) if kv.key.starts_with(&p) => {
                 if let Ok(rec) = kv.decode::<LeaseRecord>() {
-                    self.insert(rec, kv.mod_revision);
+                    if newer(self, rec.ip, kv.mod_revision) {
+                        self.insert(rec, kv.mod_revision);
+                    }
                 }
             }
-            crate::store::WatchEvent::Delete { key, .. } if key.starts_with(&p) => {
+            crate::store::WatchEvent::Delete { key, mod_revision } if key.starts_with(&p) => {
                 if let Ok(ip) = key[p.len()..].parse() {
-                    self.remove(ip);
+                    if newer(self, ip, *mod_revision) {
+                        self.remove(ip);
+                    }
                 }
             }
             _ => {}

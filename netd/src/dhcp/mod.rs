@@ -2,4 +2,6 @@
 //! the pool's network, answering only those VMs, from leases shared
 //! through the store.
 
+pub mod client;
 pub mod leases;
+pub mod service;

@@ -9,20 +9,23 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use furrow_api::resource::{IpPool, VirtualMachineNetworkConfig};
 use furrow_api::wire::{LeaseInfo, PoolInfo};
 use furrow_api::{ApiError, MacAddr};
-use furrow_dhcp::server::{self as core, Lease, LeaseChange, LeaseState as CoreState, LeaseView, ServerConfig};
+use furrow_dhcp::server::{
+    self as core, Lease, LeaseChange, LeaseState as CoreState, LeaseView, ServerConfig,
+};
 use tokio::sync::Mutex;
 
 use super::leases::{self, LeaseCache, LeaseRecord, LeaseState};
 use crate::drivers::vlan::{NodePortSpec, VlanDriver};
 use crate::node::Node;
-use crate::rawsock::{arp_reply_for, RawSocket};
+use crate::rawsock::arp_reply_for;
 use crate::resources::store_error;
 use crate::store::{Compare, Op, Txn, WatchError};
+use furrow_dhcp::frame::ParseOptions;
+use furrow_dhcp::socket::{PacketSocket, Role};
 
 /// The MAC every node's responder for `pool` uses: locally administered,
 /// derived from the pool's name, the same cluster-wide.
@@ -53,6 +56,12 @@ struct Pool {
     /// Where the next search for a free address starts.
     cursor: std::sync::atomic::AtomicU32,
     responder: Mutex<Option<Responder>>,
+    /// Why this node cannot serve the pool, if it cannot.
+    problem: std::sync::Mutex<Option<String>>,
+}
+
+fn responder_id(pool: &str) -> String {
+    format!("dhcp:{pool}")
 }
 
 struct Responder {
@@ -93,7 +102,10 @@ fn from_core(l: &Lease) -> LeaseRecord {
     LeaseRecord {
         ip: l.ip,
         mac: l.mac,
-        client_id: l.client_id.as_ref().map(|b| b.iter().map(|x| format!("{x:02x}")).collect()),
+        client_id: l
+            .client_id
+            .as_ref()
+            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect()),
         hostname: l.hostname.clone(),
         state: match l.state {
             CoreState::Offered => LeaseState::Offered,
@@ -130,7 +142,11 @@ impl LeaseView for View<'_> {
     }
 
     fn reserved_for(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.pool.reservations.iter().find(|(_, a)| **a == ip).map(|(m, _)| *m)
+        self.pool
+            .reservations
+            .iter()
+            .find(|(_, a)| **a == ip)
+            .map(|(m, _)| *m)
     }
 
     fn free_candidates(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
@@ -170,18 +186,30 @@ impl DhcpService {
     }
 
     /// Brings pools and responders in line with the resources and this
-    /// node's VLAN ports.
-    pub async fn reconcile(&self, pools: Vec<IpPool>, vmncs: Vec<VirtualMachineNetworkConfig>) -> Result<(), ApiError> {
+    /// node's VLAN ports. A pool whose responder cannot be built says why
+    /// in its status; the other pools are not held up by it.
+    pub async fn reconcile(
+        &self,
+        pools: Vec<IpPool>,
+        vmncs: Vec<VirtualMachineNetworkConfig>,
+    ) -> Result<(), ApiError> {
         let ports = self.vlan.records().await?;
         let mut current = self.pools.lock().await;
-        let wanted: std::collections::BTreeSet<String> = pools.iter().map(|p| p.metadata.name.clone()).collect();
+        let wanted: std::collections::BTreeSet<String> =
+            pools.iter().map(|p| p.metadata.name.clone()).collect();
         for name in current.keys().cloned().collect::<Vec<_>>() {
             if !wanted.contains(&name) {
                 let p = current.remove(&name).expect("listed");
                 p.responder.lock().await.take();
-                self.vlan.remove_node_port(&format!("dhcp:{name}")).await;
-                // The pool is gone: so are its leases.
-                let kvs = self.node.store.list(&leases::prefix(&name)).await.map_err(store_error)?;
+                self.vlan.remove_node_port(&responder_id(&name)).await;
+                // The pool is gone: so are its leases (any node may get
+                // here first; deleting what is gone is harmless).
+                let kvs = self
+                    .node
+                    .store
+                    .list(&leases::prefix(&name))
+                    .await
+                    .map_err(store_error)?;
                 let mut txn = Txn::new();
                 for kv in kvs {
                     txn = txn.then(Op::Delete(kv.key));
@@ -203,7 +231,6 @@ impl DhcpService {
                     }
                 }
             }
-            let cfg = ServerConfig::new(spec.spec.ipv4_config.clone(), anycast_mac(&name).0);
             let reuse = current
                 .get(&name)
                 .filter(|p| p.spec.spec == spec.spec && p.reservations == reservations)
@@ -211,15 +238,24 @@ impl DhcpService {
             let pool = match reuse {
                 Some(p) => p,
                 None => {
-                    let kvs = self.node.store.list(&leases::prefix(&name)).await.map_err(store_error)?;
+                    let kvs = self
+                        .node
+                        .store
+                        .list(&leases::prefix(&name))
+                        .await
+                        .map_err(store_error)?;
                     let cache = LeaseCache::from_kvs(&kvs).map_err(store_error)?;
-                    // Keep the running responder of a changed pool only if
-                    // its VLAN stays the same (decided below).
                     let old = current.remove(&name);
-                    let responder = match old {
+                    let responder = match &old {
                         Some(o) => o.responder.lock().await.take(),
                         None => None,
                     };
+                    // A changed pool answers with its new settings at once;
+                    // its responder port is rebuilt below (unchanged VLAN:
+                    // the same port, adopted).
+                    drop(responder);
+                    let cfg =
+                        ServerConfig::new(spec.spec.ipv4_config.clone(), anycast_mac(&name).0);
                     let p = Arc::new(Pool {
                         name: name.clone(),
                         spec: spec.clone(),
@@ -228,60 +264,99 @@ impl DhcpService {
                         reservations,
                         cursor: Default::default(),
                         responder: Mutex::new(None),
+                        problem: Default::default(),
                     });
-                    drop(responder);
                     current.insert(name.clone(), p.clone());
+                    tracing::info!(pool = %name, network = %network, "DHCP pool loaded");
                     p
                 }
             };
             // Where this node's VMs on the pool's network are.
-            let local = ports
-                .iter()
-                .find(|r| r.network_name == network && r.trunk.is_empty() && r.state == furrow_api::wire::PortState::Ready);
+            let local = ports.iter().find(|r| {
+                r.network_name == network
+                    && r.trunk.is_empty()
+                    && r.state == furrow_api::wire::PortState::Ready
+            });
             let mut responder = pool.responder.lock().await;
-            match local {
-                None => {
-                    if responder.take().is_some() {
-                        self.vlan.remove_node_port(&format!("dhcp:{name}")).await;
-                        tracing::info!(pool = %name, "no local VMs on the pool's network: responder stopped");
-                    }
+            let Some(r) = local else {
+                if responder.take().is_some() {
+                    self.vlan.remove_node_port(&responder_id(&name)).await;
+                    tracing::info!(pool = %name, "no local VMs on the pool's network: responder stopped");
                 }
-                Some(r) => {
-                    let same = responder
-                        .as_ref()
-                        .is_some_and(|x| x.cluster_network == r.cluster_network && x.vid == r.vlan && !x.task.is_finished());
-                    if same {
-                        continue;
-                    }
-                    responder.take();
-                    let port = self
-                        .vlan
-                        .ensure_node_port(NodePortSpec {
-                            id: format!("dhcp:{name}"),
-                            cluster_network: r.cluster_network.clone(),
-                            vid: r.vlan,
-                            address: None,
-                            mac: anycast_mac(&name),
-                            mtu: None,
-                            dhcp_responder: true,
-                        })
-                        .await
-                        .map_err(|e| ApiError::internal(format!("DHCP responder of pool {name}: {e}")))?;
-                    let sock = RawSocket::bind(port.node_index)
-                        .map_err(|e| ApiError::internal(format!("DHCP responder socket of pool {name}: {e}")))?;
-                    let me = self.clone();
-                    let p = pool.clone();
-                    let task = tokio::spawn(async move { me.serve(p, sock).await });
-                    tracing::info!(pool = %name, cluster_network = %r.cluster_network, vlan = r.vlan, responder = %port.node_if, "DHCP responder ready");
-                    *responder = Some(Responder {
-                        cluster_network: r.cluster_network.clone(),
-                        vid: r.vlan,
-                        task,
-                    });
+                *pool.problem.lock().expect("poisoned") = None;
+                continue;
+            };
+            let same = responder.as_ref().is_some_and(|x| {
+                x.cluster_network == r.cluster_network && x.vid == r.vlan && !x.task.is_finished()
+            });
+            if same {
+                continue;
+            }
+            responder.take();
+            match self
+                .start_responder(&pool, &r.cluster_network, r.vlan)
+                .await
+            {
+                Ok(x) => {
+                    *responder = Some(x);
+                    *pool.problem.lock().expect("poisoned") = None;
+                }
+                Err(e) => {
+                    tracing::error!(pool = %name, error = %e, "DHCP responder not started");
+                    *pool.problem.lock().expect("poisoned") = Some(e);
                 }
             }
         }
         Ok(())
+    }
+
+    async fn start_responder(
+        &self,
+        pool: &Arc<Pool>,
+        cluster_network: &str,
+        vid: u16,
+    ) -> Result<Responder, String> {
+        let name = &pool.name;
+        let port = self
+            .vlan
+            .ensure_node_port(NodePortSpec {
+                id: responder_id(name),
+                cluster_network: cluster_network.to_string(),
+                vid,
+                address: None,
+                mac: anycast_mac(name),
+                mtu: None,
+                dhcp_responder: true,
+            })
+            .await?;
+        let sock = PacketSocket::open(port.node_index, Role::ServerWithArp)
+            .map_err(|e| format!("responder socket on {}: {e}", port.node_if))?;
+        let me = self.clone();
+        let p = pool.clone();
+        let task = tokio::spawn(async move { me.serve(p, sock).await });
+        tracing::info!(pool = %name, cluster_network, vlan = vid, responder = %port.node_if, "DHCP responder ready");
+        Ok(Responder {
+            cluster_network: cluster_network.to_string(),
+            vid,
+            task,
+        })
+    }
+
+    /// Whether a pool serves the CNI network `network` (pools follow their
+    /// resources through the resource watch).
+    pub async fn serves_network(&self, network: &str) -> bool {
+        self.pools
+            .lock()
+            .await
+            .values()
+            .any(|p| p.spec.cni_network() == network)
+    }
+
+    /// Removes responder ports of pools this netd no longer serves (the
+    /// pool went, or its last local VM did, while netd was down).
+    pub async fn prune(&self) {
+        let _pools = self.pools.lock().await;
+        self.vlan.prune_node_ports("dhcp:").await;
     }
 
     /// Keeps every pool's cache current with changes made by other nodes.
@@ -313,32 +388,48 @@ impl DhcpService {
         });
     }
 
-    async fn serve(&self, pool: Arc<Pool>, sock: RawSocket) {
-        let mut buf = vec![0u8; 4096];
+    async fn serve(&self, pool: Arc<Pool>, sock: PacketSocket) {
+        // Room for a jumbo frame: a larger one arrives cut and is refused.
+        let mut buf = vec![0u8; 9216];
         let server = pool.cfg.server_addr();
         loop {
-            let n = match sock.recv(&mut buf).await {
-                Ok(n) => n,
+            let got = match sock.recv(&mut buf).await {
+                Ok(r) => r,
                 Err(e) => {
                     tracing::error!(pool = %pool.name, error = %e, "DHCP responder socket failed");
                     return;
                 }
             };
-            let frame = &buf[..n];
-            if let Some(r) = arp_reply_for(frame, server.ip, server.mac.0) {
-                let _ = sock.send(&r).await;
+            let frame = &buf[..got.len];
+            if frame.len() >= 14 && frame[12..14] == [0x08, 0x06] {
+                // The server address is anycast and on no interface: VMs
+                // unicasting renewals learn its MAC from us.
+                if let Some(r) = arp_reply_for(frame, server.ip, server.mac.0) {
+                    let _ = sock.send(&r).await;
+                }
                 continue;
             }
-            let (addressing, msg) = match furrow_dhcp::frame::parse(frame) {
-                Ok(x) => x,
+            let parsed = if got.truncated {
+                Err("frame larger than any DHCP message".to_string())
+            } else {
+                furrow_dhcp::frame::parse(
+                    frame,
+                    ParseOptions {
+                        udp_checksum_partial: got.checksum_partial,
+                        ..ParseOptions::to_server()
+                    },
+                )
+                .map_err(|e| e.to_string())
+            };
+            let packet = match parsed {
+                Ok(p) => p,
                 Err(e) => {
-                    if !e.is_not_dhcp() {
-                        self.count(&pool.name, "malformed");
-                        tracing::debug!(pool = %pool.name, error = %e, "malformed DHCP frame dropped");
-                    }
+                    self.count(&pool.name, "malformed");
+                    tracing::debug!(pool = %pool.name, error = %e, "malformed DHCP frame dropped");
                     continue;
                 }
             };
+            let (addressing, msg) = (packet.addr, packet.message);
             self.count(&pool.name, codec_type(&msg));
             if let Err(e) = self.answer(&pool, &sock, &addressing, &msg).await {
                 tracing::warn!(pool = %pool.name, error = %e.msg, "DHCP request not answered");
@@ -349,22 +440,31 @@ impl DhcpService {
     async fn answer(
         &self,
         pool: &Pool,
-        sock: &RawSocket,
+        sock: &PacketSocket,
         addressing: &furrow_dhcp::frame::Addressing,
         msg: &furrow_dhcp::dhcproto::v4::Message,
     ) -> Result<(), ApiError> {
         for _ in 0..4 {
             let mut cache = pool.cache.lock().await;
             let decision = {
-                let view = View { pool, cache: &cache };
+                let view = View {
+                    pool,
+                    cache: &cache,
+                };
                 core::decide(&pool.cfg, &view, msg, now(), &self.node.cfg.node)
             };
+            let mac = client_mac(msg);
             if decision.reason.is_problem() {
-                tracing::warn!(pool = %pool.name, reason = %decision.reason, "DHCP");
-                self.count(&pool.name, decision.reason.name());
+                tracing::warn!(pool = %pool.name, client = %mac, request = codec_type(msg), reason = %decision.reason, "DHCP request not served");
+                self.count_problem(&pool.name, decision.reason.name());
+            } else {
+                tracing::debug!(pool = %pool.name, client = %mac, request = codec_type(msg), reason = %decision.reason, "DHCP");
             }
             if let Some(change) = &decision.change {
-                if !self.commit(pool, &mut cache, change, &decision.depends).await? {
+                if !self
+                    .commit(pool, &mut cache, change, &decision.depends)
+                    .await?
+                {
                     continue;
                 }
             }
@@ -373,7 +473,9 @@ impl DhcpService {
                 let frame = reply
                     .to_frame(pool.cfg.server_addr(), addressing)
                     .map_err(|e| ApiError::internal(e.to_string()))?;
-                sock.send(&frame).await.map_err(|e| ApiError::internal(e.to_string()))?;
+                sock.send(&frame)
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
                 if let Some(t) = reply.message_type() {
                     self.count_reply(&pool.name, t);
                 }
@@ -450,8 +552,10 @@ impl DhcpService {
             }
             for r in puts {
                 if let LeaseState::Offered | LeaseState::Bound = r.state {
-                    let off = u32::from(r.ip).wrapping_sub(u32::from(pool.spec.spec.ipv4_config.pool.start));
-                    pool.cursor.store(off.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+                    let off = u32::from(r.ip)
+                        .wrapping_sub(u32::from(pool.spec.spec.ipv4_config.pool.start));
+                    pool.cursor
+                        .store(off.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
                 }
                 cache.insert(r, out.revision);
             }
@@ -459,7 +563,13 @@ impl DhcpService {
         }
         // Someone changed what we read: refresh it and decide again.
         for ip in guarded_ips(depends, change) {
-            match self.node.store.get(&leases::key(&pool.name, ip)).await.map_err(store_error)? {
+            match self
+                .node
+                .store
+                .get(&leases::key(&pool.name, ip))
+                .await
+                .map_err(store_error)?
+            {
                 Some(kv) => {
                     if let Ok(r) = kv.decode::<LeaseRecord>() {
                         cache.insert(r, kv.mod_revision);
@@ -478,10 +588,20 @@ impl DhcpService {
         );
     }
 
+    fn count_problem(&self, pool: &str, reason: &str) {
+        self.node.metrics.inc(
+            "furrow_dhcp_refusals_total",
+            vec![("pool", pool.to_string()), ("reason", reason.to_string())],
+        );
+    }
+
     fn count_reply(&self, pool: &str, t: furrow_dhcp::dhcproto::v4::MessageType) {
         self.node.metrics.inc(
             "furrow_dhcp_replies_total",
-            vec![("pool", pool.to_string()), ("type", format!("{t:?}").to_lowercase())],
+            vec![
+                ("pool", pool.to_string()),
+                ("type", format!("{t:?}").to_lowercase()),
+            ],
         );
     }
 
@@ -529,7 +649,10 @@ impl DhcpService {
                     .iter()
                     .filter(|r| r.state == LeaseState::Bound && r.expires_at > t)
                     .count() as u32,
-                responder: responder.as_ref().map(|r| format!("{}/{}", r.cluster_network, r.vid)),
+                responder: responder
+                    .as_ref()
+                    .map(|r| format!("{}/{}", r.cluster_network, r.vid)),
+                problem: p.problem.lock().expect("poisoned").clone(),
             });
         }
         out
@@ -581,7 +704,11 @@ impl DhcpService {
                 let _ = self
                     .node
                     .store
-                    .txn(Txn::new().when(Compare::ModRevision(k.clone(), rev)).then(Op::Delete(k)))
+                    .txn(
+                        Txn::new()
+                            .when(Compare::ModRevision(k.clone(), rev))
+                            .then(Op::Delete(k)),
+                    )
                     .await;
             }
         }
@@ -596,9 +723,21 @@ fn guarded_ips(depends: &core::Depends, change: &LeaseChange) -> Vec<Ipv4Addr> {
     v
 }
 
+/// The client's hardware address (the parser checked hlen).
+fn client_mac(msg: &furrow_dhcp::dhcproto::v4::Message) -> MacAddr {
+    let c = msg.chaddr();
+    let mut m = [0u8; 6];
+    let n = c.len().min(6);
+    m[..n].copy_from_slice(&c[..n]);
+    MacAddr(m)
+}
+
 fn codec_type(msg: &furrow_dhcp::dhcproto::v4::Message) -> &'static str {
     use furrow_dhcp::dhcproto::v4::{DhcpOption, MessageType};
-    match msg.opts().get(furrow_dhcp::dhcproto::v4::OptionCode::MessageType) {
+    match msg
+        .opts()
+        .get(furrow_dhcp::dhcproto::v4::OptionCode::MessageType)
+    {
         Some(DhcpOption::MessageType(t)) => match t {
             MessageType::Discover => "discover",
             MessageType::Request => "request",

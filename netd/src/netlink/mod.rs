@@ -165,6 +165,9 @@ pub struct Link {
     pub controller: Option<u32>,
     /// Physical carrier (IFLA_CARRIER).
     pub carrier: bool,
+    /// RFC 2863 operational state is "up": the kernel has also attached
+    /// the link's queueing discipline, so frames sent now are not lost.
+    pub oper_up: bool,
 }
 
 impl Link {
@@ -179,6 +182,7 @@ impl Link {
             alias: None,
             controller: None,
             carrier: false,
+            oper_up: false,
         };
         for a in &m.attributes {
             match a {
@@ -192,6 +196,9 @@ impl Link {
                 LinkAttribute::IfAlias(s) => l.alias = Some(s.clone()),
                 LinkAttribute::Controller(c) => l.controller = Some(*c),
                 LinkAttribute::Carrier(c) => l.carrier = *c != 0,
+                LinkAttribute::OperState(st) => {
+                    l.oper_up = *st == netlink_packet_route::link::State::Up
+                }
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         if let NlLinkInfo::Kind(k) = i {
@@ -467,6 +474,65 @@ impl Netlink {
                 }
             }
         }
+    }
+
+    /// Waits (polling, up to `timeout`) until link `index` is
+    /// operationally up. A link just set up only becomes so when the
+    /// kernel's link watcher gets to it, and until then frames sent on it
+    /// are dropped. Returns whether it came up.
+    pub async fn wait_oper_up(&self, index: u32, timeout: std::time::Duration) -> bool {
+        let end = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(l)) = self.link_by_index(index).await {
+                if l.oper_up {
+                    return true;
+                }
+            }
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Removes an IPv4 address; one already gone is fine.
+    pub async fn del_address_v4(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), NetlinkError> {
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut found = Vec::new();
+        while let Some(m) = s
+            .try_next()
+            .await
+            .map_err(|e| kernel_err(format!("listing addresses of link #{index}"), e))?
+        {
+            let ours = m.header.family == AddressFamily::Inet
+                && m.header.index == index
+                && m.header.prefix_len == prefix_len
+                && m.attributes.iter().any(
+                    |a| matches!(a, AddressAttribute::Local(std::net::IpAddr::V4(x)) if *x == ip),
+                );
+            if ours {
+                found.push(m);
+            }
+        }
+        for m in found {
+            if let Err(e) = self.handle.address().del(m).execute().await {
+                let e = kernel_err(format!("removing {ip}/{prefix_len} from link #{index}"), e);
+                if !e.is_not_found() && e.errno() != Some(libc::EADDRNOTAVAIL) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// IPv4 addresses of a link with their prefix lengths.

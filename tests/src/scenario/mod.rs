@@ -1,4 +1,5 @@
 //! Scenarios written once as library code, run by host tests and, with
 //! another backend, inside a full-kernel guest.
 
+pub mod dhcp;
 pub mod vlan;

@@ -168,7 +168,7 @@ fn spec_of(req: &AttachmentRequest) -> &VlanAttachment {
 }
 
 /// A locally administered unicast MAC derived from a name.
-fn stable_mac(name: &str) -> MacAddr {
+pub(crate) fn stable_mac(name: &str) -> MacAddr {
     let h = ports::host_ifname("mac", name, "");
     let hex = &h[2..];
     let mut m = [0u8; 6];
@@ -414,18 +414,24 @@ impl VlanDriver {
             if !selects(&v.spec.node_selector, &labels) {
                 continue;
             }
-            let Some(addr) = v.address_for(&node) else {
-                continue;
-            };
             let id = format!("vif:{}", v.metadata.name);
+            let (address, mac) = if v.spec.dhcp {
+                // Each node its own lease: its own MAC.
+                (None, stable_mac(&format!("{id}@{node}")))
+            } else {
+                match v.address_for(&node) {
+                    Some(a) => (Some(a), stable_mac(&id)),
+                    None => continue,
+                }
+            };
             want.insert(
                 id.clone(),
                 NodePortSpec {
-                    mac: stable_mac(&id),
+                    mac,
                     id,
                     cluster_network: v.spec.cluster_network.clone(),
                     vid: v.spec.vlan,
-                    address: Some(addr),
+                    address,
                     mtu: v.spec.mtu,
                     dhcp_responder: false,
                 },
@@ -456,6 +462,53 @@ impl VlanDriver {
     pub async fn ensure_node_port(&self, spec: NodePortSpec) -> Result<NodePort, String> {
         let mut st = self.state.lock().await;
         self.ensure_node_port_locked(&mut st, spec).await
+    }
+
+    /// Removes node ports of kind `prefix` ("dhcp:") that no one ensured
+    /// since this netd started (their owner went while netd was down), and
+    /// any DHCP steering that points at a port that is not live.
+    pub async fn prune_node_ports(&self, prefix: &str) {
+        let st = self.state.lock().await;
+        let alias_prefix = format!("furrow:{}:node:{prefix}", self.node.cfg.instance);
+        let live: BTreeSet<String> = st
+            .node_ports
+            .values()
+            .flat_map(|v| [v.switch_if.clone(), v.node_if.clone()])
+            .collect();
+        if let Ok(links) = self.node.host.links().await {
+            for l in links {
+                if l.alias
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with(&alias_prefix))
+                    && !live.contains(&l.name)
+                {
+                    tracing::info!(link = %l.name, alias = ?l.alias, "removing a node port no one owns any more");
+                    let _ = crate::drivers::common::delete_host_link(l.index).await;
+                }
+            }
+        }
+        let responders: BTreeSet<u32> = st
+            .node_ports
+            .values()
+            .filter(|p| p.spec.dhcp_responder)
+            .map(|p| p.switch_index)
+            .collect();
+        let _ = self
+            .node
+            .with_datapath(move |dp| -> Result<(), furrow_ebpf::DatapathError> {
+                for r in dp.l2_dhcp_responders()? {
+                    if !responders.contains(&r.ifindex) {
+                        dp.l2_set_dhcp_responder(r.cluster_network, r.vid, None)?;
+                    }
+                }
+                Ok(())
+            })
+            .await;
+    }
+
+    /// The node port `id`, if built.
+    pub async fn node_port(&self, id: &str) -> Option<NodePort> {
+        self.state.lock().await.node_ports.get(id).cloned()
     }
 
     pub async fn remove_node_port(&self, id: &str) {
@@ -609,6 +662,11 @@ impl VlanDriver {
         backend::add_member(&self.node, cn, spec.vid, si).await?;
         if spec.dhcp_responder {
             backend::set_dhcp_responder(&self.node, cn, spec.vid, Some(si)).await?;
+        }
+        // Whoever uses the port next sends at once (a DHCP client's first
+        // DISCOVER): it must not go into a link not yet running.
+        if !host.wait_oper_up(ni, Duration::from_secs(2)).await {
+            tracing::warn!(node_port = %spec.id, "node interface not operationally up after 2 s");
         }
         Ok(NodePort {
             spec,
