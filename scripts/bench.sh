@@ -4,11 +4,12 @@
 #   bash scripts/bench.sh            all benchmarks
 #   bash scripts/bench.sh cni        CNI ADD/DEL latency vs bridge+host-local
 #   bash scripts/bench.sh vlan       VM-to-VM on a VLAN vs the kernel bridge
+#   bash scripts/bench.sh dhcp       perfdhcp against Furrow's responder vs dnsmasq
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cargo build --release --workspace --bins --locked
 export FURROW_BIN_DIR="$PWD/target/release"
-for b in ${1:-cni vlan}; do
+for b in ${1:-cni vlan dhcp}; do
   target/release/furrow-bench "$b"
 done

@@ -226,6 +226,19 @@ impl PacketSocket {
         }
     }
 
+    /// Receives a frame already queued, without waiting: `None` when the
+    /// queue is empty. Lets a server drain a burst and answer it at once.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        loop {
+            match recv_once(self.fd.get_ref().as_raw_fd(), buf) {
+                Ok(Some(r)) => return Ok(Some(r)),
+                Ok(None) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Sends one complete Ethernet frame.
     pub async fn send(&self, frame: &[u8]) -> io::Result<()> {
         loop {

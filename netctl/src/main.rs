@@ -296,8 +296,8 @@ fn parse_documents(text: &str, json: bool) -> anyhow::Result<Vec<Value>> {
     Ok(out)
 }
 
-fn yes_no(b: bool) -> &'static str {
-    if b {
+fn health(ok: bool) -> &'static str {
+    if ok {
         "ok"
     } else {
         "FAILING"
@@ -312,7 +312,7 @@ fn status_table(s: &NodeStatus) -> String {
     ));
     out.push_str(&format!(
         "Store:      {} {} at {} (revision {}){}\n",
-        yes_no(s.store.healthy),
+        health(s.store.healthy),
         s.store.backend,
         s.store.location,
         s.store.revision,
@@ -324,7 +324,7 @@ fn status_table(s: &NodeStatus) -> String {
     ));
     out.push_str(&format!(
         "Datapath:   {} {} pins {}{}\n",
-        yes_no(s.datapath.healthy),
+        health(s.datapath.healthy),
         s.datapath.mode,
         s.datapath.pin_dir,
         if s.datapath.message.is_empty() {
@@ -342,7 +342,7 @@ fn status_table(s: &NodeStatus) -> String {
     }
     out.push_str(&format!(
         "Firewall:   {} {} table {}{}\n",
-        yes_no(s.firewall.healthy),
+        health(s.firewall.healthy),
         s.firewall.backend,
         s.firewall.table,
         if s.firewall.message.is_empty() {
@@ -437,7 +437,7 @@ fn leases_table(leases: &[LeaseInfo], now: u64) -> String {
             state,
             expires,
             l.node.clone(),
-            yes_no(l.reserved).into(),
+            if l.reserved { "yes" } else { "-" }.into(),
             l.hostname.clone().unwrap_or_else(|| "-".into()),
         ]);
     }

@@ -237,6 +237,40 @@ fn an_exhausted_pool_offers_nothing_and_says_why() {
     assert_eq!(ev["ip"], "10.80.0.10");
 }
 
+#[test]
+fn two_nodes_racing_for_the_last_address_never_both_get_it() {
+    // One address; a VM on each node asks at the same moment. Offers are
+    // kept in each node's memory, so both may offer it: the binding is
+    // what the store decides, and only one can win.
+    let d = DhcpLab::build(&PoolSpec {
+        range: (10, 10),
+        exclude: vec![],
+        lease_time: 3600,
+    })
+    .unwrap();
+    let x = d.vm(0, "x", None).unwrap();
+    let y = d.vm(1, "y", None).unwrap();
+    let (rx, ry) = std::thread::scope(|s| {
+        let a = s.spawn(|| furrow_tests::dhcp_clients::udhcpc_once(&x.ns, "eth0", 3));
+        let b = s.spawn(|| furrow_tests::dhcp_clients::udhcpc_once(&y.ns, "eth0", 3));
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    let winners: Vec<_> = [&rx, &ry].into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1, "x got {rx:?}, y got {ry:?}");
+    assert_eq!(winners[0]["ip"], "10.80.0.10");
+    let winner = if rx.is_some() { &x } else { &y };
+    let winner_mac = mac_of(winner, "eth0").unwrap();
+    // Both nodes agree on who holds it.
+    for node in 0..2 {
+        d.wait_for("both nodes see the one binding", T, || {
+            let leases = d.leases(node)?;
+            let bound: Vec<_> = leases.iter().filter(|l| l.state == "bound").collect();
+            Ok(bound.len() == 1 && bound[0].mac.to_string() == winner_mac)
+        })
+        .unwrap();
+    }
+}
+
 /// A valid DISCOVER from `mac`, as a UDP payload.
 fn discover_payload(mac: [u8; 6]) -> Vec<u8> {
     use furrow_dhcp::dhcproto::v4::{DhcpOption, Message, MessageType};

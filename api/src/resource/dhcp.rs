@@ -375,6 +375,8 @@ impl VmNetworkConfigEntry {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VmNetworkConfigSpec {
     pub vm_name: String,
+    /// Harvester's vm-dhcp-controller spells it `networkConfig`.
+    #[serde(alias = "networkConfig")]
     pub network_configs: Vec<VmNetworkConfigEntry>,
 }
 

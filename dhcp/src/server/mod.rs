@@ -23,7 +23,11 @@
 //! 3. Only after the commit succeeded, send [`Decision::reply`] (built with
 //!    [`Reply::to_frame`]). If the transaction failed, re-read and decide
 //!    again (a few times at most; then drop the message: the client
-//!    retransmits). Never send a reply whose change was not committed.
+//!    retransmits). Never send a reply whose change was not committed;
+//!    the one relaxation is an OFFER of a fresh address (no record, nothing
+//!    superseded): a node may keep it in memory only, because the REQUEST
+//!    that follows commits the binding guarded by "address absent", so a
+//!    competing offer elsewhere costs a NAK, never a shared address.
 //! 4. A decision without a change (an OFFER of an existing binding, an ACK
 //!    to INFORM, a NAK) is sent at once; one without a reply (RELEASE,
 //!    DECLINE, silence) is only committed. Log [`Decision::reason`], as a

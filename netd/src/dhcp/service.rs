@@ -24,7 +24,7 @@ use crate::node::Node;
 use crate::rawsock::arp_reply_for;
 use crate::resources::store_error;
 use crate::store::{Compare, Op, Txn, WatchError};
-use furrow_dhcp::frame::ParseOptions;
+use furrow_dhcp::frame::{Addressing, ParseOptions};
 use furrow_dhcp::socket::{PacketSocket, Role};
 
 /// The MAC every node's responder for `pool` uses: locally administered,
@@ -74,6 +74,30 @@ impl Drop for Responder {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Requests answered together at most: bounded so the transaction stays
+/// under etcd's default limit of 128 compares and operations.
+const BATCH: usize = 24;
+
+/// The revision of a cache entry that is not in the store: an offer kept
+/// in memory, or a change staged but not yet committed.
+const LOCAL: crate::store::Revision = 0;
+
+struct Request {
+    addressing: Addressing,
+    message: furrow_dhcp::dhcproto::v4::Message,
+}
+
+/// A burst's decisions, staged against the cache.
+#[derive(Default)]
+struct Staged {
+    /// Every record read or written, with the revision it had before the
+    /// burst (`None`: absent); the transaction holds only if all still do.
+    guards: BTreeMap<Ipv4Addr, Option<crate::store::Revision>>,
+    /// The last write per address (etcd refuses two on one key in a
+    /// transaction); `None` deletes.
+    writes: BTreeMap<Ipv4Addr, Option<LeaseRecord>>,
 }
 
 /// The lease view `decide` reads: the cache plus reservations.
@@ -210,11 +234,14 @@ impl DhcpService {
                     .list(&leases::prefix(&name))
                     .await
                     .map_err(store_error)?;
-                let mut txn = Txn::new();
-                for kv in kvs {
-                    txn = txn.then(Op::Delete(kv.key));
+                // In chunks: etcd takes at most 128 operations per txn.
+                for chunk in kvs.chunks(100) {
+                    let mut txn = Txn::new();
+                    for kv in chunk {
+                        txn = txn.then(Op::Delete(kv.key.clone()));
+                    }
+                    self.node.store.txn(txn).await.map_err(store_error)?;
                 }
-                self.node.store.txn(txn).await.map_err(store_error)?;
                 tracing::info!(pool = %name, "DHCP pool removed");
             }
         }
@@ -262,7 +289,12 @@ impl DhcpService {
                         cfg,
                         cache: Mutex::new(cache),
                         reservations,
-                        cursor: Default::default(),
+                        // Nodes start their searches apart, so offers
+                        // (kept in memory) rarely collide.
+                        cursor: std::sync::atomic::AtomicU32::new(node_offset(
+                            &self.node.cfg.node,
+                            spec.spec.ipv4_config.capacity(),
+                        )),
                         responder: Mutex::new(None),
                         problem: Default::default(),
                     });
@@ -392,193 +424,299 @@ impl DhcpService {
         // Room for a jumbo frame: a larger one arrives cut and is refused.
         let mut buf = vec![0u8; 9216];
         let server = pool.cfg.server_addr();
+        let mut batch: Vec<Request> = Vec::with_capacity(BATCH);
         loop {
-            let got = match sock.recv(&mut buf).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(pool = %pool.name, error = %e, "DHCP responder socket failed");
-                    return;
+            // Wait for one frame, then take whatever else is queued: a
+            // burst is decided together and committed in one transaction.
+            let first = sock.recv(&mut buf).await.map(Some);
+            let mut got = first;
+            loop {
+                let r = match got {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(pool = %pool.name, error = %e, "DHCP responder socket failed");
+                        return;
+                    }
+                };
+                let frame = &buf[..r.len];
+                if frame.len() >= 14 && frame[12..14] == [0x08, 0x06] {
+                    // The server address is anycast and on no interface: VMs
+                    // unicasting renewals learn its MAC from us.
+                    if let Some(reply) = arp_reply_for(frame, server.ip, server.mac.0) {
+                        let _ = sock.send(&reply).await;
+                    }
+                } else if let Some(req) = self.parse(&pool, frame, r) {
+                    batch.push(req);
                 }
-            };
-            let frame = &buf[..got.len];
-            if frame.len() >= 14 && frame[12..14] == [0x08, 0x06] {
-                // The server address is anycast and on no interface: VMs
-                // unicasting renewals learn its MAC from us.
-                if let Some(r) = arp_reply_for(frame, server.ip, server.mac.0) {
-                    let _ = sock.send(&r).await;
+                if batch.len() >= BATCH {
+                    break;
                 }
-                continue;
+                got = sock.try_recv(&mut buf);
             }
-            let parsed = if got.truncated {
-                Err("frame larger than any DHCP message".to_string())
-            } else {
-                furrow_dhcp::frame::parse(
-                    frame,
-                    ParseOptions {
-                        udp_checksum_partial: got.checksum_partial,
-                        ..ParseOptions::to_server()
-                    },
-                )
-                .map_err(|e| e.to_string())
-            };
-            let packet = match parsed {
-                Ok(p) => p,
-                Err(e) => {
-                    self.count(&pool.name, "malformed");
-                    tracing::debug!(pool = %pool.name, error = %e, "malformed DHCP frame dropped");
-                    continue;
-                }
-            };
-            let (addressing, msg) = (packet.addr, packet.message);
-            self.count(&pool.name, codec_type(&msg));
-            if let Err(e) = self.answer(&pool, &sock, &addressing, &msg).await {
-                tracing::warn!(pool = %pool.name, error = %e.msg, "DHCP request not answered");
+            if !batch.is_empty() {
+                self.answer(&pool, &sock, &batch).await;
+                batch.clear();
             }
         }
     }
 
-    async fn answer(
+    fn parse(
+        &self,
+        pool: &Pool,
+        frame: &[u8],
+        got: furrow_dhcp::socket::Received,
+    ) -> Option<Request> {
+        let parsed = if got.truncated {
+            Err("frame larger than any DHCP message".to_string())
+        } else {
+            furrow_dhcp::frame::parse(
+                frame,
+                ParseOptions {
+                    udp_checksum_partial: got.checksum_partial,
+                    ..ParseOptions::to_server()
+                },
+            )
+            .map_err(|e| e.to_string())
+        };
+        match parsed {
+            Ok(p) => {
+                self.count(&pool.name, codec_type(&p.message));
+                Some(Request {
+                    addressing: p.addr,
+                    message: p.message,
+                })
+            }
+            Err(e) => {
+                self.count(&pool.name, "malformed");
+                tracing::debug!(pool = %pool.name, error = %e, "malformed DHCP frame dropped");
+                None
+            }
+        }
+    }
+
+    /// Answers a burst: all decided against the cache, their lease changes
+    /// committed in one transaction, then every reply sent. If the
+    /// transaction loses (another node changed a lease the burst read), each
+    /// request is decided and committed again on its own.
+    async fn answer(&self, pool: &Pool, sock: &PacketSocket, reqs: &[Request]) {
+        match self.try_answer(pool, reqs).await {
+            Ok(Some(replies)) => self.send_replies(pool, sock, replies).await,
+            Ok(None) if reqs.len() > 1 => {
+                for r in reqs {
+                    self.answer_one(pool, sock, r).await;
+                }
+            }
+            Ok(None) => self.answer_one(pool, sock, &reqs[0]).await,
+            Err(e) => {
+                tracing::warn!(pool = %pool.name, error = %e.msg, requests = reqs.len(), "DHCP requests not answered")
+            }
+        }
+    }
+
+    async fn answer_one(&self, pool: &Pool, sock: &PacketSocket, req: &Request) {
+        for _ in 0..4 {
+            match self.try_answer(pool, std::slice::from_ref(req)).await {
+                Ok(Some(replies)) => return self.send_replies(pool, sock, replies).await,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(pool = %pool.name, error = %e.msg, "DHCP request not answered");
+                    return;
+                }
+            }
+        }
+        tracing::warn!(pool = %pool.name, client = %client_mac(&req.message), "DHCP request not answered: its lease changed under every attempt");
+    }
+
+    async fn send_replies(
         &self,
         pool: &Pool,
         sock: &PacketSocket,
-        addressing: &furrow_dhcp::frame::Addressing,
-        msg: &furrow_dhcp::dhcproto::v4::Message,
-    ) -> Result<(), ApiError> {
-        for _ in 0..4 {
-            let mut cache = pool.cache.lock().await;
+        replies: Vec<(core::Reply, Addressing)>,
+    ) {
+        for (reply, addressing) in replies {
+            let frame = match reply.to_frame(pool.cfg.server_addr(), &addressing) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(pool = %pool.name, error = %e, "DHCP reply not built");
+                    continue;
+                }
+            };
+            if let Err(e) = sock.send(&frame).await {
+                tracing::warn!(pool = %pool.name, error = %e, "DHCP reply not sent");
+                continue;
+            }
+            if let Some(t) = reply.message_type() {
+                self.count_reply(&pool.name, t);
+            }
+        }
+    }
+
+    /// Decides `reqs` in order, each seeing the ones before it, and commits
+    /// their lease changes together, guarded by every record they read.
+    /// `None`: the guard failed; the records read were refreshed from the
+    /// store, so deciding again sees the truth.
+    async fn try_answer(
+        &self,
+        pool: &Pool,
+        reqs: &[Request],
+    ) -> Result<Option<Vec<(core::Reply, Addressing)>>, ApiError> {
+        let mut cache = pool.cache.lock().await;
+        let mut staged = Staged::default();
+        let mut replies = Vec::new();
+        for req in reqs {
             let decision = {
                 let view = View {
                     pool,
                     cache: &cache,
                 };
-                core::decide(&pool.cfg, &view, msg, now(), &self.node.cfg.node)
+                core::decide(&pool.cfg, &view, &req.message, now(), &self.node.cfg.node)
             };
-            let mac = client_mac(msg);
+            let mac = client_mac(&req.message);
+            let kind = codec_type(&req.message);
             if decision.reason.is_problem() {
-                tracing::warn!(pool = %pool.name, client = %mac, request = codec_type(msg), reason = %decision.reason, "DHCP request not served");
+                tracing::warn!(pool = %pool.name, client = %mac, request = kind, reason = %decision.reason, "DHCP request not served");
                 self.count_problem(&pool.name, decision.reason.name());
             } else {
-                tracing::debug!(pool = %pool.name, client = %mac, request = codec_type(msg), reason = %decision.reason, "DHCP");
+                tracing::debug!(pool = %pool.name, client = %mac, request = kind, reason = %decision.reason, "DHCP");
             }
             if let Some(change) = &decision.change {
-                if !self
-                    .commit(pool, &mut cache, change, &decision.depends)
-                    .await?
-                {
-                    continue;
-                }
+                self.stage(pool, &mut cache, &mut staged, change, &decision.depends);
             }
-            drop(cache);
             if let Some(reply) = decision.reply {
-                let frame = reply
-                    .to_frame(pool.cfg.server_addr(), addressing)
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-                sock.send(&frame)
-                    .await
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-                if let Some(t) = reply.message_type() {
-                    self.count_reply(&pool.name, t);
-                }
+                replies.push((reply, req.addressing));
             }
-            return Ok(());
         }
-        Err(ApiError::internal("lease changed under every attempt"))
+        if staged.writes.is_empty() {
+            return Ok(Some(replies));
+        }
+        let mut txn = Txn::new();
+        for (ip, g) in &staged.guards {
+            let k = leases::key(&pool.name, *ip);
+            txn = txn.when(match g {
+                Some(rev) => Compare::ModRevision(k, *rev),
+                None => Compare::Absent(k),
+            });
+        }
+        for (ip, w) in &staged.writes {
+            let k = leases::key(&pool.name, *ip);
+            txn = txn.then(match w {
+                Some(r) => Op::put_json(k, r),
+                None => Op::Delete(k),
+            });
+        }
+        let outcome = self.node.store.txn(txn).await;
+        if let Ok(out) = &outcome {
+            if out.succeeded {
+                for (_, w) in staged.writes {
+                    if let Some(r) = w {
+                        cache.insert(r, out.revision);
+                    }
+                }
+                return Ok(Some(replies));
+            }
+        }
+        // Someone changed what the burst read, or the store failed: our
+        // tentative changes are void; take every record the burst touched
+        // from the store again.
+        for ip in staged.guards.keys() {
+            match self.node.store.get(&leases::key(&pool.name, *ip)).await {
+                Ok(Some(kv)) => match kv.decode::<LeaseRecord>() {
+                    Ok(r) => cache.insert(r, kv.mod_revision),
+                    Err(_) => cache.remove(*ip),
+                },
+                Ok(None) => cache.remove(*ip),
+                // Unknown: the next decision's guard finds out.
+                Err(_) => {}
+            }
+        }
+        outcome.map_err(store_error)?;
+        Ok(None)
     }
 
-    /// Writes a decision's lease change in one transaction guarded by every
-    /// record the decision read.
-    async fn commit(
+    /// Applies one decision's change to the cache tentatively and records
+    /// what must hold and be written for it to stand.
+    fn stage(
         &self,
         pool: &Pool,
         cache: &mut LeaseCache,
+        st: &mut Staged,
         change: &LeaseChange,
         depends: &core::Depends,
-    ) -> Result<bool, ApiError> {
-        let mut txn = Txn::new();
-        let mut guarded = std::collections::BTreeSet::new();
-        let mut guard = |ip: Ipv4Addr, txn: Txn, cache: &LeaseCache| -> Txn {
-            if !guarded.insert(ip) {
-                return txn;
-            }
-            let k = leases::key(&pool.name, ip);
-            match cache.by_ip(ip) {
-                Some((_, rev)) => txn.when(Compare::ModRevision(k, *rev)),
-                None => txn.when(Compare::Absent(k)),
-            }
+    ) {
+        // Guard every record read, as it was before the burst changed it.
+        let mut guard = |ip: Ipv4Addr, cache: &LeaseCache| {
+            st.guards
+                .entry(ip)
+                .or_insert_with(|| match cache.by_ip(ip) {
+                    Some((_, rev)) if *rev != LOCAL => Some(*rev),
+                    _ => None,
+                });
         };
         for ip in &depends.ips {
-            txn = guard(*ip, txn, cache);
+            guard(*ip, cache);
         }
         for mac in &depends.macs {
-            if let Some((r, _)) = cache.by_mac(*mac) {
-                let ip = r.ip;
-                txn = guard(ip, txn, cache);
+            if let Some(ip) = cache.by_mac(*mac).map(|(r, _)| r.ip) {
+                guard(ip, cache);
             }
         }
         for ip in change.touched() {
-            txn = guard(ip, txn, cache);
+            guard(ip, cache);
         }
-        let mut puts = Vec::new();
-        let mut dels = Vec::new();
+        let in_memory = |cache: &LeaseCache, st: &Staged, ip: Ipv4Addr| {
+            !st.writes.contains_key(&ip) && cache.by_ip(ip).is_none_or(|(_, rev)| *rev == LOCAL)
+        };
+        let advance = |ip: Ipv4Addr| {
+            let off = u32::from(ip).wrapping_sub(u32::from(pool.spec.spec.ipv4_config.pool.start));
+            pool.cursor
+                .store(off.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+        };
         match change {
+            // A fresh address offered to a new client stays in this node's
+            // memory: the REQUEST that follows writes the binding, guarded
+            // by the address being absent from the store, so an offer
+            // another node made of it meanwhile loses there (NAK, and the
+            // client starts again). Saves a store write per new client.
+            LeaseChange::Offer {
+                lease,
+                supersedes: None,
+            } if in_memory(cache, st, lease.ip) => {
+                advance(lease.ip);
+                cache.insert(from_core(lease), LOCAL);
+            }
             LeaseChange::Offer { lease, supersedes } | LeaseChange::Bind { lease, supersedes } => {
-                puts.push(from_core(lease));
+                advance(lease.ip);
+                let r = from_core(lease);
+                cache.insert(r.clone(), LOCAL);
+                st.writes.insert(lease.ip, Some(r));
                 if let Some(s) = supersedes.filter(|s| *s != lease.ip) {
-                    dels.push(s);
+                    cache.remove(s);
+                    st.writes.insert(s, None);
                 }
             }
-            LeaseChange::Release { ip, .. } => dels.push(*ip),
-            LeaseChange::Decline { ip, mac, until } => puts.push(LeaseRecord {
-                ip: *ip,
-                mac: *mac,
-                client_id: None,
-                hostname: None,
-                state: LeaseState::Declined,
-                expires_at: *until,
-                node: self.node.cfg.node.clone(),
-                updated_at: now(),
-            }),
-        }
-        for r in &puts {
-            txn = txn.then(Op::put_json(leases::key(&pool.name, r.ip), r));
-        }
-        for ip in &dels {
-            txn = txn.then(Op::Delete(leases::key(&pool.name, *ip)));
-        }
-        let out = self.node.store.txn(txn).await.map_err(store_error)?;
-        if out.succeeded {
-            for ip in dels {
-                cache.remove(ip);
-            }
-            for r in puts {
-                if let LeaseState::Offered | LeaseState::Bound = r.state {
-                    let off = u32::from(r.ip)
-                        .wrapping_sub(u32::from(pool.spec.spec.ipv4_config.pool.start));
-                    pool.cursor
-                        .store(off.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+            LeaseChange::Release { ip, .. } => {
+                let only_here = in_memory(cache, st, *ip);
+                cache.remove(*ip);
+                if !only_here {
+                    st.writes.insert(*ip, None);
                 }
-                cache.insert(r, out.revision);
             }
-            return Ok(true);
-        }
-        // Someone changed what we read: refresh it and decide again.
-        for ip in guarded_ips(depends, change) {
-            match self
-                .node
-                .store
-                .get(&leases::key(&pool.name, ip))
-                .await
-                .map_err(store_error)?
-            {
-                Some(kv) => {
-                    if let Ok(r) = kv.decode::<LeaseRecord>() {
-                        cache.insert(r, kv.mod_revision);
-                    }
-                }
-                None => cache.remove(ip),
+            LeaseChange::Decline { ip, mac, until } => {
+                let r = LeaseRecord {
+                    ip: *ip,
+                    mac: *mac,
+                    client_id: None,
+                    hostname: None,
+                    state: LeaseState::Declined,
+                    expires_at: *until,
+                    node: self.node.cfg.node.clone(),
+                    updated_at: now(),
+                };
+                cache.insert(r.clone(), LOCAL);
+                st.writes.insert(*ip, Some(r));
             }
         }
-        Ok(false)
     }
 
     fn count(&self, pool: &str, what: &str) {
@@ -692,7 +830,16 @@ impl DhcpService {
         let t = now();
         for p in pools.values() {
             let stale: Vec<(Ipv4Addr, u64)> = {
-                let cache = p.cache.lock().await;
+                let mut cache = p.cache.lock().await;
+                let lapsed: Vec<Ipv4Addr> = cache
+                    .iter()
+                    .filter(|r| r.expires_at <= t)
+                    .filter(|r| cache.by_ip(r.ip).is_some_and(|(_, rev)| *rev == LOCAL))
+                    .map(|r| r.ip)
+                    .collect();
+                for ip in lapsed {
+                    cache.remove(ip);
+                }
                 cache
                     .iter()
                     .filter(|r| r.state != LeaseState::Bound && r.expires_at + 86_400 < t)
@@ -715,12 +862,13 @@ impl DhcpService {
     }
 }
 
-fn guarded_ips(depends: &core::Depends, change: &LeaseChange) -> Vec<Ipv4Addr> {
-    let mut v: Vec<Ipv4Addr> = depends.ips.iter().copied().collect();
-    v.extend(change.touched());
-    v.sort();
-    v.dedup();
-    v
+/// Where `node` starts looking for free addresses in a pool of `size`.
+fn node_offset(node: &str, size: u32) -> u32 {
+    // FNV-1a: stable across runs and builds.
+    let h = node.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    h % size.max(1)
 }
 
 /// The client's hardware address (the parser checked hlen).

@@ -1,4 +1,5 @@
 //! Traffic measurements between lab namespaces (iperf3, sockperf), shared
 //! by the benchmarks.
 
+pub mod dhcp;
 pub mod traffic;

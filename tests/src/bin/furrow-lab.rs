@@ -55,8 +55,8 @@ fn up() -> anyhow::Result<()> {
         down()?;
     }
     names::use_fixed_prefix(names::DEMO_PREFIX);
-    const T: u32 = 9;
-    println!("== Furrow demo: the management network and VLAN networks on two nodes ==");
+    const T: u32 = 10;
+    println!("== Furrow demo: the management network, VLAN networks and DHCP on two nodes ==");
 
     step(
         1,
@@ -249,10 +249,56 @@ fn up() -> anyhow::Result<()> {
     );
     vlan_pods.push(after);
 
-    step(9, T, "What netd built, as netctl shows it");
+    step(
+        9,
+        T,
+        "DHCP on VLAN 300: node1 answers its own VMs (pool and a reservation)",
+    );
+    n1.apply(
+        "apiVersion: network.furrow.io/v1alpha1
+kind: IPPool
+metadata: {name: vlan300-pool}
+spec:
+  networkName: default/vlan300
+  ipv4Config:
+    serverIP: 10.30.0.2
+    cidr: 10.30.0.0/24
+    pool: {start: 10.30.0.10, end: 10.30.0.99, exclude: [10.30.0.13]}
+    router: 10.30.0.1
+    dns: [10.30.0.1]
+    domainName: vms.example
+    leaseTime: 3600
+    mtu: 1400
+    routes: [{dst: 192.168.0.0/16, gateway: 10.30.0.1}]
+---
+apiVersion: network.furrow.io/v1alpha1
+kind: VirtualMachineNetworkConfig
+metadata: {name: vm-r}
+spec:
+  vmName: vm-r
+  networkConfigs:
+    - {networkName: default/vlan300, macAddress: 52:54:00:30:00:77, ipAddress: 10.30.0.77}
+",
+    )?;
+    println!("  IPPool vlan300-pool 10.30.0.10-99 (router, DNS, MTU 1400, a classless route); reservation vm-r -> 10.30.0.77");
+    for (name, mac) in [("vm-d", None), ("vm-r", Some("52:54:00:30:00:77"))] {
+        let mut cfg = nad(n1, 300);
+        if let Some(m) = mac {
+            cfg["runtimeConfig"] = json!({ "mac": m });
+        }
+        let p = n1.vm(name, &cfg)?;
+        let got = dhcp_lease_with_retries(&p)?;
+        println!(
+            "  {name}: busybox udhcpc got {}/{} router {} dns {} mtu {} routes {:?}",
+            got["ip"], got["mask"], got["router"], got["dns"], got["mtu"], got["staticroutes"]
+        );
+        vlan_pods.push(p);
+    }
+
+    step(10, T, "What netd built, as netctl shows it");
     let node = lab.node(0);
     let socket = node.netd.socket.clone();
-    for view in ["status", "ports", "networks"] {
+    for view in ["status", "ports", "networks", "pools", "leases"] {
         println!("\n$ netctl --socket {} {view}", socket.display());
         let out = node.netd.netctl(&[view])?;
         print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -297,12 +343,25 @@ fn up() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A lease for the VM with busybox udhcpc; the responder comes up with the
+/// network's first local VM, so the first try may race it.
+fn dhcp_lease_with_retries(
+    p: &furrow_tests::Pod,
+) -> anyhow::Result<furrow_tests::dhcp_clients::Event> {
+    for _ in 0..3 {
+        if let Some(ev) = furrow_tests::dhcp_clients::udhcpc_once(&p.ns, "eth0", 3)? {
+            return Ok(ev);
+        }
+    }
+    bail!("no DHCP lease for the VM in {}", p.ns.name)
+}
+
 fn status() -> anyhow::Result<()> {
     let state: serde_json::Value = serde_json::from_slice(
         &std::fs::read(STATE).context("no demo is running (bash scripts/demo.sh)")?,
     )?;
     let socket = state["socket"].as_str().unwrap_or_default();
-    for view in ["status", "ports"] {
+    for view in ["status", "ports", "pools", "leases"] {
         println!("$ netctl --socket {socket} {view}");
         let out = std::process::Command::new(bins::netctl())
             .args(["--socket", socket, view])
