@@ -411,3 +411,34 @@ pub struct PoolInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }
+
+/// `GET /v1/vips`: a VirtualIP as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VipInfo {
+    pub name: String,
+    /// The static address, or the one allocated from its pool.
+    pub address: Option<std::net::IpAddr>,
+    /// `arp` or `bgp`.
+    pub mode: String,
+    pub interface: Option<String>,
+    /// The node the election record names, if any.
+    pub holder: Option<String>,
+    pub holder_since_ms: Option<u64>,
+    pub epoch: Option<u64>,
+    /// The node answering.
+    pub node: String,
+    /// This node: holder, standby, unhealthy, ineligible, fenced, problem.
+    pub role: String,
+    pub healthy: bool,
+    pub health_error: Option<String>,
+    pub problem: Option<String>,
+    /// Gratuitous ARP / NA rounds sent in the current hold.
+    pub announcements: u64,
+    pub held_for_ms: Option<u64>,
+    /// Live nodes ready to hold it, as their heartbeats say.
+    pub candidates: Vec<String>,
+    /// `local` (one node, embedded store) or `store` (etcd).
+    pub backend: String,
+    pub heartbeat_error: Option<String>,
+}

@@ -57,12 +57,13 @@ fn write_script(path: &std::path::Path, body: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// udhcpc's hook: log the environment, then apply address, MTU and
-/// classless routes the way a distribution's script would.
+/// udhcpc's hook: apply address, MTU and classless routes the way a
+/// distribution's script would, then log the environment (last, so a test
+/// that sees the event also sees what was applied).
 fn udhcpc_script(out: &std::path::Path) -> String {
     format!(
         r#"#!/bin/sh
-{{ echo "event=$1"; env | grep -E '^(ip|mask|subnet|router|dns|mtu|staticroutes|lease|serverid|domain|hostname)='; echo end; }} >> {out}
+event="$1"
 case "$1" in
   deconfig) ip addr flush dev "$interface" ;;
   bound|renew)
@@ -72,6 +73,7 @@ case "$1" in
     while [ $# -ge 2 ]; do ip route replace "$1" via "$2" dev "$interface"; shift 2; done
     ;;
 esac
+{{ echo "event=$event"; env | grep -E '^(ip|mask|subnet|router|dns|mtu|staticroutes|lease|serverid|domain|hostname)='; echo end; }} >> {out}
 exit 0
 "#,
         out = out.display()

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use furrow_api::client::{Client, ClientError};
 use furrow_api::wire::{
     ClusterNetworkInfo, DhcpClientInfo, DiscoverRequest, DiscoveredNetwork, LeaseInfo, NetworkInfo,
-    NodeStatus, PoolInfo, PortInfo, ResourceList,
+    NodeStatus, PoolInfo, PortInfo, ResourceList, VipInfo,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -94,6 +94,9 @@ enum Command {
     },
     /// DHCP pools: subnet, server, capacity, and this node's responder.
     Pools,
+    /// Floating VIPs: address, holder and its lease, this node's role,
+    /// health, candidates.
+    Vip,
     /// netd's Prometheus metrics.
     Metrics,
 }
@@ -266,6 +269,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Pools => {
             let pools: Vec<PoolInfo> = client.get("/v1/dhcp/pools")?;
             print(cli.output, &pools, || pools_table(&pools))
+        }
+        Command::Vip => {
+            let vips: Vec<VipInfo> = client.get("/v1/vips")?;
+            print(cli.output, &vips, || vip_table(&vips, now_millis()))
         }
         Command::Metrics => {
             print!("{}", client.get_text("/metrics")?);
@@ -520,6 +527,67 @@ fn discovered_table(found: &[DiscoveredNetwork]) -> String {
             },
             d.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
             span(now.saturating_sub(d.discovered_at)),
+        ]);
+    }
+    t.render()
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn vip_table(vips: &[VipInfo], now_ms: u64) -> String {
+    let mut t = Table::new(&[
+        "VIP",
+        "ADDRESS",
+        "MODE",
+        "INTERFACE",
+        "HOLDER",
+        "HELD-FOR",
+        "EPOCH",
+        "THIS-NODE",
+        "HEALTH",
+        "CANDIDATES",
+        "PROBLEM",
+    ]);
+    for v in vips {
+        let held_for = v
+            .holder_since_ms
+            .map(|s| span(now_ms.saturating_sub(s) / 1000))
+            .unwrap_or_else(|| "-".into());
+        let health = if v.healthy {
+            "ok".to_string()
+        } else {
+            format!(
+                "FAILING{}",
+                v.health_error
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )
+        };
+        t.row(vec![
+            v.name.clone(),
+            v.address.map_or("-".into(), |a| a.to_string()),
+            v.mode.clone(),
+            v.interface.clone().unwrap_or_else(|| "-".into()),
+            v.holder.clone().unwrap_or_else(|| "-".into()),
+            held_for,
+            v.epoch.map_or("-".into(), |e| e.to_string()),
+            format!("{} {}", v.node, v.role),
+            health,
+            if v.candidates.is_empty() {
+                "-".into()
+            } else {
+                v.candidates.join(",")
+            },
+            v.problem
+                .clone()
+                .or_else(|| v.heartbeat_error.clone())
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     t.render()

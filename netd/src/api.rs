@@ -60,6 +60,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/dhcp/clients", get(dhcp_clients))
         .route("/v1/dhcp/discover", post(dhcp_discover))
         .route("/v1/dhcp/discovered", get(dhcp_discovered))
+        .route("/v1/vips", get(vips))
         .route("/v1/resources", get(kinds))
         .route(
             "/v1/resources/{kind}",
@@ -163,6 +164,10 @@ async fn dhcp_leases(
 
 async fn dhcp_pools(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire::PoolInfo>> {
     Ok(Json(d.dhcp.pools().await))
+}
+
+async fn vips(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire::VipInfo>> {
+    Ok(Json(d.vip.info().await))
 }
 
 async fn dhcp_clients(

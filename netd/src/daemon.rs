@@ -11,7 +11,7 @@ use furrow_api::cni::{AttachmentSpec, CniResult};
 use furrow_api::error::code;
 use furrow_api::resource::{
     selects, ClusterNetwork, ClusterNetworkSpec, IpPool, ManagementNetwork, ManagementNetworkSpec,
-    VirtualMachineNetworkConfig, VlanConfig, VlanInterface,
+    VirtualIp, VirtualIpPool, VirtualMachineNetworkConfig, VlanConfig, VlanInterface,
 };
 use furrow_api::wire::{
     AttachmentRef, AttachmentRequest, DatapathStatus, FirewallStatus, GcRequest, GcResponse,
@@ -44,6 +44,7 @@ pub struct Daemon {
     pub vlan: VlanDriver,
     pub dhcp: DhcpService,
     pub dhcp_clients: DhcpClients,
+    pub vip: crate::vip::VipService,
     pub started_at: u64,
     config_errors: std::sync::Mutex<Vec<String>>,
     reconcile_lock: tokio::sync::Mutex<()>,
@@ -69,12 +70,14 @@ impl Daemon {
                 })?;
         let firewall = NftablesDriver::new(&cfg.nft_table)
             .with_context(|| format!("preparing nftables table {}", cfg.nft_table))?;
+        let vip_timing = cfg.vip_timing;
         let node = Arc::new(Node::new(cfg, store, host, datapath, Arc::new(firewall)));
         let vlan = VlanDriver::new(node.clone());
         let daemon = Arc::new(Daemon {
             mgmt: ManagementDriver::new(node.clone()),
             dhcp: DhcpService::new(node.clone(), vlan.clone()),
             dhcp_clients: DhcpClients::new(node.clone(), vlan.clone()),
+            vip: crate::vip::VipService::new(node.clone(), vlan.clone(), vip_timing),
             vlan,
             resources: Resources::new(node.store.clone()),
             node,
@@ -104,6 +107,13 @@ impl Daemon {
         // A discovery interrupted by a crash leaves its port behind.
         daemon.vlan.prune_node_ports("discover:").await;
         let orphans = daemon.remove_orphan_links().await.map_err(any)?;
+        // Stale VIP addresses go before anything can answer for them.
+        daemon
+            .vip
+            .start()
+            .await
+            .context("starting the VIP controller")?;
+        daemon.sync_vips().await.map_err(any)?;
         let m = &daemon.node.metrics;
         for (kind, n) in [
             ("undone", report.undone),
@@ -250,7 +260,19 @@ impl Daemon {
         let vlan = self.vlan.reconcile(cns, vcs, vifs).await;
         self.dhcp_clients.sync(clients).await;
         let dhcp = self.sync_dhcp().await;
-        mgmt.and(vlan).and(dhcp)
+        let vips = self.sync_vips().await;
+        mgmt.and(vlan).and(dhcp).and(vips)
+    }
+
+    /// Brings the VIP controller in line with VirtualIPs and their pools.
+    pub async fn sync_vips(&self) -> Result<(), ApiError> {
+        let vips = self.resources.typed::<VirtualIp>(VirtualIp::KIND).await?;
+        let pools = self
+            .resources
+            .typed::<VirtualIpPool>(VirtualIpPool::KIND)
+            .await?;
+        self.vip.reconcile(vips, pools).await;
+        Ok(())
     }
 
     /// Brings DHCP pools and this node's responders in line with the
@@ -312,6 +334,22 @@ impl Daemon {
     /// strand existing ports.
     pub async fn apply_doc(&self, doc: Value) -> Result<Value, ApiError> {
         let v = resources::validate(&doc)?;
+        if v.kind == VirtualIp::KIND {
+            let new: VirtualIp = serde_json::from_value(v.doc.clone())
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            if let Some(ip) = new.static_address() {
+                let others = self.resources.typed::<VirtualIp>(VirtualIp::KIND).await?;
+                if let Some(o) = others
+                    .iter()
+                    .find(|o| o.metadata.name != v.name && o.static_address() == Some(ip))
+                {
+                    return Err(ApiError::invalid_field(
+                        "spec.address",
+                        format!("{ip} is already VirtualIP {:?}'s address", o.metadata.name),
+                    ));
+                }
+            }
+        }
         if v.kind == ManagementNetwork::KIND {
             if let Some(old) = self.resources.get(v.kind, &v.name).await? {
                 let old: ManagementNetwork =
@@ -951,6 +989,18 @@ impl Daemon {
             "furrow_dhcp_pool_capacity",
             "gauge",
             "Addresses a pool can hand out (range minus exclusions).",
+            &samples,
+        );
+        let held = self.vip.held_gauge().await;
+        let samples: Vec<_> = held
+            .iter()
+            .map(|(n, h, _)| (vec![("vip", n.clone())], *h as f64))
+            .collect();
+        family(
+            &mut out,
+            "furrow_vip_held",
+            "gauge",
+            "1 for each VIP this node holds now, 0 for the others it knows.",
             &samples,
         );
         let info = self.node.with_datapath(|dp| dp.status()).await;

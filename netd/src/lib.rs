@@ -19,3 +19,4 @@ pub mod store;
 pub mod subnets;
 pub mod util;
 pub mod validate;
+pub mod vip;

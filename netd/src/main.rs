@@ -94,11 +94,15 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(socket = %socket.display(), "netd ready");
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let d3 = daemon.clone();
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
+        // VIPs move to another node at once rather than after the
+        // takeover time.
+        d3.vip.shutdown().await;
         let _ = stop_tx.send(true);
     };
     axum::serve(listener, app)

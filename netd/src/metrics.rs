@@ -89,6 +89,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "DHCP requests not served as asked, by pool and reason (e.g. pool_exhausted).",
     ),
+    (
+        "furrow_vip_transitions_total",
+        "counter",
+        "VIPs this node took (to=held) and gave up (to=released).",
+    ),
 ];
 
 impl Metrics {

@@ -102,6 +102,18 @@ pub struct Options {
     /// Log filter (tracing env-filter syntax), e.g. info or furrow_netd=debug.
     #[arg(long, default_value = "info", env = "FURROW_LOG")]
     pub log_level: String,
+    /// VIP election: how often a node that may hold VIPs writes its
+    /// heartbeat.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub vip_heartbeat_ms: u64,
+    /// VIP election: how long a holder's heartbeat must stay unchanged
+    /// before another node takes its VIPs (the node-loss failover time).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub vip_takeover_ms: u64,
+    /// VIP fencing: a holder drops its VIPs this long before anyone may
+    /// take them over (covers clock-rate drift and scheduling delays).
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    pub vip_fence_margin_ms: u64,
 }
 
 /// Options with every default filled in.
@@ -117,6 +129,7 @@ pub struct Resolved {
     pub bpf_dir: PathBuf,
     pub nft_table: String,
     pub metrics_listen: Option<std::net::SocketAddr>,
+    pub vip_timing: crate::vip::election::Timing,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +237,43 @@ impl Options {
                 .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/furrow").join(inst)),
             nft_table,
             metrics_listen: self.metrics_listen,
+            vip_timing: self.vip_timing()?,
+        })
+    }
+
+    fn vip_timing(&self) -> Result<crate::vip::election::Timing, OptionsError> {
+        let ms = std::time::Duration::from_millis;
+        if !(20..=5000).contains(&self.vip_heartbeat_ms) {
+            return Err(OptionsError {
+                flag: "vip-heartbeat-ms",
+                msg: format!("{}: expected 20-5000", self.vip_heartbeat_ms),
+            });
+        }
+        if self.vip_takeover_ms < 3 * self.vip_heartbeat_ms || self.vip_takeover_ms > 60_000 {
+            return Err(OptionsError {
+                flag: "vip-takeover-ms",
+                msg: format!(
+                    "{}: expected at least 3 heartbeats ({} ms) and at most 60000",
+                    self.vip_takeover_ms,
+                    3 * self.vip_heartbeat_ms
+                ),
+            });
+        }
+        if self.vip_fence_margin_ms < 50
+            || self.vip_fence_margin_ms + self.vip_heartbeat_ms >= self.vip_takeover_ms
+        {
+            return Err(OptionsError {
+                flag: "vip-fence-margin-ms",
+                msg: format!(
+                    "{}: expected at least 50 and less than the takeover time minus a heartbeat",
+                    self.vip_fence_margin_ms
+                ),
+            });
+        }
+        Ok(crate::vip::election::Timing {
+            heartbeat: ms(self.vip_heartbeat_ms),
+            takeover: ms(self.vip_takeover_ms),
+            margin: ms(self.vip_fence_margin_ms),
         })
     }
 

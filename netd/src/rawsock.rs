@@ -1,7 +1,6 @@
-//! Raw Ethernet frames on one interface (AF_PACKET), driven by tokio.
-//! netd's DHCP responders read what the eBPF switch steers to them and
-//! write replies back this way: a DHCP client has no address yet, so the
-//! reply must be built down to the Ethernet header.
+//! Raw Ethernet frames on one interface (AF_PACKET), driven by tokio: the
+//! VIP controller's gratuitous ARPs and neighbour advertisements go out
+//! this way (frames the kernel would never send on its own).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -19,7 +18,17 @@ impl RawSocket {
     /// A socket receiving every frame that arrives on `ifindex` (in the
     /// calling thread's namespace) and sending frames out of it.
     pub fn bind(ifindex: u32) -> io::Result<RawSocket> {
-        let proto = ETH_P_ALL.to_be() as i32;
+        Self::open(ifindex, ETH_P_ALL)
+    }
+
+    /// A socket that only sends out of `ifindex` (protocol 0: the kernel
+    /// queues nothing for it).
+    pub fn sender(ifindex: u32) -> io::Result<RawSocket> {
+        Self::open(ifindex, 0)
+    }
+
+    fn open(ifindex: u32, protocol: u16) -> io::Result<RawSocket> {
+        let proto = protocol.to_be() as i32;
         // SAFETY: plain socket(2); the fd is owned right away.
         let fd = unsafe {
             libc::socket(
@@ -36,7 +45,7 @@ impl RawSocket {
         // SAFETY: sockaddr_ll is plain data; zeroed is valid.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = ETH_P_ALL.to_be();
+        addr.sll_protocol = protocol.to_be();
         addr.sll_ifindex = ifindex as i32;
         // SAFETY: addr is valid for its size.
         let r = unsafe {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use furrow_api::error::code;
 use furrow_api::resource::{
-    self, field_errors_to_api, ClusterNetwork, FieldError, IpPool, ManagementNetwork,
-    VirtualMachineNetworkConfig, VlanConfig, VlanInterface,
+    self, field_errors_to_api, BgpPeer, ClusterNetwork, FieldError, IpPool, ManagementNetwork,
+    VirtualIp, VirtualIpPool, VirtualMachineNetworkConfig, VlanConfig, VlanInterface,
 };
 use furrow_api::ApiError;
 use serde_json::Value;
@@ -57,6 +57,9 @@ pub fn validate(doc: &Value) -> Result<Validated, ApiError> {
         VirtualMachineNetworkConfig::KIND => {
             normalise::<VirtualMachineNetworkConfig>(doc, kind, &name, |r| r.validate())
         }
+        VirtualIp::KIND => normalise::<VirtualIp>(doc, kind, &name, |r| r.validate()),
+        VirtualIpPool::KIND => normalise::<VirtualIpPool>(doc, kind, &name, |r| r.validate()),
+        BgpPeer::KIND => normalise::<BgpPeer>(doc, kind, &name, |r| r.validate()),
         _ => Err(ApiError::invalid_field(
             "kind",
             format!("{kind:?} is not served"),

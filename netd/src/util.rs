@@ -7,6 +7,13 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// RFC 3339 UTC timestamp, as Kubernetes writes creationTimestamp.
 pub fn rfc3339(secs: u64) -> String {
     let days = secs / 86400;

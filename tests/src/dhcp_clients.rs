@@ -118,7 +118,7 @@ impl Udhcpc {
             &script,
             &format!(
                 r#"#!/bin/sh
-{{ echo "event=$1"; env | grep -E '^(ip|mask|subnet|router|dns|mtu|staticroutes|lease|serverid|domain|search|hostname|ntpsrv|siaddr|boot_file)='; echo end; }} >> {out}
+event="$1"
 case "$1" in
   deconfig) ip addr flush dev "$interface" ;;
   bound|renew)
@@ -132,6 +132,8 @@ case "$1" in
     fi
     ;;
 esac
+# Logged last: whoever sees the event also sees what was applied.
+{{ echo "event=$event"; env | grep -E '^(ip|mask|subnet|router|dns|mtu|staticroutes|lease|serverid|domain|search|hostname|ntpsrv|siaddr|boot_file)='; echo end; }} >> {out}
 exit 0
 "#,
                 out = events.display()
@@ -266,7 +268,6 @@ impl Dhclient {
             &dir.0.join("hook.sh"),
             &format!(
                 r#"#!/bin/sh
-{{ echo "event=$reason"; env | grep -E '^new_'; echo end; }} >> {out}
 case "$reason" in
   PREINIT) ip link set dev "$interface" up ;;
   BOUND|RENEW|REBIND|REBOOT)
@@ -276,6 +277,8 @@ case "$reason" in
     ;;
   RELEASE|EXPIRE|STOP) ip addr flush dev "$interface" ;;
 esac
+# Logged last: whoever sees the event also sees what was applied.
+{{ echo "event=$reason"; env | grep -E '^new_'; echo end; }} >> {out}
 exit 0
 "#,
                 out = events.display()

@@ -14,6 +14,7 @@
 //! also when a test panics. Objects left by a killed test process are
 //! swept by [`janitor::sweep`] the next time a lab starts.
 
+pub mod arp;
 pub mod bench;
 pub mod bins;
 pub mod capture;

@@ -87,10 +87,12 @@ pub fn validate_name(field: &str, name: &str, max: usize, errs: &mut Vec<FieldEr
 mod cluster;
 mod dhcp;
 mod management;
+mod vip;
 
 pub use cluster::*;
 pub use dhcp::*;
 pub use management::*;
+pub use vip::*;
 
 pub const MTU_MIN: u32 = 576;
 pub const MTU_MAX: u32 = 9000;
@@ -106,6 +108,9 @@ pub const KINDS: &[(&str, &str)] = &[
         VirtualMachineNetworkConfig::KIND,
         VirtualMachineNetworkConfig::PLURAL,
     ),
+    (VirtualIp::KIND, VirtualIp::PLURAL),
+    (VirtualIpPool::KIND, VirtualIpPool::PLURAL),
+    (BgpPeer::KIND, BgpPeer::PLURAL),
 ];
 
 /// Finds the canonical kind for a kind name, plural or short name as an
@@ -124,6 +129,9 @@ pub fn canonical_kind(input: &str) -> Option<&'static str> {
         "vif" | "vifs" => Some(VlanInterface::KIND),
         "pool" | "pools" | "ippool" => Some(IpPool::KIND),
         "vmnetcfg" | "vmnetcfgs" | "vmnc" => Some(VirtualMachineNetworkConfig::KIND),
+        "vip" | "vips" => Some(VirtualIp::KIND),
+        "vippool" | "vippools" => Some(VirtualIpPool::KIND),
+        "bgppeer" => Some(BgpPeer::KIND),
         _ => None,
     }
 }

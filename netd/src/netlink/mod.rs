@@ -9,6 +9,7 @@
 
 pub mod l2;
 pub mod sysctl;
+pub mod vip;
 
 use std::fs::File;
 use std::net::Ipv4Addr;

@@ -1,0 +1,9 @@
+//! Floating VIPs: election over the shared store, ARP/NDP announcement,
+//! health checks.
+
+pub mod announce;
+pub mod election;
+pub mod health;
+pub mod service;
+
+pub use service::VipService;

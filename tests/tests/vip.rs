@@ -1,0 +1,203 @@
+//! Floating VIPs in ARP mode: three nodes on a real 3-member etcd, a
+//! client on the fabric asking who has the VIP.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use furrow_tests::lab::EXTERNAL_IP;
+use furrow_tests::Lab;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+
+fn vip_yaml(extra: &str) -> String {
+    format!(
+        "apiVersion: network.furrow.io/v1alpha1
+kind: VirtualIP
+metadata: {{name: cp}}
+spec:
+  address: {VIP}
+  interface: uplink0
+  mode: arp
+{extra}"
+    )
+}
+
+fn three_nodes() -> Lab {
+    let mut lab = Lab::shared(3).unwrap();
+    for n in ["node1", "node2", "node3"] {
+        lab.add_node(n).unwrap();
+    }
+    lab
+}
+
+fn has_vip(lab: &Lab, i: usize) -> bool {
+    lab.node(i)
+        .ns
+        .ip(&["-4", "addr", "show", "dev", "uplink0"])
+        .map(|o| o.contains(&format!("inet {VIP}/32")))
+        .unwrap_or(false)
+}
+
+fn mac_of(lab: &Lab, i: usize) -> [u8; 6] {
+    let v: serde_json::Value = serde_json::from_str(
+        &lab.node(i)
+            .ns
+            .ip(&["-j", "link", "show", "dev", "uplink0"])
+            .unwrap(),
+    )
+    .unwrap();
+    let b: Vec<u8> = v[0]["address"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    b.try_into().unwrap()
+}
+
+/// Waits until exactly one node other than `not` holds the VIP and is
+/// the only one answering ARP for it; returns that node.
+fn single_holder(lab: &Lab, not: Option<usize>, timeout: Duration) -> anyhow::Result<usize> {
+    let end = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let holders: Vec<usize> = (0..lab.nodes.len()).filter(|i| has_vip(lab, *i)).collect();
+        if let [h] = holders.as_slice() {
+            if Some(*h) != not {
+                let answers = furrow_tests::arp::responders(
+                    &lab.external,
+                    "eth0",
+                    EXTERNAL_IP,
+                    VIP,
+                    Duration::from_millis(200),
+                )?;
+                if answers == [mac_of(lab, *h)] {
+                    return Ok(*h);
+                }
+                last = format!("node{} holds it; ARP answered by {answers:02x?}", h + 1);
+            }
+        } else {
+            last = format!("holders {holders:?}");
+        }
+        if Instant::now() > end {
+            bail!("no single holder within {timeout:?}: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn vip_view(lab: &Lab, i: usize) -> Vec<furrow_api::wire::VipInfo> {
+    lab.node(i).netd.client().get("/v1/vips").unwrap()
+}
+
+#[test]
+fn the_vip_answers_from_one_node_and_moves_on_node_loss_and_graceful_stop() {
+    let mut lab = three_nodes();
+    lab.node(0).apply(&vip_yaml("")).unwrap();
+    let first = single_holder(&lab, None, Duration::from_secs(15)).unwrap();
+    // Every node agrees on the holder.
+    for i in 0..3 {
+        let v = vip_view(&lab, i);
+        assert_eq!(v[0].holder.as_deref(), Some(lab.node(first).name.as_str()));
+        let want = if i == first { "holder" } else { "standby" };
+        assert_eq!(v[0].role, want, "node{}: {:?}", i + 1, v[0]);
+    }
+
+    // Node loss: netd killed and the uplink cut at the same moment.
+    lab.node_mut(first).netd.kill();
+    lab.node(first)
+        .ns
+        .ip(&["link", "set", "uplink0", "down"])
+        .unwrap();
+    let second = single_holder(&lab, Some(first), Duration::from_secs(15)).unwrap();
+    let v = vip_view(&lab, second);
+    assert_eq!(v[0].role, "holder");
+    assert!(v[0].epoch.unwrap() >= 2, "{:?}", v[0]);
+
+    // The lost node comes back: its restarted netd removes the stale
+    // address before anything else and does not take the VIP back.
+    lab.node(first)
+        .ns
+        .ip(&["link", "set", "uplink0", "up"])
+        .unwrap();
+    lab.node_mut(first).netd.start().unwrap();
+    assert!(
+        !has_vip(&lab, first),
+        "stale VIP address survived a restart"
+    );
+    assert_eq!(
+        single_holder(&lab, None, Duration::from_secs(5)).unwrap(),
+        second
+    );
+
+    // Graceful stop: the holder hands over on SIGTERM.
+    assert!(lab.node_mut(second).netd.stop().unwrap());
+    assert!(!has_vip(&lab, second), "SIGTERM left the address behind");
+    let third = single_holder(&lab, Some(second), Duration::from_secs(15)).unwrap();
+    assert_ne!(third, second);
+}
+
+#[test]
+fn a_failing_health_check_moves_the_vip_and_bad_input_is_refused() {
+    let lab = three_nodes();
+    // Each node's check looks for a file naming it; removing the holder's
+    // makes it step down.
+    let dir = std::env::temp_dir().join(furrow_tests::names::unique("vip-health"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for n in &lab.nodes {
+        std::fs::write(dir.join(&n.name), "ok").unwrap();
+    }
+    // The check runs inside each node's namespace: it passes while a file
+    // named after one of the node's uplink addresses exists.
+    let check = format!(
+        "  healthCheck:\n    command: [sh, -c, 'for a in $(ip -4 -o addr show dev uplink0 | awk ''{{print $4}}''); do test -e {}/${{a%/*}} && exit 0; done; exit 1']\n    intervalMs: 200\n    timeoutMs: 150\n    failureThreshold: 2\n",
+        dir.display()
+    );
+    for (i, n) in lab.nodes.iter().enumerate() {
+        std::fs::rename(
+            dir.join(&n.name),
+            dir.join(lab.node(i).uplink_ip.to_string()),
+        )
+        .unwrap();
+    }
+    lab.node(0).apply(&vip_yaml(&check)).unwrap();
+    let first = single_holder(&lab, None, Duration::from_secs(15)).unwrap();
+    std::fs::remove_file(dir.join(lab.node(first).uplink_ip.to_string())).unwrap();
+    let second = single_holder(&lab, Some(first), Duration::from_secs(15)).unwrap();
+    let v = vip_view(&lab, first);
+    assert_eq!(v[0].role, "unhealthy", "{:?}", v[0]);
+    assert!(!v[0].healthy);
+    assert_ne!(second, first);
+
+    // A duplicate address is refused, naming the field.
+    let dup = vip_yaml("").replace("name: cp", "name: cp2");
+    let err = lab.node(1).apply(&dup).unwrap_err().to_string();
+    assert!(err.contains("spec.address") && err.contains("cp"), "{err}");
+    // An address outside every subnet of the interface: a visible problem,
+    // and the first VIP keeps running.
+    lab.node(1)
+        .apply(
+            &vip_yaml("")
+                .replace("name: cp", "name: far")
+                .replace(&VIP.to_string(), "10.99.0.1"),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let v = vip_view(&lab, 1);
+    let far = v.iter().find(|x| x.name == "far").unwrap();
+    assert_eq!(far.role, "problem");
+    assert!(
+        far.problem
+            .as_deref()
+            .unwrap_or("")
+            .contains("outside every subnet"),
+        "{far:?}"
+    );
+    assert!(far.holder.is_none());
+    assert_eq!(
+        single_holder(&lab, None, Duration::from_secs(2)).unwrap(),
+        second
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
