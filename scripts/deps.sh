@@ -18,6 +18,7 @@ PKGS=(
   udhcpc isc-dhcp-client         # real DHCP clients in VM namespaces (DHCP tests)
   dnsmasq-base                   # a DHCP server: client tests, rogue server, benchmark anchor
   kea-admin                      # perfdhcp: the DHCP benchmark's load generator
+  bird2                          # BIRD 2: the upstream router of the BGP tests
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,5 +1,10 @@
-//! The floating-VIP controller: election per VIP, gratuitous ARP /
-//! unsolicited NA announcement and a BGP speaker.
+//! The floating-VIP controller's building blocks.
 //!
-//! Nothing is implemented here yet (see the VIP issue); this crate exists
-//! so the workspace has its final shape. It exports nothing on purpose.
+//! - [`bgp`]: a BGP-4 speaker that advertises a VIP's /32 or /128 to
+//!   upstream routers from the node holding it (or from every eligible
+//!   node, for ECMP) and withdraws it on step-down.
+//!
+//! Election and gratuitous ARP / unsolicited NA announcement live with
+//! the controller in netd.
+
+pub mod bgp;
