@@ -113,7 +113,6 @@ impl Daemon {
             .start()
             .await
             .context("starting the VIP controller")?;
-        daemon.sync_vips().await.map_err(any)?;
         let m = &daemon.node.metrics;
         for (kind, n) in [
             ("undone", report.undone),

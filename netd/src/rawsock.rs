@@ -7,34 +7,21 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use tokio::io::unix::AsyncFd;
 
-const ETH_P_ALL: u16 = 0x0003;
-
 pub struct RawSocket {
     fd: AsyncFd<OwnedFd>,
     ifindex: u32,
 }
 
 impl RawSocket {
-    /// A socket receiving every frame that arrives on `ifindex` (in the
-    /// calling thread's namespace) and sending frames out of it.
-    pub fn bind(ifindex: u32) -> io::Result<RawSocket> {
-        Self::open(ifindex, ETH_P_ALL)
-    }
-
     /// A socket that only sends out of `ifindex` (protocol 0: the kernel
-    /// queues nothing for it).
+    /// queues nothing for it), in the calling thread's namespace.
     pub fn sender(ifindex: u32) -> io::Result<RawSocket> {
-        Self::open(ifindex, 0)
-    }
-
-    fn open(ifindex: u32, protocol: u16) -> io::Result<RawSocket> {
-        let proto = protocol.to_be() as i32;
         // SAFETY: plain socket(2); the fd is owned right away.
         let fd = unsafe {
             libc::socket(
                 libc::AF_PACKET,
                 libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                proto,
+                0,
             )
         };
         if fd < 0 {
@@ -45,7 +32,6 @@ impl RawSocket {
         // SAFETY: sockaddr_ll is plain data; zeroed is valid.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = protocol.to_be();
         addr.sll_ifindex = ifindex as i32;
         // SAFETY: addr is valid for its size.
         let r = unsafe {
@@ -62,42 +48,6 @@ impl RawSocket {
         // it stays open and the same fd for the AsyncFd's whole life.
         let fd = unsafe { AsyncFd::register(owned) }.map_err(|e| e.into_parts().1)?;
         Ok(RawSocket { fd, ifindex })
-    }
-
-    /// The next frame received on the interface (frames the interface
-    /// sends itself are skipped).
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            // SAFETY: sockaddr_ll is plain data.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: buf and from are valid for the given lengths.
-            let n = unsafe {
-                libc::recvfrom(
-                    guard.get_inner().as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    libc::MSG_TRUNC,
-                    &mut from as *mut libc::sockaddr_ll as *mut libc::sockaddr,
-                    &mut len,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    guard.clear_ready();
-                    continue;
-                }
-                return Err(e);
-            }
-            if from.sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            // MSG_TRUNC reports the real length: an oversized frame is
-            // handed on truncated, and the parser refuses it.
-            return Ok((n as usize).min(buf.len()));
-        }
     }
 
     pub async fn send(&self, frame: &[u8]) -> io::Result<()> {

@@ -11,6 +11,22 @@ use crate::Netns;
 
 const ETH_P_ARP: u16 = 0x0806;
 
+/// The MAC of `ifname` in `ns`.
+pub fn link_mac(ns: &Netns, ifname: &str) -> anyhow::Result<[u8; 6]> {
+    let link: serde_json::Value =
+        serde_json::from_str(&ns.ip(&["-j", "link", "show", "dev", ifname])?)?;
+    let v: Vec<u8> = link[0]["address"]
+        .as_str()
+        .unwrap_or("")
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    match <[u8; 6]>::try_from(v) {
+        Ok(m) => Ok(m),
+        Err(_) => bail!("no MAC for {ifname} in {}", ns.name),
+    }
+}
+
 /// Sends one ARP request for `target` out of `ifname` in `ns` (from
 /// `sender_ip`) and returns the distinct MACs that answered within `wait`.
 pub fn responders(
@@ -20,20 +36,7 @@ pub fn responders(
     target: Ipv4Addr,
     wait: Duration,
 ) -> anyhow::Result<Vec<[u8; 6]>> {
-    let link: serde_json::Value =
-        serde_json::from_str(&ns.ip(&["-j", "link", "show", "dev", ifname])?)?;
-    let mac: [u8; 6] = {
-        let v: Vec<u8> = link[0]["address"]
-            .as_str()
-            .unwrap_or("")
-            .split(':')
-            .filter_map(|h| u8::from_str_radix(h, 16).ok())
-            .collect();
-        match <[u8; 6]>::try_from(v) {
-            Ok(m) => m,
-            Err(_) => bail!("no MAC for {ifname} in {}", ns.name),
-        }
-    };
+    let mac = link_mac(ns, ifname)?;
     let ifname = ifname.to_string();
     ns.enter(move || -> anyhow::Result<Vec<[u8; 6]>> {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -40,20 +40,7 @@ fn has_vip(lab: &Lab, i: usize) -> bool {
 }
 
 fn mac_of(lab: &Lab, i: usize) -> [u8; 6] {
-    let v: serde_json::Value = serde_json::from_str(
-        &lab.node(i)
-            .ns
-            .ip(&["-j", "link", "show", "dev", "uplink0"])
-            .unwrap(),
-    )
-    .unwrap();
-    let b: Vec<u8> = v[0]["address"]
-        .as_str()
-        .unwrap()
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect();
-    b.try_into().unwrap()
+    furrow_tests::arp::link_mac(&lab.node(i).ns, "uplink0").unwrap()
 }
 
 /// Waits until exactly one node other than `not` holds the VIP and is

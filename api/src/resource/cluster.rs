@@ -8,20 +8,13 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    validate_name, FieldError, ObjectMeta, Resource, API_VERSION, MAX_NAME_LEN, MTU_MAX, MTU_MIN,
+    err, new_resource, validate_name, FieldError, Resource, MAX_NAME_LEN, MTU_MAX, MTU_MIN,
 };
 use crate::cni::VLAN_MAX;
 
 /// Cluster network names are short because node devices are named
 /// `<name>-br` / `<name>-bo` and the kernel allows 15 characters.
 pub const CLUSTER_NETWORK_NAME_MAX: usize = 12;
-
-fn err(errs: &mut Vec<FieldError>, field: &str, expected: impl Into<String>) {
-    errs.push(FieldError {
-        field: field.into(),
-        expected: expected.into(),
-    });
-}
 
 /// Checks a Linux interface name: 1-15 bytes, no '/', ':', whitespace.
 pub fn valid_ifname(name: &str) -> bool {
@@ -57,19 +50,6 @@ fn validate_selector(field: &str, sel: &BTreeMap<String, String>, errs: &mut Vec
 /// an empty selector selects every node).
 pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
-fn new_resource<S>(kind: &str, name: &str, spec: S) -> Resource<S, serde_json::Value> {
-    Resource {
-        api_version: API_VERSION.to_string(),
-        kind: kind.to_string(),
-        metadata: ObjectMeta {
-            name: name.to_string(),
-            ..Default::default()
-        },
-        spec,
-        status: None,
-    }
 }
 
 /// Which datapath carries a cluster network on a node.
@@ -440,6 +420,7 @@ impl VlanInterface {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::API_VERSION;
 
     #[test]
     fn cluster_network_names_fit_device_names() {

@@ -7,28 +7,8 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::{validate_name, FieldError, ObjectMeta, Resource, API_VERSION, MAX_NAME_LEN};
+use super::{err, new_resource, validate_name, FieldError, Resource, MAX_NAME_LEN};
 use crate::MacAddr;
-
-fn err(errs: &mut Vec<FieldError>, field: &str, expected: impl Into<String>) {
-    errs.push(FieldError {
-        field: field.into(),
-        expected: expected.into(),
-    });
-}
-
-fn new_resource<S>(kind: &str, name: &str, spec: S) -> Resource<S, serde_json::Value> {
-    Resource {
-        api_version: API_VERSION.to_string(),
-        kind: kind.to_string(),
-        metadata: ObjectMeta {
-            name: name.to_string(),
-            ..Default::default()
-        },
-        spec,
-        status: None,
-    }
-}
 
 /// Harvester's default lease: one year.
 pub const DEFAULT_LEASE_SECONDS: u32 = 31_536_000;
@@ -443,6 +423,7 @@ impl VirtualMachineNetworkConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::API_VERSION;
 
     fn pool() -> IpPool {
         serde_json::from_value(serde_json::json!({

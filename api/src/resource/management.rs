@@ -3,9 +3,7 @@ use std::collections::BTreeMap;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    validate_name, FieldError, ObjectMeta, Resource, API_VERSION, MAX_NAME_LEN, MTU_MAX, MTU_MIN,
-};
+use super::{validate_name, FieldError, Resource, MAX_NAME_LEN, MTU_MAX, MTU_MIN};
 
 /// The management (pod) network: every pod/VM gets an address from its
 /// node's subnet of `clusterCIDR`; traffic leaving the cluster CIDR is
@@ -68,16 +66,7 @@ impl ManagementNetwork {
     pub const DEFAULT_NAME: &'static str = "mgmt";
 
     pub fn new(name: &str, spec: ManagementNetworkSpec) -> Self {
-        Resource {
-            api_version: API_VERSION.to_string(),
-            kind: Self::KIND.to_string(),
-            metadata: ObjectMeta {
-                name: name.to_string(),
-                ..Default::default()
-            },
-            spec,
-            status: None,
-        }
+        super::new_resource(Self::KIND, name, spec)
     }
 
     pub fn validate(&self) -> Vec<FieldError> {

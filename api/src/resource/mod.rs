@@ -84,6 +84,28 @@ pub fn validate_name(field: &str, name: &str, max: usize, errs: &mut Vec<FieldEr
     }
 }
 
+/// Adds "`field`: expected ..." to a validation's findings.
+fn err(errs: &mut Vec<FieldError>, field: &str, expected: impl Into<String>) {
+    errs.push(FieldError {
+        field: field.into(),
+        expected: expected.into(),
+    });
+}
+
+/// A resource of `kind` with default metadata but its name.
+fn new_resource<S, T>(kind: &str, name: &str, spec: S) -> Resource<S, T> {
+    Resource {
+        api_version: API_VERSION.to_string(),
+        kind: kind.to_string(),
+        metadata: ObjectMeta {
+            name: name.to_string(),
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
 mod cluster;
 mod dhcp;
 mod management;

@@ -8,27 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use super::{validate_name, FieldError, ObjectMeta, Resource, API_VERSION, MAX_NAME_LEN};
-
-fn new_resource<S>(kind: &str, name: &str, spec: S) -> Resource<S, serde_json::Value> {
-    Resource {
-        api_version: API_VERSION.to_string(),
-        kind: kind.to_string(),
-        metadata: ObjectMeta {
-            name: name.to_string(),
-            ..Default::default()
-        },
-        spec,
-        status: None,
-    }
-}
-
-fn err(errs: &mut Vec<FieldError>, field: &str, expected: impl Into<String>) {
-    errs.push(FieldError {
-        field: field.to_string(),
-        expected: expected.into(),
-    });
-}
+use super::{err, new_resource, valid_ifname, validate_name, FieldError, Resource, MAX_NAME_LEN};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -184,16 +164,11 @@ impl VirtualIp {
         }
         match (&s.interface, &s.vlan_interface) {
             (Some(i), None) => {
-                let ok = !i.is_empty()
-                    && i.len() <= 15
-                    && i.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
-                if !ok {
+                if !valid_ifname(i) {
                     err(
                         &mut errs,
                         "spec.interface",
-                        format!(
-                            "{i:?} is not a link name: expected 1-15 printable characters, no '/'"
-                        ),
+                        format!("{i:?} is not a link name: expected 1-15 bytes, no '/', ':' or whitespace"),
                     );
                 }
             }

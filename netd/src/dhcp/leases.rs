@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use furrow_api::MacAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Compare, KeyValue, Op, Revision, Store, StoreError, Txn};
+use crate::store::{KeyValue, Revision, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,126 +128,5 @@ impl LeaseCache {
 
     pub fn is_empty(&self) -> bool {
         self.by_ip.is_empty()
-    }
-}
-
-/// What a DHCP decision wants written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Write {
-    /// Create or replace the lease of `rec.ip`.
-    Put(LeaseRecord),
-    /// Free an address.
-    Delete(Ipv4Addr),
-}
-
-/// Commits a write against the revision the decision saw: the address
-/// must still be free (no key) or unchanged since. Returns whether it
-/// applied; on false, the caller refreshes and decides again.
-pub async fn commit(
-    store: &dyn Store,
-    cache: &mut LeaseCache,
-    pool: &str,
-    w: Write,
-) -> Result<bool, StoreError> {
-    let ip = match &w {
-        Write::Put(r) => r.ip,
-        Write::Delete(ip) => *ip,
-    };
-    let k = key(pool, ip);
-    let guard = match cache.by_ip(ip) {
-        Some((_, rev)) => Compare::ModRevision(k.clone(), *rev),
-        None => Compare::Absent(k.clone()),
-    };
-    let op = match &w {
-        Write::Put(r) => Op::put_json(k.clone(), r),
-        Write::Delete(_) => Op::Delete(k.clone()),
-    };
-    let out = store.txn(Txn::new().when(guard).then(op)).await?;
-    if out.succeeded {
-        match w {
-            Write::Put(r) => cache.insert(r, out.revision),
-            Write::Delete(ip) => cache.remove(ip),
-        }
-        return Ok(true);
-    }
-    // Lost a race (another node, or our cache lagged): refresh this key.
-    match store.get(&k).await? {
-        Some(kv) => {
-            let rec: LeaseRecord = kv.decode()?;
-            cache.insert(rec, kv.mod_revision);
-        }
-        None => cache.remove(ip),
-    }
-    Ok(false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::embedded::EmbeddedStore;
-
-    fn rec(ip: &str, mac: &str, node: &str) -> LeaseRecord {
-        LeaseRecord {
-            ip: ip.parse().unwrap(),
-            mac: mac.parse().unwrap(),
-            client_id: None,
-            hostname: None,
-            state: LeaseState::Bound,
-            expires_at: 100,
-            node: node.into(),
-            updated_at: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn two_caches_never_hold_one_address() {
-        let dir = std::env::temp_dir().join(format!("furrow-lease-test-{}", std::process::id()));
-        let store = EmbeddedStore::open(&dir.join("s.redb")).unwrap();
-        let mut a = LeaseCache::default();
-        let mut b = LeaseCache::default();
-        // Both decide on an empty view; only the first commit wins.
-        assert!(commit(
-            &store,
-            &mut a,
-            "p",
-            Write::Put(rec("10.0.0.5", "02:00:00:00:00:01", "n1"))
-        )
-        .await
-        .unwrap());
-        assert!(!commit(
-            &store,
-            &mut b,
-            "p",
-            Write::Put(rec("10.0.0.5", "02:00:00:00:00:02", "n2"))
-        )
-        .await
-        .unwrap());
-        // The loser's cache learnt who holds it.
-        assert_eq!(b.by_ip("10.0.0.5".parse().unwrap()).unwrap().0.node, "n1");
-        // With fresh data, the owner's renewal succeeds, a stale one fails.
-        let mut renewed = rec("10.0.0.5", "02:00:00:00:00:01", "n2");
-        renewed.expires_at = 200;
-        assert!(commit(&store, &mut b, "p", Write::Put(renewed.clone()))
-            .await
-            .unwrap());
-        assert!(!commit(
-            &store,
-            &mut a,
-            "p",
-            Write::Delete("10.0.0.5".parse().unwrap())
-        )
-        .await
-        .unwrap());
-        assert_eq!(
-            a.by_mac("02:00:00:00:00:01".parse().unwrap())
-                .unwrap()
-                .0
-                .expires_at,
-            200
-        );
-        let kvs = store.list(&prefix("p")).await.unwrap();
-        let c = LeaseCache::from_kvs(&kvs).unwrap();
-        assert_eq!(c.len(), 1);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -428,8 +428,7 @@ impl DhcpService {
         loop {
             // Wait for one frame, then take whatever else is queued: a
             // burst is decided together and committed in one transaction.
-            let first = sock.recv(&mut buf).await.map(Some);
-            let mut got = first;
+            let mut got = sock.recv(&mut buf).await.map(Some);
             loop {
                 let r = match got {
                     Ok(Some(r)) => r,

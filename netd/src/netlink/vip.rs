@@ -124,17 +124,7 @@ impl Netlink {
             if m.header.index != index || vip_of(&m).is_some() {
                 continue;
             }
-            let ip = m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(ip) => Some(*ip),
-                _ => None,
-            });
-            let ip = ip.or_else(|| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(ip) => Some(*ip),
-                    _ => None,
-                })
-            });
-            if let Some(ip) = ip {
+            if let Some(ip) = address_of(&m) {
                 if let Ok(n) = ipnet::IpNet::new(ip, m.header.prefix_len) {
                     out.push(n);
                 }
@@ -151,19 +141,23 @@ fn vip_of(m: &AddressMessage) -> Option<VipAddress> {
     if !marked {
         return None;
     }
-    let ip = m.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Local(ip) => Some(*ip),
-        _ => None,
-    });
-    let ip = ip.or_else(|| {
-        m.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(ip) => Some(*ip),
-            _ => None,
-        })
-    })?;
+    let ip = address_of(m)?;
     Some(VipAddress {
         index: m.header.index,
         ip,
         prefix_len: m.header.prefix_len,
     })
+}
+
+/// The address an address message is about: IFA_LOCAL where there is one
+/// (IPv4), else IFA_ADDRESS (IPv6 has only that).
+fn address_of(m: &AddressMessage) -> Option<IpAddr> {
+    let find = |local: bool| {
+        m.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) if local => Some(*ip),
+            AddressAttribute::Address(ip) if !local => Some(*ip),
+            _ => None,
+        })
+    };
+    find(true).or_else(|| find(false))
 }
