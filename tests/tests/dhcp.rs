@@ -229,8 +229,17 @@ fn an_exhausted_pool_offers_nothing_and_says_why() {
         .unwrap()
             >= 1.0
     );
-    // Freeing one address lets the third VM in.
+    // Freeing one address lets the third VM in. udhcpc sends its RELEASE
+    // unicast and then flushes its address, and flushing the last address
+    // drops a packet still waiting for ARP: a renewal first resolves the
+    // server, as it is for any VM that has lived through one.
+    cx.renew(T).unwrap();
+    let x_mac = mac_of(&x, "eth0").unwrap();
     cx.release(T).unwrap();
+    d.wait_for("x's lease released", T, || {
+        Ok(d.lease_of(0, &x_mac)?.is_none())
+    })
+    .unwrap();
     let ev = furrow_tests::dhcp_clients::udhcpc_once(&z.ns, "eth0", 5)
         .unwrap()
         .expect("a lease once an address is free");
