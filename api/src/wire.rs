@@ -413,6 +413,56 @@ pub struct PoolInfo {
 }
 
 /// `GET /v1/vips`: a VirtualIP as this node sees it.
+/// `GET /v1/bgp`: this node's BGP speaker (BGP-mode VIPs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpInfo {
+    pub node: String,
+    /// While a speaker runs.
+    pub local_as: Option<u32>,
+    pub router_id: Option<std::net::Ipv4Addr>,
+    /// BGPPeer resources whose nodeSelector picks this node.
+    pub selected_peers: Vec<String>,
+    /// Why there is no speaker although peers select this node.
+    pub problem: Option<String>,
+    pub peers: Vec<BgpPeerInfo>,
+    /// Host routes advertised, each with the VIPs behind it.
+    pub routes: Vec<(String, Vec<String>)>,
+}
+
+/// One BGP session, as the speaker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpPeerInfo {
+    pub name: String,
+    pub address: std::net::IpAddr,
+    pub port: u16,
+    pub remote_as: u32,
+    /// RFC 4271 state: Idle, Connect, Active, OpenSent, OpenConfirm,
+    /// Established.
+    pub state: String,
+    /// Time in the current state.
+    pub uptime_ms: u64,
+    /// Why the last session or connection attempt ended.
+    pub last_error: Option<String>,
+    pub local_address: Option<std::net::IpAddr>,
+    pub peer_id: Option<std::net::Ipv4Addr>,
+    pub hold_time: Option<u16>,
+    pub keepalive: Option<u16>,
+    pub families: Vec<String>,
+    /// Prefixes advertised to this peer now.
+    pub advertised: Vec<String>,
+    /// Why some prefixes are not sent to this peer.
+    pub notes: Vec<String>,
+    pub updates_sent: u64,
+    pub updates_received: u64,
+    pub notifications_sent: u64,
+    pub notifications_received: u64,
+    pub connect_attempts: u64,
+    /// How often the session reached Established.
+    pub established_count: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VipInfo {

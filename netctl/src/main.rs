@@ -11,8 +11,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use furrow_api::client::{Client, ClientError};
 use furrow_api::wire::{
-    ClusterNetworkInfo, DhcpClientInfo, DiscoverRequest, DiscoveredNetwork, LeaseInfo, NetworkInfo,
-    NodeStatus, PoolInfo, PortInfo, ResourceList, VipInfo,
+    BgpInfo, ClusterNetworkInfo, DhcpClientInfo, DiscoverRequest, DiscoveredNetwork, LeaseInfo,
+    NetworkInfo, NodeStatus, PoolInfo, PortInfo, ResourceList, VipInfo,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -97,6 +97,9 @@ enum Command {
     /// Floating VIPs: address, holder and its lease, this node's role,
     /// health, candidates.
     Vip,
+    /// BGP: this node's speaker (AS, router id), its sessions with their
+    /// state and last error, and the VIP routes it advertises.
+    Bgp,
     /// netd's Prometheus metrics.
     Metrics,
 }
@@ -269,6 +272,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Pools => {
             let pools: Vec<PoolInfo> = client.get("/v1/dhcp/pools")?;
             print(cli.output, &pools, || pools_table(&pools))
+        }
+        Command::Bgp => {
+            let bgp: BgpInfo = client.get("/v1/bgp")?;
+            print(cli.output, &bgp, || bgp_text(&bgp))
         }
         Command::Vip => {
             let vips: Vec<VipInfo> = client.get("/v1/vips")?;
@@ -591,6 +598,80 @@ fn vip_table(vips: &[VipInfo], now_ms: u64) -> String {
         ]);
     }
     t.render()
+}
+
+fn bgp_text(b: &BgpInfo) -> String {
+    let mut out = match (b.local_as, b.router_id) {
+        (Some(asn), Some(id)) => format!(
+            "BGP speaker on {}: AS {asn}, router id {id}, peers {}\n",
+            b.node,
+            b.selected_peers.join(", ")
+        ),
+        _ if b.selected_peers.is_empty() => {
+            format!(
+                "no BGPPeer selects {}: BGP-mode VIPs are not held here\n",
+                b.node
+            )
+        }
+        _ => format!("no BGP speaker on {}\n", b.node),
+    };
+    if let Some(p) = &b.problem {
+        out.push_str(&format!("problem: {p}\n"));
+    }
+    if !b.peers.is_empty() {
+        let mut t = Table::new(&[
+            "PEER",
+            "ADDRESS",
+            "AS",
+            "STATE",
+            "FOR",
+            "LOCAL",
+            "PEER-ID",
+            "HOLD",
+            "FAMILIES",
+            "ROUTES-OUT",
+            "UPDATES-OUT/IN",
+            "LAST-ERROR",
+        ]);
+        for p in &b.peers {
+            t.row(vec![
+                p.name.clone(),
+                format!("{}:{}", p.address, p.port),
+                p.remote_as.to_string(),
+                p.state.clone(),
+                span(p.uptime_ms / 1000),
+                p.local_address.map_or("-".into(), |a| a.to_string()),
+                p.peer_id.map_or("-".into(), |a| a.to_string()),
+                p.hold_time.map_or("-".into(), |h| format!("{h}s")),
+                if p.families.is_empty() {
+                    "-".into()
+                } else {
+                    p.families.join(",")
+                },
+                p.advertised.len().to_string(),
+                format!("{}/{}", p.updates_sent, p.updates_received),
+                p.last_error.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+        for p in &b.peers {
+            for n in &p.notes {
+                out.push_str(&format!("note: {}: {n}\n", p.name));
+            }
+        }
+    }
+    out.push('\n');
+    if b.routes.is_empty() {
+        out.push_str("advertising no routes\n");
+    } else {
+        let mut t = Table::new(&["ROUTE", "VIPS"]);
+        for (route, vips) in &b.routes {
+            t.row(vec![route.clone(), vips.join(",")]);
+        }
+        out.push_str(&t.render());
+    }
+    out
 }
 
 fn pools_table(pools: &[PoolInfo]) -> String {

@@ -61,6 +61,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/dhcp/discover", post(dhcp_discover))
         .route("/v1/dhcp/discovered", get(dhcp_discovered))
         .route("/v1/vips", get(vips))
+        .route("/v1/bgp", get(bgp))
         .route("/v1/resources", get(kinds))
         .route(
             "/v1/resources/{kind}",
@@ -164,6 +165,10 @@ async fn dhcp_leases(
 
 async fn dhcp_pools(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire::PoolInfo>> {
     Ok(Json(d.dhcp.pools().await))
+}
+
+async fn bgp(State(d): State<Arc<Daemon>>) -> Reply<furrow_api::wire::BgpInfo> {
+    Ok(Json(d.vip.bgp_info().await))
 }
 
 async fn vips(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire::VipInfo>> {

@@ -10,8 +10,9 @@ use anyhow::Context;
 use furrow_api::cni::{AttachmentSpec, CniResult};
 use furrow_api::error::code;
 use furrow_api::resource::{
-    selects, ClusterNetwork, ClusterNetworkSpec, IpPool, ManagementNetwork, ManagementNetworkSpec,
-    VirtualIp, VirtualIpPool, VirtualMachineNetworkConfig, VlanConfig, VlanInterface,
+    selects, BgpPeer, ClusterNetwork, ClusterNetworkSpec, IpPool, ManagementNetwork,
+    ManagementNetworkSpec, VirtualIp, VirtualIpPool, VirtualMachineNetworkConfig, VlanConfig,
+    VlanInterface,
 };
 use furrow_api::wire::{
     AttachmentRef, AttachmentRequest, DatapathStatus, FirewallStatus, GcRequest, GcResponse,
@@ -270,7 +271,8 @@ impl Daemon {
             .resources
             .typed::<VirtualIpPool>(VirtualIpPool::KIND)
             .await?;
-        self.vip.reconcile(vips, pools).await;
+        let peers = self.resources.typed::<BgpPeer>(BgpPeer::KIND).await?;
+        self.vip.reconcile(vips, pools, peers).await;
         Ok(())
     }
 

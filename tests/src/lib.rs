@@ -17,6 +17,7 @@
 pub mod arp;
 pub mod bench;
 pub mod bins;
+pub mod bird;
 pub mod capture;
 pub mod cni;
 pub mod dhcp_clients;

@@ -2,6 +2,7 @@
 //! health checks.
 
 pub mod announce;
+pub mod bgp;
 pub mod election;
 pub mod health;
 pub mod service;

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use furrow_api::resource::{
-    parse_pool_range, selects, VipAddress, VipMode, VirtualIp, VirtualIpPool,
+    parse_pool_range, selects, BgpPeer, VipAddress, VipMode, VirtualIp, VirtualIpPool,
 };
 use furrow_api::wire::VipInfo;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::bgp::BgpControl;
 use super::election::{Election, Seen, RANK_DELAY};
 use super::health::{self, Health};
 use crate::drivers::vlan::VlanDriver;
@@ -57,6 +58,9 @@ struct Vip {
     claimable_since: Option<Instant>,
     held: Option<Held>,
     eligible: bool,
+    /// BGP mode: none of this node's sessions is established, so routers
+    /// could not reach the VIP here.
+    no_session: bool,
 }
 
 impl Drop for Vip {
@@ -72,6 +76,7 @@ pub struct VipService {
     node: Arc<Node>,
     vlan: VlanDriver,
     election: Arc<Election>,
+    bgp: BgpControl,
     vips: Arc<Mutex<BTreeMap<String, Vip>>>,
     senders: Arc<std::sync::Mutex<HashMap<u32, Arc<RawSocket>>>>,
 }
@@ -80,6 +85,7 @@ impl VipService {
     pub fn new(node: Arc<Node>, vlan: VlanDriver, timing: super::election::Timing) -> Self {
         let election = Election::new(node.store.clone(), &node.cfg.node, timing);
         VipService {
+            bgp: BgpControl::new(node.clone()),
             node,
             vlan,
             election,
@@ -102,8 +108,15 @@ impl VipService {
         Ok(())
     }
 
-    /// Follows the VirtualIP resources.
-    pub async fn reconcile(&self, specs: Vec<VirtualIp>, pools: Vec<VirtualIpPool>) {
+    /// Follows the VirtualIP, VirtualIPPool and BGPPeer resources.
+    pub async fn reconcile(
+        &self,
+        specs: Vec<VirtualIp>,
+        pools: Vec<VirtualIpPool>,
+        peers: Vec<BgpPeer>,
+    ) {
+        self.bgp.reconcile(&peers).await;
+        let bgp_unavailable = self.bgp.unavailable().await;
         let mut vips = self.vips.lock().await;
         let wanted: std::collections::BTreeSet<String> =
             specs.iter().map(|v| v.metadata.name.clone()).collect();
@@ -140,6 +153,7 @@ impl VipService {
                         claimable_since: None,
                         held: None,
                         eligible: false,
+                        no_session: false,
                     },
                 );
             }
@@ -166,14 +180,15 @@ impl VipService {
             // and their addresses come and go.
             v.problem = None;
             if v.spec.spec.mode == VipMode::Bgp {
-                // The speaker (furrow-vip's bgp) is not connected to the
-                // controller yet: say so rather than hold it silently.
-                v.problem = Some("mode bgp is not available yet: use mode arp".into());
-                continue;
+                if let Some(p) = &bgp_unavailable {
+                    v.problem = Some(p.clone());
+                }
             }
-            match self.resolve_address(&name, &v.spec, &pools).await {
-                Ok(a) => v.address = a,
-                Err(e) => v.problem = Some(e),
+            if v.problem.is_none() {
+                match self.resolve_address(&name, &v.spec, &pools).await {
+                    Ok(a) => v.address = a,
+                    Err(e) => v.problem = Some(e),
+                }
             }
             if v.problem.is_none() {
                 match self.resolve_link(&v.spec).await {
@@ -356,9 +371,18 @@ impl VipService {
         self.election.set_ready(ready);
         let valid = self.election.valid(now);
         let me = self.election.node().to_string();
+        let bgp_up = self.bgp.established().await;
         for (name, v) in vips.iter_mut() {
+            v.no_session = v.spec.spec.mode == VipMode::Bgp && !bgp_up;
             if v.spec.spec.ecmp {
-                // Every ready node advertises; no election (BGP only).
+                // Every ready node advertises: no election, and nothing to
+                // fence (routers spread traffic over all of them).
+                match (v.held.is_some(), v.ready()) {
+                    (true, true) => self.keep_held(name, v, now).await,
+                    (true, false) => self.drop_held(name, v, v.unready_reason()).await,
+                    (false, true) => self.acquire(name, v, 0).await,
+                    (false, false) => {}
+                }
                 continue;
             }
             let holder = self.election.holder(name);
@@ -374,12 +398,7 @@ impl VipService {
                 } else if !still_mine {
                     self.drop_held(name, v, "another node holds it").await;
                 } else if !v.ready() {
-                    let why = if !v.health.healthy() {
-                        "health check failing"
-                    } else {
-                        "no longer eligible"
-                    };
-                    self.drop_held(name, v, why).await;
+                    self.drop_held(name, v, v.unready_reason()).await;
                     if let Err(e) = self.election.release(name).await {
                         tracing::warn!(vip = %name, error = %e, "VIP release failed; it moves when the fencing bound passes");
                     }
@@ -458,8 +477,9 @@ impl VipService {
             epoch,
             announcements: 0,
         };
-        if v.spec.spec.mode == VipMode::Arp {
-            self.announce(&mut held).await;
+        match v.spec.spec.mode {
+            VipMode::Arp => self.announce(&mut held).await,
+            VipMode::Bgp => self.bgp.advertise(name, ip).await,
         }
         tracing::info!(vip = %name, %ip, interface = %ifname, epoch, "VIP taken");
         self.node.metrics.inc(
@@ -520,6 +540,10 @@ impl VipService {
 
     async fn drop_held(&self, name: &str, v: &mut Vip, why: &str) {
         let Some(h) = v.held.take() else { return };
+        if v.spec.spec.mode == VipMode::Bgp {
+            // Routers stop sending before the address goes.
+            self.bgp.withdraw(name, h.ip).await;
+        }
         if let Err(e) = self.node.host.del_vip(h.ifindex, h.ip).await {
             tracing::error!(vip = %name, ip = %h.ip, error = %e, "VIP address not removed");
         }
@@ -542,6 +566,13 @@ impl VipService {
                 }
             }
         }
+        drop(vips);
+        self.bgp.shutdown().await;
+    }
+
+    /// `GET /v1/bgp`.
+    pub async fn bgp_info(&self) -> furrow_api::wire::BgpInfo {
+        self.bgp.info().await
     }
 
     /// What this node sees of every VIP.
@@ -562,7 +593,9 @@ impl VipService {
                     "ineligible"
                 } else if !v.health.healthy() {
                     "unhealthy"
-                } else if !valid {
+                } else if v.no_session {
+                    "no-session"
+                } else if !valid && !v.spec.spec.ecmp {
                     "fenced"
                 } else {
                     "standby"
@@ -619,6 +652,19 @@ impl Vip {
             && self.address.is_some()
             && self.link.is_some()
             && self.health.healthy()
+            && !self.no_session
+    }
+
+    fn unready_reason(&self) -> &'static str {
+        if !self.health.healthy() {
+            "health check failing"
+        } else if self.no_session {
+            "no BGP session established"
+        } else if self.problem.is_some() {
+            "cannot be held here any more"
+        } else {
+            "no longer eligible"
+        }
     }
 }
 
