@@ -53,22 +53,30 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(cfg: Resolved) -> anyhow::Result<Arc<Daemon>> {
-        // Pods' traffic is routed through the node.
-        sysctl::write("net.ipv4.ip_forward", "1").context("enabling IPv4 forwarding")?;
+        let vip_only = cfg.vip_only;
+        if !vip_only {
+            // Pods' traffic is routed through the node.
+            sysctl::write("net.ipv4.ip_forward", "1").context("enabling IPv4 forwarding")?;
+        }
         let store = crate::store::open(&cfg.store)
             .await
             .context("opening the store")?;
         let host = Netlink::current().context("opening rtnetlink")?;
         let pin_dir = cfg.bpf_dir.clone();
-        let datapath =
-            tokio::task::spawn_blocking(move || Datapath::open(DatapathConfig { pin_dir }))
-                .await?
-                .with_context(|| {
-                    format!(
-                        "loading the eBPF datapath (pins in {})",
-                        cfg.bpf_dir.display()
-                    )
-                })?;
+        let datapath = if vip_only {
+            None
+        } else {
+            Some(
+                tokio::task::spawn_blocking(move || Datapath::open(DatapathConfig { pin_dir }))
+                    .await?
+                    .with_context(|| {
+                        format!(
+                            "loading the eBPF datapath (pins in {})",
+                            cfg.bpf_dir.display()
+                        )
+                    })?,
+            )
+        };
         let firewall = NftablesDriver::new(&cfg.nft_table)
             .with_context(|| format!("preparing nftables table {}", cfg.nft_table))?;
         let vip_timing = cfg.vip_timing;
@@ -87,6 +95,17 @@ impl Daemon {
             reconcile_lock: Default::default(),
         });
         let any = |e: ApiError| anyhow::anyhow!(e);
+        if vip_only {
+            tracing::info!("--vip-only: running the VIP controller alone");
+            daemon.load_config_dir().await;
+            daemon.reconcile("start").await.map_err(any)?;
+            daemon
+                .vip
+                .start()
+                .await
+                .context("starting the VIP controller")?;
+            return Ok(daemon);
+        }
         let features = crate::probe::kernel_features(&daemon.node.host).await;
         tracing::info!(
             bridge_vlan_filtering = features.bridge_vlan_filtering.available,
@@ -236,6 +255,9 @@ impl Daemon {
             "furrow_reconcile_runs_total",
             vec![("trigger", trigger.into())],
         );
+        if self.node.cfg.vip_only {
+            return self.sync_vips().await;
+        }
         let nets = self.resources.management_networks().await?;
         let mgmt = self.mgmt.reconcile_networks(nets).await;
         let cns = self
@@ -518,6 +540,7 @@ impl Daemon {
     }
 
     fn driver(&self, req: &AttachmentRequest) -> Result<&dyn NetworkDriver, ApiError> {
+        self.refuse_if_vip_only()?;
         Ok(match req.attachment {
             AttachmentSpec::Management(_) => &self.mgmt,
             AttachmentSpec::Vlan(_) => &self.vlan,
@@ -606,7 +629,18 @@ impl Daemon {
         .await
     }
 
+    fn refuse_if_vip_only(&self) -> Result<(), ApiError> {
+        if self.node.cfg.vip_only {
+            return Err(ApiError::new(
+                code::NOT_AVAILABLE,
+                "netd runs with --vip-only: it attaches no pods or VMs (run netd without it on this node)",
+            ));
+        }
+        Ok(())
+    }
+
     pub async fn cni_gc(&self, req: GcRequest) -> Result<GcResponse, ApiError> {
+        self.refuse_if_vip_only()?;
         self.timed("gc", async {
             validate::network_name(&req.network_name)?;
             let valid: BTreeSet<(String, String)> = req
@@ -645,6 +679,9 @@ impl Daemon {
             ready: false,
             reason,
         };
+        if self.node.cfg.vip_only {
+            return not_ready("netd runs with --vip-only: no pod networking".into());
+        }
         if let Err(e) = self.node.store.revision().await {
             return not_ready(format!("store: {e}"));
         }
@@ -679,8 +716,9 @@ impl Daemon {
         let index: BTreeMap<String, u32> = links.into_iter().map(|l| (l.name, l.index)).collect();
         let stats = self
             .node
-            .with_datapath(|dp| dp.all_port_stats())
+            .try_with_datapath(|dp| dp.all_port_stats())
             .await
+            .and_then(|r| r.ok())
             .unwrap_or_default();
         let stats: BTreeMap<u32, furrow_ebpf::PortStats> = stats.into_iter().collect();
         let mut out = Vec::new();
@@ -724,7 +762,16 @@ impl Daemon {
                 revision: 0,
             },
         };
-        let info = self.node.with_datapath(|dp| dp.status()).await;
+        let info = self
+            .node
+            .try_with_datapath(|dp| dp.status())
+            .await
+            .unwrap_or_else(|| furrow_ebpf::DatapathInfo {
+                mode: "none (--vip-only)".into(),
+                pin_dir: Default::default(),
+                programs: Vec::new(),
+                maps: Vec::new(),
+            });
         let datapath = DatapathStatus {
             mode: info.mode.clone(),
             healthy: true,
@@ -1004,7 +1051,16 @@ impl Daemon {
             "1 for each VIP this node holds now, 0 for the others it knows.",
             &samples,
         );
-        let info = self.node.with_datapath(|dp| dp.status()).await;
+        let info = self
+            .node
+            .try_with_datapath(|dp| dp.status())
+            .await
+            .unwrap_or_else(|| furrow_ebpf::DatapathInfo {
+                mode: "none (--vip-only)".into(),
+                pin_dir: Default::default(),
+                programs: Vec::new(),
+                maps: Vec::new(),
+            });
         let samples: Vec<_> = info
             .maps
             .iter()

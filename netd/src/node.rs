@@ -21,7 +21,8 @@ pub struct Node {
     /// rtnetlink in the node's namespace.
     pub host: Netlink,
     /// Map and link updates are single syscalls; a plain mutex is enough.
-    pub datapath: Mutex<Datapath>,
+    /// None with `--vip-only`: nothing is forwarded, nothing is loaded.
+    pub datapath: Mutex<Option<Datapath>>,
     pub firewall: Arc<dyn FirewallDriver>,
     pub port_locks: Arc<KeyedLocks>,
     /// Work that outlives the request that started it (a veth's removal
@@ -48,7 +49,7 @@ impl Node {
         cfg: Resolved,
         store: Arc<dyn Store>,
         host: Netlink,
-        datapath: Datapath,
+        datapath: Option<Datapath>,
         firewall: Arc<dyn FirewallDriver>,
     ) -> Self {
         Node {
@@ -64,7 +65,7 @@ impl Node {
         }
     }
 
-    pub fn datapath(&self) -> std::sync::MutexGuard<'_, Datapath> {
+    pub fn datapath(&self) -> std::sync::MutexGuard<'_, Option<Datapath>> {
         // A panic while holding it leaves plain kernel handles behind:
         // nothing half-updated in memory, so carrying on is safe.
         self.datapath.lock().unwrap_or_else(|p| p.into_inner())
@@ -149,7 +150,24 @@ impl Node {
         f: impl FnOnce(&mut Datapath) -> T + Send + 'static,
     ) -> T {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || f(&mut me.datapath()))
+        tokio::task::spawn_blocking(move || {
+            // Only reachable with a datapath: --vip-only refuses every
+            // request that would forward packets.
+            f(me.datapath()
+                .as_mut()
+                .expect("datapath used with --vip-only"))
+        })
+        .await
+        .expect("datapath task panicked")
+    }
+
+    /// Like `with_datapath`, None with `--vip-only`.
+    pub async fn try_with_datapath<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Datapath) -> T + Send + 'static,
+    ) -> Option<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.datapath().as_mut().map(f))
             .await
             .expect("datapath task panicked")
     }

@@ -114,6 +114,11 @@ pub struct Options {
     /// take them over (covers clock-rate drift and scheduling delays).
     #[arg(long, default_value_t = 300, value_name = "MS")]
     pub vip_fence_margin_ms: u64,
+    /// Run only the floating-VIP controller (election, ARP/NDP, BGP):
+    /// no eBPF datapath, no networks, no NAT, CNI requests refused. For
+    /// the control-plane VIP before Kubernetes and its CNI are up.
+    #[arg(long)]
+    pub vip_only: bool,
 }
 
 /// Options with every default filled in.
@@ -130,6 +135,7 @@ pub struct Resolved {
     pub nft_table: String,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub vip_timing: crate::vip::election::Timing,
+    pub vip_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +244,7 @@ impl Options {
             nft_table,
             metrics_listen: self.metrics_listen,
             vip_timing: self.vip_timing()?,
+            vip_only: self.vip_only,
         })
     }
 

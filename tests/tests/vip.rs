@@ -188,3 +188,58 @@ fn a_failing_health_check_moves_the_vip_and_bad_input_is_refused() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn vip_only_mode_holds_the_vip_without_touching_pod_networking() {
+    // One node on its embedded store (the local backend): netd as the
+    // control-plane VIP's keeper before Kubernetes and its CNI exist.
+    let mut lab = Lab::new().unwrap();
+    let node = lab.add_node_with("node1", false).unwrap();
+    node.netd.extra_args.push("--vip-only".into());
+    node.netd.spawn().unwrap();
+    let client = node.netd.client();
+    let t0 = Instant::now();
+    while client.get::<serde_json::Value>("/v1/vips").is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "netd --vip-only never served its API:\n{}",
+            lab.node(0).netd.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    lab.node(0).apply(&vip_yaml("")).unwrap();
+    assert_eq!(
+        single_holder(&lab, None, Duration::from_secs(15)).unwrap(),
+        0
+    );
+    let v = vip_view(&lab, 0);
+    assert_eq!(v[0].backend, "local");
+    let out = lab.node(0).netd.netctl(&["vip"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&VIP.to_string()) && text.contains("holder"),
+        "{text}"
+    );
+
+    // Nothing of the datapath: no BPF pins, no nftables table, and pods
+    // are refused with a reason.
+    assert!(
+        !lab.node(0).netd.bpf_dir.exists(),
+        "--vip-only pinned BPF objects"
+    );
+    let tables = lab.node(0).ns.run("nft", &["list", "tables"]).unwrap();
+    assert!(!tables.contains("furrow"), "{tables}");
+    let cfg = lab.node(0).mgmt_config("1.1.0");
+    let err = lab.node(0).add_pod("p", &cfg).unwrap_err().to_string();
+    assert!(err.contains("--vip-only"), "{err}");
+    let ready: furrow_api::wire::ReadyResponse =
+        lab.node(0).netd.client().get("/v1/cni/status").unwrap();
+    assert!(
+        !ready.ready && ready.reason.contains("--vip-only"),
+        "{ready:?}"
+    );
+
+    // SIGTERM still gives the address up.
+    assert!(lab.node_mut(0).netd.stop().unwrap());
+    assert!(!has_vip(&lab, 0));
+}
