@@ -7,7 +7,11 @@ use std::{
 };
 
 /// Objects to build: (source under bpf/, object file name in OUT_DIR).
-const OBJECTS: &[(&str, &str)] = &[("mgmt.bpf.c", "mgmt.bpf.o"), ("l2.bpf.c", "l2.bpf.o")];
+const OBJECTS: &[(&str, &str)] = &[
+    ("mgmt.bpf.c", "mgmt.bpf.o"),
+    ("l2.bpf.c", "l2.bpf.o"),
+    ("vip_fence.bpf.c", "vip_fence.bpf.o"),
+];
 
 fn main() -> ExitCode {
     match build() {

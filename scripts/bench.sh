@@ -5,11 +5,12 @@
 #   bash scripts/bench.sh cni        CNI ADD/DEL latency vs bridge+host-local
 #   bash scripts/bench.sh vlan       VM-to-VM on a VLAN vs the kernel bridge
 #   bash scripts/bench.sh dhcp       perfdhcp against Furrow's responder vs dnsmasq
+#   bash scripts/bench.sh vip        VIP failover (node loss, graceful stop) vs keepalived
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cargo build --release --workspace --bins --locked
 export FURROW_BIN_DIR="$PWD/target/release"
-for b in ${1:-cni vlan dhcp}; do
+for b in ${1:-cni vlan dhcp vip}; do
   target/release/furrow-bench "$b"
 done

@@ -19,6 +19,7 @@ PKGS=(
   dnsmasq-base                   # a DHCP server: client tests, rogue server, benchmark anchor
   kea-admin                      # perfdhcp: the DHCP benchmark's load generator
   bird2                          # BIRD 2: the upstream router of the BGP tests
+  keepalived                     # VRRP: the VIP failover benchmark's anchor
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -13,5 +13,7 @@ cargo nextest run --workspace --locked --profile ci
 # The DHCP packet parser under coverage-guided fuzzing, time-bounded
 # (installs cargo-fuzz on first use; uses the machine's nightly toolchain).
 bash dhcp/fuzz/run.sh "${FURROW_FUZZ_SECONDS:-60}"
+# The BGP message decoder likewise.
+bash vip/fuzz/run.sh "${FURROW_FUZZ_SECONDS:-60}"
 echo "leftovers after the suite:"
 ls /run/netns 2>/dev/null | grep -E '^ft[0-9]+x' || echo "  none"

@@ -467,7 +467,8 @@ pub struct BgpPeerInfo {
 #[serde(rename_all = "camelCase")]
 pub struct VipInfo {
     pub name: String,
-    /// The static address, or the one allocated from its pool.
+    /// The static address, the one allocated from its pool, or the one
+    /// leased by DHCP (`address: dhcp`, as last recorded in the store).
     pub address: Option<std::net::IpAddr>,
     /// `arp` or `bgp`.
     pub mode: String,
@@ -491,4 +492,9 @@ pub struct VipInfo {
     /// `local` (one node, embedded store) or `store` (etcd).
     pub backend: String,
     pub heartbeat_error: Option<String>,
+    /// `address: dhcp` only: the lease as this node knows it (the holder:
+    /// its client's state; the others: the last lease recorded in the
+    /// store), with the VIP's MAC and server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<String>,
 }

@@ -10,6 +10,10 @@
 //! netd needs. [`test_run`] runs a loaded program on a crafted frame
 //! (BPF_PROG_TEST_RUN).
 //!
+//! [`fence::VipFence`] is the kernel half of VIP fencing, loaded on its
+//! own (netd's `--vip-only` has no datapath): a tc egress filter that
+//! stops answering for a VIP once its deadline has passed.
+//!
 //! Everything here needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN for
 //! mounting bpffs). Port operations resolve interface names and indexes in
 //! the network namespace of the calling thread.
@@ -17,6 +21,7 @@
 mod bpffs;
 mod datapath;
 mod error;
+pub mod fence;
 mod l2;
 mod l2_ops;
 mod link;
@@ -29,6 +34,7 @@ mod testrun;
 
 pub use datapath::{Datapath, DatapathConfig, DatapathInfo, MapUsage};
 pub use error::DatapathError;
+pub use fence::{FenceDrops, MonotonicNs, VipFence};
 pub use l2::{
     DhcpFrame, FdbEntry, L2DhcpResponder, L2Mode, L2Port, L2PortFlags, L2Trace, L2Verdict, L2Vlan,
     VlanSet, VlanStats, L2_DEFAULT_AGING, L2_MAX_CLUSTER_NETWORKS, L2_MAX_FDB, L2_MAX_MEMBERS,
@@ -36,7 +42,9 @@ pub use l2::{
 };
 pub use maps::{MgmtEndpoint, PortStats, MAX_ENDPOINTS, MAX_PORTS};
 pub use tc::{FILTER_HANDLE, FILTER_PRIORITY};
-pub use testrun::{test_run, SkbContext, TestRunOutput, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
+pub use testrun::{
+    test_run, SkbContext, TestRunOutput, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
+};
 
 /// Datapath mode reported by [`Datapath::status`]: tc filters (clsact +
 /// cls_bpf direct-action), not tcx links.

@@ -333,7 +333,7 @@ pub(crate) fn ifindex_of(name: &str) -> Result<Option<u32>, DatapathError> {
 }
 
 /// The name of `ifindex` in the calling thread's netns, `None` if absent.
-fn ifname_of(ifindex: u32) -> Result<Option<String>, DatapathError> {
+pub(crate) fn ifname_of(ifindex: u32) -> Result<Option<String>, DatapathError> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname may write.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };

@@ -26,6 +26,23 @@ pub const FILTER_PRIORITY: u16 = 0xf0;
 /// `tc filter show` prints it as `handle 0xf0`.
 pub const FILTER_HANDLE: u32 = 0xf0;
 
+/// Where a cls_bpf filter sits on a hook: (priority, protocol all,
+/// handle). The datapath uses [`Slot::DATAPATH`]; the VIP fence
+/// (`crate::fence`) a slot of its own, before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub priority: u16,
+    pub handle: u32,
+}
+
+impl Slot {
+    /// The management and L2 programs' slot.
+    pub const DATAPATH: Slot = Slot {
+        priority: FILTER_PRIORITY,
+        handle: FILTER_HANDLE,
+    };
+}
+
 /// sizeof(struct tcmsg): the attributes follow it.
 const TCMSG_LEN: usize = 20;
 const TCA_KIND: u16 = 1;
@@ -72,9 +89,14 @@ pub(crate) struct Filter {
 impl Filter {
     /// At our (priority, protocol all, handle) slot, as a cls_bpf filter.
     pub fn in_our_slot(&self) -> bool {
-        self.priority == FILTER_PRIORITY
+        self.in_slot(Slot::DATAPATH)
+    }
+
+    /// At `slot` (protocol all), as a cls_bpf filter.
+    pub fn in_slot(&self, slot: Slot) -> bool {
+        self.priority == slot.priority
             && self.protocol == PROTO_ALL
-            && self.handle == FILTER_HANDLE
+            && self.handle == slot.handle
             && self.kind == KIND_BPF
     }
 }
@@ -187,7 +209,19 @@ impl TcSocket {
         prog_fd: RawFd,
         prog_name: &str,
     ) -> Result<(), NlError> {
-        let mut msg = filter_msg(ifindex, hook);
+        self.upsert_filter_at(ifindex, hook, Slot::DATAPATH, prog_fd, prog_name)
+    }
+
+    /// [`TcSocket::upsert_filter`] at another slot.
+    pub fn upsert_filter_at(
+        &mut self,
+        ifindex: u32,
+        hook: Hook,
+        slot: Slot,
+        prog_fd: RawFd,
+        prog_name: &str,
+    ) -> Result<(), NlError> {
+        let mut msg = filter_msg(ifindex, hook, slot);
         msg.attributes.push(TcAttribute::Kind(KIND_BPF.into()));
         msg.attributes.push(TcAttribute::Options(vec![
             TcOption::Bpf(TcFilterBpfOption::ProgFd(prog_fd as u32)),
@@ -204,7 +238,17 @@ impl TcSocket {
     /// delete: device gone (ENODEV), no clsact qdisc or another kind of
     /// filter at our priority (EINVAL), no filter there (ENOENT).
     pub fn delete_filter(&mut self, ifindex: u32, hook: Hook) -> Result<bool, NlError> {
-        let mut msg = filter_msg(ifindex, hook);
+        self.delete_filter_at(ifindex, hook, Slot::DATAPATH)
+    }
+
+    /// [`TcSocket::delete_filter`] at another slot.
+    pub fn delete_filter_at(
+        &mut self,
+        ifindex: u32,
+        hook: Hook,
+        slot: Slot,
+    ) -> Result<bool, NlError> {
+        let mut msg = filter_msg(ifindex, hook, slot);
         msg.attributes.push(TcAttribute::Kind(KIND_BPF.into()));
         match self.request(RouteNetlinkMessage::DelTrafficFilter(msg), 0) {
             Ok(()) => Ok(true),
@@ -374,11 +418,11 @@ impl TcSocket {
     }
 }
 
-fn filter_msg(ifindex: u32, hook: Hook) -> TcMessage {
+fn filter_msg(ifindex: u32, hook: Hook, slot: Slot) -> TcMessage {
     let mut msg = TcMessage::with_index(ifindex as i32);
     msg.header.parent = hook.parent();
-    msg.header.handle = FILTER_HANDLE.into();
-    msg.header.info = (u32::from(FILTER_PRIORITY) << 16) | u32::from(PROTO_ALL);
+    msg.header.handle = slot.handle.into();
+    msg.header.info = (u32::from(slot.priority) << 16) | u32::from(PROTO_ALL);
     msg
 }
 

@@ -8,6 +8,9 @@ use crate::{sys, DatapathError};
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
+/// No verdict (-1 as u32): the next filter on the hook runs (the VIP
+/// fence's "pass").
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
 
 /// The fields of `struct __sk_buff` the kernel accepts as test-run input
 /// for skb programs (everything else must be zero).

@@ -597,7 +597,13 @@ fn vip_table(vips: &[VipInfo], now_ms: u64) -> String {
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
-    t.render()
+    let mut out = t.render();
+    for v in vips {
+        if let Some(d) = &v.dhcp {
+            out.push_str(&format!("{}: DHCP {d}\n", v.name));
+        }
+    }
+    out
 }
 
 fn bgp_text(b: &BgpInfo) -> String {

@@ -25,9 +25,23 @@ impl Capture {
         filter: &str,
         inbound_only: bool,
     ) -> anyhow::Result<Capture> {
+        Capture::start_with(ns, iface, &[], filter, inbound_only)
+    }
+
+    /// As [`Capture::start`], with more tcpdump options before the filter
+    /// (e.g. `-tt`: every line starts with the frame's Unix time, taken by
+    /// the kernel as it arrived).
+    pub fn start_with(
+        ns: &Netns,
+        iface: &str,
+        options: &[&str],
+        filter: &str,
+        inbound_only: bool,
+    ) -> anyhow::Result<Capture> {
         let mut cmd = ns.cmd("tcpdump");
         // -Z root: stay root (minimal systems have no tcpdump user to drop to).
         cmd.args(["-i", iface, "-e", "-nn", "-l", "-U", "-Z", "root"]);
+        cmd.args(options);
         if inbound_only {
             cmd.args(["-Q", "in"]);
         }

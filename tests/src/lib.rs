@@ -27,6 +27,7 @@ pub mod inspect;
 pub mod janitor;
 pub mod lab;
 pub mod names;
+pub mod ndp;
 pub mod netd;
 pub mod netns;
 pub mod probe;

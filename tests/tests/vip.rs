@@ -4,74 +4,27 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-use furrow_tests::lab::EXTERNAL_IP;
+use furrow_tests::scenario::vip;
 use furrow_tests::Lab;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
 fn vip_yaml(extra: &str) -> String {
-    format!(
-        "apiVersion: network.furrow.io/v1alpha1
-kind: VirtualIP
-metadata: {{name: cp}}
-spec:
-  address: {VIP}
-  interface: uplink0
-  mode: arp
-{extra}"
-    )
+    vip::arp_vip_yaml("cp", VIP, extra)
 }
 
 fn three_nodes() -> Lab {
-    let mut lab = Lab::shared(3).unwrap();
-    for n in ["node1", "node2", "node3"] {
-        lab.add_node(n).unwrap();
-    }
-    lab
+    vip::nodes_on_etcd(3).unwrap()
 }
 
 fn has_vip(lab: &Lab, i: usize) -> bool {
-    lab.node(i)
-        .ns
-        .ip(&["-4", "addr", "show", "dev", "uplink0"])
-        .map(|o| o.contains(&format!("inet {VIP}/32")))
-        .unwrap_or(false)
-}
-
-fn mac_of(lab: &Lab, i: usize) -> [u8; 6] {
-    furrow_tests::arp::link_mac(&lab.node(i).ns, "uplink0").unwrap()
+    vip::has_address(lab, i, VIP.into())
 }
 
 /// Waits until exactly one node other than `not` holds the VIP and is
 /// the only one answering ARP for it; returns that node.
 fn single_holder(lab: &Lab, not: Option<usize>, timeout: Duration) -> anyhow::Result<usize> {
-    let end = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        let holders: Vec<usize> = (0..lab.nodes.len()).filter(|i| has_vip(lab, *i)).collect();
-        if let [h] = holders.as_slice() {
-            if Some(*h) != not {
-                let answers = furrow_tests::arp::responders(
-                    &lab.external,
-                    "eth0",
-                    EXTERNAL_IP,
-                    VIP,
-                    Duration::from_millis(200),
-                )?;
-                if answers == [mac_of(lab, *h)] {
-                    return Ok(*h);
-                }
-                last = format!("node{} holds it; ARP answered by {answers:02x?}", h + 1);
-            }
-        } else {
-            last = format!("holders {holders:?}");
-        }
-        if Instant::now() > end {
-            bail!("no single holder within {timeout:?}: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    vip::single_holder(lab, VIP.into(), not, timeout)
 }
 
 fn vip_view(lab: &Lab, i: usize) -> Vec<furrow_api::wire::VipInfo> {

@@ -1,179 +1,31 @@
 //! Floating VIPs in BGP mode: three nodes on a real 3-member etcd, BIRD 2
 //! as their upstream router in the fabric's external namespace (which is
 //! also every node's default gateway), and a client behind BIRD that
-//! reaches the VIPs only through the routes BIRD learns.
+//! reaches the VIPs only through the routes BIRD learns
+//! (`furrow_tests::scenario::vip::BgpLab`).
 
 use std::time::{Duration, Instant};
 
-use furrow_api::wire::{BgpInfo, VipInfo};
-use furrow_tests::bird::{bird_conf, bird_peer, link, wait_until, Bird};
-use furrow_tests::{names, Lab, Netns};
+use furrow_tests::bird::wait_until;
+use furrow_tests::scenario::vip::{bgp_vip_yaml as vip_yaml, BgpLab, NODE_AS, ROUTER_AS};
 
 const T: Duration = Duration::from_secs(20);
-const ROUTER_AS: u32 = 65000;
-const NODE_AS: u32 = 65001;
 const VIP4: &str = "198.19.100.10";
 const VIP6: &str = "fd00:100::10";
 
-fn node_v6(i: usize) -> String {
-    format!("fd00:18::{}", i + 1)
-}
-const ROUTER_V6: &str = "fd00:18::fe";
-
-/// Three nodes, IPv6 on the fabric too, BIRD in the external namespace
-/// peering with every node over IPv4 and IPv6, and a client behind it.
-struct BgpLab {
-    lab: Lab,
-    bird: Bird,
-    client: Netns,
-}
-
-impl BgpLab {
-    fn build() -> BgpLab {
-        let mut lab = Lab::shared(3).unwrap();
-        for n in ["node1", "node2", "node3"] {
-            lab.add_node(n).unwrap();
-        }
-        let ext = &lab.external;
-        ext.ip(&[
-            "addr",
-            "add",
-            &format!("{ROUTER_V6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ])
-        .unwrap();
-        for (i, node) in lab.nodes.iter().enumerate() {
-            let a = format!("{}/64", node_v6(i));
-            node.ns
-                .ip(&["addr", "add", &a, "dev", "uplink0", "nodad"])
-                .unwrap();
-            node.ns
-                .ip(&["-6", "route", "add", "default", "via", ROUTER_V6])
-                .unwrap();
-        }
-        for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
-            ext.sysctl(key, "1").unwrap();
-        }
-        let client = Netns::new(&names::unique("bcli")).unwrap();
-        link(
-            ext,
-            "cli0",
-            &["10.199.0.1/24", "fd00:199::1/64"],
-            &client,
-            "eth0",
-            &["10.199.0.2/24", "fd00:199::2/64"],
-        );
-        client
-            .ip(&["route", "add", "default", "via", "10.199.0.1"])
-            .unwrap();
-        client
-            .ip(&["-6", "route", "add", "default", "via", "fd00:199::1"])
-            .unwrap();
-        let mut protocols = String::new();
-        for (i, node) in lab.nodes.iter().enumerate() {
-            protocols += &bird_peer(
-                &format!("n{}v4", i + 1),
-                "198.18.0.254",
-                &node.uplink_ip.to_string(),
-                (ROUTER_AS, NODE_AS),
-                "",
-            );
-            protocols += &bird_peer(
-                &format!("n{}v6", i + 1),
-                ROUTER_V6,
-                &node_v6(i),
-                (ROUTER_AS, NODE_AS),
-                "",
-            );
-        }
-        let bird = Bird::start(ext, &bird_conf("198.18.0.254", true, &protocols));
-        BgpLab { lab, bird, client }
-    }
-
-    fn peers_yaml(&self, hold_time: u16) -> String {
-        format!(
-            "apiVersion: network.furrow.io/v1alpha1
-kind: BGPPeer
-metadata: {{name: tor-v4}}
-spec: {{myASN: {NODE_AS}, peerASN: {ROUTER_AS}, peerAddress: 198.18.0.254, holdTime: {hold_time}}}
----
-apiVersion: network.furrow.io/v1alpha1
-kind: BGPPeer
-metadata: {{name: tor-v6}}
-spec: {{myASN: {NODE_AS}, peerASN: {ROUTER_AS}, peerAddress: \"{ROUTER_V6}\", holdTime: {hold_time}}}
-"
-        )
-    }
-
-    fn vips(&self, i: usize) -> Vec<VipInfo> {
-        self.lab.node(i).netd.client().get("/v1/vips").unwrap()
-    }
-
-    fn bgp(&self, i: usize) -> BgpInfo {
-        self.lab.node(i).netd.client().get("/v1/bgp").unwrap()
-    }
-
-    /// The node BIRD routes `prefix` to (by next hop), if any.
-    fn routed_to(&self, prefix: &str) -> Option<usize> {
-        let out = self.bird.birdc(&["show", "route", "for", prefix]);
-        let via = out
-            .split_whitespace()
-            .skip_while(|w| *w != "via")
-            .nth(1)?
-            .to_string();
-        (0..3).find(|i| via == self.lab.node(*i).uplink_ip.to_string() || via == node_v6(*i))
-    }
-
-    /// Waits until BIRD routes `prefix` to a node other than `not`, and
-    /// that node is the elected holder; returns it and how long it took.
-    fn wait_routed(&self, prefix: &str, not: Option<usize>) -> (usize, Duration) {
-        let mut to = None;
-        let took = wait_until(&format!("a route for {prefix} at BIRD"), T, || {
-            to = self.routed_to(prefix).filter(|n| Some(*n) != not);
-            to.is_some()
-        });
-        (to.unwrap(), took)
-    }
-
-    fn client_reaches(&self, ip: &str) -> bool {
-        let ping = if ip.contains(':') { "-6" } else { "-4" };
-        self.client.run("ping", &[ping, "-c1", "-W1", ip]).is_ok()
-    }
-}
-
-fn vip_yaml(name: &str, address: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: network.furrow.io/v1alpha1
-kind: VirtualIP
-metadata: {{name: {name}}}
-spec:
-  address: \"{address}\"
-  interface: lo
-  mode: bgp
-{extra}"
-    )
-}
-
 fn holder_of(b: &BgpLab, vip: &str) -> Option<usize> {
-    (0..3).find(|i| {
-        b.lab.node(*i).netd.pid().is_some()
-            && b.vips(*i)
-                .iter()
-                .any(|v| v.name == vip && v.role == "holder")
-    })
+    b.holder_of(vip)
 }
 
 #[test]
 fn the_route_follows_the_holder_and_a_client_behind_bird_reaches_the_vip() {
-    let mut b = BgpLab::build();
+    let mut b = BgpLab::build().unwrap();
     b.lab.node(0).apply(&b.peers_yaml(3)).unwrap();
     b.lab.node(0).apply(&vip_yaml("api4", VIP4, "")).unwrap();
     b.lab.node(0).apply(&vip_yaml("api6", VIP6, "")).unwrap();
     let t0 = Instant::now();
-    let (first, _) = b.wait_routed(&format!("{VIP4}/32"), None);
-    let (first6, _) = b.wait_routed(&format!("{VIP6}/128"), None);
+    let (first, _) = b.wait_routed(&format!("{VIP4}/32"), None, T);
+    let (first6, _) = b.wait_routed(&format!("{VIP6}/128"), None, T);
     println!(
         "routes at BIRD {:?} after the VIPs were applied",
         t0.elapsed()
@@ -210,7 +62,7 @@ fn the_route_follows_the_holder_and_a_client_behind_bird_reaches_the_vip() {
         text.contains(&format!("{VIP4}/32")) && text.contains("api4"),
         "{text}"
     );
-    let info = b.bgp(first);
+    let info = b.bgp(first).unwrap();
     assert_eq!(info.router_id, Some(b.lab.node(first).uplink_ip));
 
     // The holder's netd dies (its node lives on, so the kernel closes the
@@ -218,7 +70,7 @@ fn the_route_follows_the_holder_and_a_client_behind_bird_reaches_the_vip() {
     // VIP and its route appears.
     b.lab.node_mut(first).netd.kill();
     let t0 = Instant::now();
-    let (second, took) = b.wait_routed(&format!("{VIP4}/32"), Some(first));
+    let (second, took) = b.wait_routed(&format!("{VIP4}/32"), Some(first), T);
     println!("route moved {took:?} after the holder's netd was killed");
     assert!(t0.elapsed() < T);
     wait_until("the client reaches the VIP on its new holder", T, || {
@@ -231,7 +83,7 @@ fn the_route_follows_the_holder_and_a_client_behind_bird_reaches_the_vip() {
     let holder = holder_of(&b, "api4").unwrap();
     let t0 = Instant::now();
     assert!(b.lab.node_mut(holder).netd.stop().unwrap());
-    let (third, took) = b.wait_routed(&format!("{VIP4}/32"), Some(holder));
+    let (third, took) = b.wait_routed(&format!("{VIP4}/32"), Some(holder), T);
     println!("route moved {took:?} after a graceful stop");
     assert!(t0.elapsed() < T);
     assert_ne!(third, holder);
@@ -280,7 +132,7 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn ecmp_advertises_from_every_healthy_node_and_bad_peers_are_visible() {
-    let b = BgpLab::build();
+    let b = BgpLab::build().unwrap();
     // Nodes 1 and 2 serve on 127.0.0.1:8443 in their own namespace; node 3
     // does not, so its health check fails.
     let _servers: Vec<KillOnDrop> = (0..2)
@@ -321,7 +173,7 @@ fn ecmp_advertises_from_every_healthy_node_and_bad_peers_are_visible() {
         !all.contains(&format!("via {}", b.lab.node(2).uplink_ip)),
         "{all}"
     );
-    let v = b.vips(2);
+    let v = b.vips(2).unwrap();
     assert_eq!(v[0].role, "unhealthy", "{v:?}");
 
     // An unreachable peer: its session shows the error, the others run.
@@ -337,6 +189,7 @@ spec: {{myASN: {NODE_AS}, peerASN: {ROUTER_AS}, peerAddress: 198.18.0.249, holdT
         .unwrap();
     wait_until("the unreachable peer's error shown", T, || {
         b.bgp(0)
+            .unwrap()
             .peers
             .iter()
             .any(|p| p.name == "nowhere" && p.state != "Established" && p.last_error.is_some())
@@ -382,10 +235,11 @@ spec: {{myASN: 65099, peerASN: {ROUTER_AS}, peerAddress: 198.18.0.249}}
         .unwrap();
     wait_until("the AS conflict shown", T, || {
         b.bgp(0)
+            .unwrap()
             .problem
             .is_some_and(|p| p.contains("disagree on spec.myASN"))
     });
-    let v = b.vips(0);
+    let v = b.vips(0).unwrap();
     assert_eq!(v[0].role, "problem", "{v:?}");
     wait_until("the routes withdrawn", T, || {
         b.bird.route(&prefix).is_none()

@@ -27,7 +27,11 @@ pub fn valid_ifname(name: &str) -> bool {
             .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
 }
 
-fn validate_selector(field: &str, sel: &BTreeMap<String, String>, errs: &mut Vec<FieldError>) {
+pub(crate) fn validate_selector(
+    field: &str,
+    sel: &BTreeMap<String, String>,
+    errs: &mut Vec<FieldError>,
+) {
     for (k, v) in sel {
         let key_ok = !k.is_empty()
             && k.len() <= 253

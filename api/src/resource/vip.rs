@@ -182,6 +182,7 @@ impl VirtualIp {
         for (i, n) in s.nodes.iter().enumerate() {
             validate_name(&format!("spec.nodes[{i}]"), n, 253, &mut errs);
         }
+        super::cluster::validate_selector("spec.nodeSelector", &s.node_selector, &mut errs);
         if s.ecmp && s.mode != VipMode::Bgp {
             err(&mut errs, "spec.ecmp", "ecmp needs mode bgp");
         }
@@ -396,6 +397,7 @@ impl BgpPeer {
         if s.peer_port == 0 {
             err(&mut errs, "spec.peerPort", "1-65535");
         }
+        super::cluster::validate_selector("spec.nodeSelector", &s.node_selector, &mut errs);
         if matches!(s.hold_time, 1 | 2) {
             err(
                 &mut errs,
@@ -528,6 +530,21 @@ mod tests {
         assert!(b.validate().is_empty());
         b.spec.my_asn = 0;
         b.spec.hold_time = 2;
-        assert_eq!(fields(&b.validate()), ["spec.myASN", "spec.holdTime"]);
+        b.spec.node_selector.insert("rack".into(), "a b".into());
+        assert_eq!(
+            fields(&b.validate()),
+            ["spec.myASN", "spec.nodeSelector.rack", "spec.holdTime"]
+        );
+    }
+
+    #[test]
+    fn node_selectors_are_label_selectors() {
+        let mut v = vip("10.0.0.1");
+        v.spec
+            .node_selector
+            .insert("node-role.kubernetes.io/control-plane".into(), "".into());
+        assert!(v.validate().is_empty());
+        v.spec.node_selector.insert("bad key".into(), "x".into());
+        assert_eq!(fields(&v.validate()), ["spec.nodeSelector.bad key"]);
     }
 }

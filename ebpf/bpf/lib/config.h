@@ -21,3 +21,6 @@
 #define FURROW_L2_MAX_CNS 1024
 /* MAC aging when netd set nothing for a cluster network: 300 s. */
 #define FURROW_L2_DEFAULT_AGING_NS (300ULL * 1000000000ULL)
+
+/* Floating VIP addresses one node may hold and fence (vip_fence.bpf.c). */
+#define FURROW_VIP_FENCE_MAX 4096

@@ -164,6 +164,13 @@ impl RawSock {
 
     /// Sends `frame` as is (a tag in it stays in the data).
     pub fn send(&self, frame: &[u8]) {
+        let r = self.try_send(frame);
+        assert_eq!(r.as_ref().ok(), Some(&frame.len()), "sendto: {r:?}");
+    }
+
+    /// Like [`RawSock::send`], returning the error: a frame a tc filter
+    /// drops on the way out fails with ENOBUFS.
+    pub fn try_send(&self, frame: &[u8]) -> io::Result<usize> {
         // SAFETY: zeroed sockaddr_ll is valid.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -181,12 +188,11 @@ impl RawSock {
                 mem::size_of_val(&sll) as u32,
             )
         };
-        assert_eq!(
-            r,
-            frame.len() as isize,
-            "sendto: {}",
-            io::Error::last_os_error()
-        );
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as usize)
+        }
     }
 
     /// Discards everything queued so far.

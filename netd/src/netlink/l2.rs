@@ -6,9 +6,12 @@ use furrow_api::MacAddr;
 use futures::TryStreamExt;
 use netlink_packet_route::link::{
     BondMode, BridgeVlanInfoFlags, InfoBridge, InfoData, LinkAttribute, LinkInfo as NlLinkInfo,
+    MacVlanMode,
 };
 use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourFlags};
-use rtnetlink::{LinkBond, LinkBridge, LinkBridgeVlan, LinkUnspec, LinkVeth, LinkVlan};
+use rtnetlink::{
+    LinkBond, LinkBridge, LinkBridgeVlan, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan,
+};
 
 use super::{kernel_err, Netlink, NetlinkError};
 
@@ -106,6 +109,27 @@ impl Netlink {
             .await
             .map_err(|e| kernel_err(format!("creating veth {a} <-> {b}"), e))?;
         Ok((self.index_of(a).await?, self.index_of(b).await?))
+    }
+
+    /// Creates a macvlan in bridge mode on `parent` with the MAC `mac`
+    /// (down: the caller configures it, then sets it up); returns its index.
+    pub async fn create_macvlan(
+        &self,
+        name: &str,
+        parent: u32,
+        mac: MacAddr,
+    ) -> Result<u32, NetlinkError> {
+        self.handle
+            .link()
+            .add(
+                LinkMacVlan::new(name, parent, MacVlanMode::Bridge)
+                    .address(mac.0.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| kernel_err(format!("creating macvlan {name} on link #{parent}"), e))?;
+        self.index_of(name).await
     }
 
     /// Creates an 802.1Q device (used to probe whether the kernel has them).

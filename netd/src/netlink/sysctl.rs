@@ -32,3 +32,21 @@ pub fn write_if_v4(ifname: &str, key: &str, value: &str) -> Result<(), SysctlErr
         .join(key);
     std::fs::write(&path, value).map_err(|source| SysctlError { path, source })
 }
+
+/// Reads a per-interface IPv4 setting (`net/ipv4/conf/<if>/<key>`).
+pub fn read_if_v4(ifname: &str, key: &str) -> Result<String, SysctlError> {
+    let path = PathBuf::from("/proc/sys/net/ipv4/conf")
+        .join(ifname)
+        .join(key);
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| SysctlError { path, source })
+}
+
+/// Writes a per-interface IPv6 setting (`net/ipv6/conf/<if>/<key>`).
+pub fn write_if_v6(ifname: &str, key: &str, value: &str) -> Result<(), SysctlError> {
+    let path = PathBuf::from("/proc/sys/net/ipv6/conf")
+        .join(ifname)
+        .join(key);
+    std::fs::write(&path, value).map_err(|source| SysctlError { path, source })
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use furrow_api::resource::{selects, BgpPeer};
 use furrow_api::wire::{BgpInfo, BgpPeerInfo};
-use furrow_vip::bgp::{PeerConfig, Speaker, SpeakerConfig};
+use furrow_vip::bgp::{Family, PeerConfig, Speaker, SpeakerConfig};
 use ipnet::IpNet;
 use tokio::sync::Mutex;
 
@@ -146,15 +146,13 @@ impl BgpControl {
         st.problem.clone()
     }
 
-    /// Whether any session is established (a BGP-mode VIP held here
-    /// without one would be unreachable).
-    pub async fn established(&self) -> bool {
+    /// Whether an established session carries IPv4 and IPv6 routes (a
+    /// BGP-mode VIP held here without one would be unreachable).
+    pub async fn established(&self) -> (bool, bool) {
         let st = self.st.lock().await;
-        st.speaker.as_ref().is_some_and(|s| {
-            s.peers()
-                .iter()
-                .any(|p| p.state == furrow_vip::bgp::PeerState::Established)
-        })
+        let peers = st.speaker.as_ref().map(|s| s.peers()).unwrap_or_default();
+        let carries = |f: Family| peers.iter().any(|p| p.exportable.contains(&f));
+        (carries(Family::IPV4_UNICAST), carries(Family::IPV6_UNICAST))
     }
 
     /// Starts advertising `ip` (as a host route) for `vip`.

@@ -315,6 +315,34 @@ impl Election {
         }
     }
 
+    /// SIGTERM: one last heartbeat ready for nothing, so that when this
+    /// node then releases its VIPs nobody waits behind it for them (its
+    /// previous heartbeat still ranks it first for up to the takeover time).
+    pub async fn leave(&self) {
+        self.set_ready(Vec::new());
+        if self.local {
+            return;
+        }
+        let hb = {
+            let mut st = self.st();
+            st.seq += 1;
+            Heartbeat {
+                node: self.node.clone(),
+                seq: st.seq,
+                ready: Vec::new(),
+            }
+        };
+        let put = self
+            .store
+            .txn(Txn::new().then(Op::put_json(heartbeat_key(&self.node), &hb)));
+        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(self.timing.rpc_timeout(), put)
+            .await
+            .map_err(|_| StoreError::Unavailable("timed out".into()))
+        {
+            tracing::debug!(error = %e, "last heartbeat not written");
+        }
+    }
+
     /// Says which VIPs this node is ready to hold (heartbeats carry it);
     /// a node ready for none stops heartbeating.
     pub fn set_ready(&self, ready: Vec<String>) {
@@ -374,8 +402,46 @@ impl Election {
         candidates.iter().position(|n| *n == self.node).unwrap_or(0)
     }
 
+    /// Runs a store call of the controller's (claim, release) no longer
+    /// than this node's right to hold VIPs lasts. The controller awaits
+    /// these while it holds its VIPs' lock; a call still waiting for a store
+    /// this node can no longer reach (up to `--etcd-timeout-ms`) would
+    /// otherwise keep it from dropping its addresses at the fencing bound.
+    /// Follows the bound as acknowledged heartbeats move it on; once it has
+    /// passed, fails at once. A node that never had the right (no
+    /// acknowledged heartbeat yet) holds nothing to drop: unbounded.
+    async fn within_fence<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if self.local || self.valid_until().is_none() {
+            return call.await;
+        }
+        tokio::pin!(call);
+        loop {
+            let until = match self.valid_until() {
+                Some(u) if u > Instant::now() => u,
+                _ => {
+                    return Err(StoreError::Unavailable(
+                        "the fencing bound passed before the store answered".into(),
+                    ))
+                }
+            };
+            tokio::select! {
+                r = &mut call => return r,
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
     /// Writes this node as `vip`'s holder if nothing changed since `seen`.
+    /// Gives up (an error) when this node's fencing bound passes first: a
+    /// claim answered after it must not lead to an address.
     pub async fn claim(&self, vip: &str, seen: &Seen) -> Result<bool, StoreError> {
+        self.within_fence(self.claim_unfenced(vip, seen)).await
+    }
+
+    async fn claim_unfenced(&self, vip: &str, seen: &Seen) -> Result<bool, StoreError> {
         let key = holder_key(vip);
         let mut txn = Txn::new().when(match &seen.holder {
             Some((_, rev)) => Compare::ModRevision(key.clone(), *rev),
@@ -421,7 +487,14 @@ impl Election {
     }
 
     /// Gives `vip` up (graceful step-down), if this node still holds it.
+    /// Bounded by the fencing bound like [`Election::claim`]; a release
+    /// that does not get through leaves the VIP to move after the takeover
+    /// time.
     pub async fn release(&self, vip: &str) -> Result<(), StoreError> {
+        self.within_fence(self.release_unfenced(vip)).await
+    }
+
+    async fn release_unfenced(&self, vip: &str) -> Result<(), StoreError> {
         let Some((rec, rev)) = self.holder(vip) else {
             return Ok(());
         };

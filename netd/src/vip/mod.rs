@@ -3,7 +3,9 @@
 
 pub mod announce;
 pub mod bgp;
+pub mod dhcp;
 pub mod election;
+pub mod fence;
 pub mod health;
 pub mod service;
 

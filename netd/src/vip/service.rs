@@ -1,7 +1,9 @@
 //! The VIP controller: for each VirtualIP this node may hold, take part in
 //! its election (election.rs) and, while holding it, keep the address on
 //! its interface and announce it; give it up on step-down, failed health,
-//! lost fencing, deletion and SIGTERM.
+//! lost fencing, deletion and SIGTERM. A VIP with `address: dhcp` is held
+//! the same way; its address comes from the holder's DHCP client on a
+//! macvlan with the VIP's own MAC (dhcp.rs) once the lease is there.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -16,6 +18,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::bgp::BgpControl;
+use super::dhcp::{self, DhcpHold, LeaseCache};
 use super::election::{Election, Seen, RANK_DELAY};
 use super::health::{self, Health};
 use crate::drivers::vlan::VlanDriver;
@@ -34,19 +37,31 @@ const BURST: [Duration; 3] = [
 ];
 /// Steady announcements while holding.
 const REFRESH: Duration = Duration::from_secs(1);
+/// A dhcp VIP whose macvlan could not be made here: this node is not
+/// ready for it for this long (others may take it), then tries again.
+const SETUP_RETRY: Duration = Duration::from_secs(10);
 const POOL_ALLOCATIONS: &str = "/furrow/vip/pool-allocations/";
 
 struct Held {
-    ip: IpAddr,
+    /// The address on the link; None: a dhcp VIP whose lease has not come
+    /// yet (or was lost).
+    ip: Option<IpAddr>,
     ifindex: u32,
     mac: [u8; 6],
     acquired: Instant,
+    /// When the address went on: the announcement burst counts from here.
+    announced_from: Instant,
     next_announce: Instant,
     burst: usize,
     next_refresh: Instant,
     epoch: u64,
     announcements: u64,
+    /// `address: dhcp`: the macvlan and the client running on it.
+    dhcp: Option<DhcpHold>,
 }
+
+/// A given-up dhcp VIP's macvlan being deleted: (VIP, task).
+type Deleting = (String, tokio::task::JoinHandle<()>);
 
 struct Vip {
     spec: VirtualIp,
@@ -61,6 +76,9 @@ struct Vip {
     /// BGP mode: none of this node's sessions is established, so routers
     /// could not reach the VIP here.
     no_session: bool,
+    /// `address: dhcp`: its macvlan could not be made here; not ready for
+    /// it until then.
+    setup_failed: Option<(Instant, String)>,
 }
 
 impl Drop for Vip {
@@ -79,6 +97,18 @@ pub struct VipService {
     bgp: BgpControl,
     vips: Arc<Mutex<BTreeMap<String, Vip>>>,
     senders: Arc<std::sync::Mutex<HashMap<u32, Arc<RawSocket>>>>,
+    /// The last lease of every dhcp VIP, as the store records it.
+    leases: LeaseCache,
+    /// Macvlans of given-up dhcp VIPs being deleted (by VIP): deleted in
+    /// the background so giving up many VIPs at once (fencing) is not
+    /// slowed by the kernel's grace periods; already silent (no address,
+    /// client stopped).
+    deleting: Arc<std::sync::Mutex<Vec<Deleting>>>,
+    /// Set on SIGTERM: the controller claims nothing any more (a VIP just
+    /// released must not be taken back while netd exits).
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The kernel half of fencing (fence.rs).
+    fence: super::fence::Fence,
 }
 
 impl VipService {
@@ -86,22 +116,35 @@ impl VipService {
         let election = Election::new(node.store.clone(), &node.cfg.node, timing);
         VipService {
             bgp: BgpControl::new(node.clone()),
+            fence: super::fence::Fence::new(node.cfg.bpf_dir.clone()),
             node,
             vlan,
             election,
             vips: Default::default(),
             senders: Default::default(),
+            leases: Default::default(),
+            deleting: Default::default(),
+            stopping: Default::default(),
         }
     }
 
-    /// Removes every VIP address a previous netd left (its holds are void
-    /// until won again), then joins the election.
+    /// Removes every VIP address and dhcp-VIP macvlan a previous netd left
+    /// (its holds are void until won again), then joins the election.
     pub async fn start(&self) -> anyhow::Result<()> {
         let stale = self.node.host.vip_addresses().await?;
         for a in stale {
             tracing::info!(ip = %a.ip, ifindex = a.index, "removing a VIP address left by an earlier netd");
             self.node.host.del_vip(a.index, a.ip).await?;
         }
+        dhcp::remove_stale(&self.node.host, &self.node.cfg.instance)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        // The addresses are gone: so go the filters and deadlines an
+        // earlier netd left. Then the deadlines follow the election.
+        self.fence.start().await;
+        let election = self.election.clone();
+        self.fence.follow(move || election.valid_until());
+        self.leases.start(self.node.store.clone()).await?;
         self.election.start().await?;
         let me = self.clone();
         tokio::spawn(async move { me.run().await });
@@ -123,9 +166,15 @@ impl VipService {
         for name in vips.keys().cloned().collect::<Vec<_>>() {
             if !wanted.contains(&name) {
                 let mut v = vips.remove(&name).expect("listed");
-                self.drop_held(&name, &mut v, "VirtualIP deleted").await;
+                // Nobody will want a deleted VIP's lease: the holder gives
+                // it back, and every node forgets it.
+                let dhcp = v.is_dhcp();
+                self.give_up(&name, &mut v, "VirtualIP deleted", dhcp).await;
                 let _ = self.election.release(&name).await;
                 let _ = self.free_pool_allocation(&name).await;
+                if dhcp {
+                    dhcp::forget(self.node.store.as_ref(), &name).await;
+                }
             }
         }
         for spec in specs {
@@ -133,8 +182,14 @@ impl VipService {
             let changed = vips.get(&name).is_none_or(|v| v.spec.spec != spec.spec);
             if changed {
                 if let Some(mut old) = vips.remove(&name) {
-                    self.drop_held(&name, &mut old, "VirtualIP changed").await;
+                    // A VIP that stays dhcp keeps its lease for the next hold.
+                    let release = old.is_dhcp() && !is_dhcp(&spec);
+                    self.give_up(&name, &mut old, "VirtualIP changed", release)
+                        .await;
                     let _ = self.election.release(&name).await;
+                    if release {
+                        dhcp::forget(self.node.store.as_ref(), &name).await;
+                    }
                 }
                 let health = if spec.spec.health_check.is_some() {
                     Arc::new(Health::default())
@@ -154,6 +209,7 @@ impl VipService {
                         held: None,
                         eligible: false,
                         no_session: false,
+                        setup_failed: None,
                     },
                 );
             }
@@ -232,9 +288,8 @@ impl VipService {
         if let Some(a) = &v.spec.address {
             return match furrow_api::resource::parse_vip_address(a)? {
                 VipAddress::Static(ip) => Ok(Some(ip)),
-                VipAddress::Dhcp => {
-                    Err("address dhcp is not supported yet: give a static address or a pool".into())
-                }
+                // Leased by the holder after it wins the election.
+                VipAddress::Dhcp => Ok(None),
             };
         }
         let Some(pool_name) = &v.spec.pool else {
@@ -363,6 +418,9 @@ impl VipService {
     async fn step(&self) {
         let now = Instant::now();
         let mut vips = self.vips.lock().await;
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let ready: Vec<String> = vips
             .iter()
             .filter(|(_, v)| v.ready())
@@ -371,14 +429,24 @@ impl VipService {
         self.election.set_ready(ready);
         let valid = self.election.valid(now);
         let me = self.election.node().to_string();
-        let bgp_up = self.bgp.established().await;
+        let (bgp_v4, bgp_v6) = self.bgp.established().await;
         for (name, v) in vips.iter_mut() {
-            v.no_session = v.spec.spec.mode == VipMode::Bgp && !bgp_up;
+            // Until its address is known (a pool), any session will do.
+            let carried = match v.address {
+                Some(IpAddr::V4(_)) => bgp_v4,
+                Some(IpAddr::V6(_)) => bgp_v6,
+                None => bgp_v4 || bgp_v6,
+            };
+            v.no_session = v.spec.spec.mode == VipMode::Bgp && !carried;
             if v.spec.spec.ecmp {
                 // Every ready node advertises: no election, and nothing to
                 // fence (routers spread traffic over all of them).
                 match (v.held.is_some(), v.ready()) {
-                    (true, true) => self.keep_held(name, v, now).await,
+                    (true, true) => {
+                        if let Some(why) = self.keep_held(name, v, now).await {
+                            self.drop_held(name, v, why).await;
+                        }
+                    }
                     (true, false) => self.drop_held(name, v, v.unready_reason()).await,
                     (false, true) => self.acquire(name, v, 0).await,
                     (false, false) => {}
@@ -388,7 +456,12 @@ impl VipService {
             let holder = self.election.holder(name);
             if v.held.is_some() {
                 let still_mine = holder.as_ref().is_some_and(|(h, _)| h.node == me);
-                if !valid {
+                let lapsed = v
+                    .held
+                    .as_ref()
+                    .and_then(|h| h.ip)
+                    .is_some_and(|ip| self.fence.lapsed(ip));
+                if !valid || lapsed {
                     self.drop_held(
                         name,
                         v,
@@ -402,8 +475,11 @@ impl VipService {
                     if let Err(e) = self.election.release(name).await {
                         tracing::warn!(vip = %name, error = %e, "VIP release failed; it moves when the fencing bound passes");
                     }
-                } else {
-                    self.keep_held(name, v, now).await;
+                } else if let Some(why) = self.keep_held(name, v, now).await {
+                    self.drop_held(name, v, why).await;
+                    if let Err(e) = self.election.release(name).await {
+                        tracing::warn!(vip = %name, error = %e, "VIP release failed; it moves when the fencing bound passes");
+                    }
                 }
                 continue;
             }
@@ -452,6 +528,9 @@ impl VipService {
     }
 
     async fn acquire(&self, name: &str, v: &mut Vip, epoch: u64) {
+        if v.is_dhcp() {
+            return self.acquire_dhcp(name, v, epoch).await;
+        }
         let (Some(ip), Some((ifindex, ifname, mac))) = (v.address, v.link.clone()) else {
             return;
         };
@@ -465,17 +544,24 @@ impl VipService {
             let _ = self.election.release(name).await;
             return;
         }
+        if v.spec.spec.mode == VipMode::Arp {
+            self.fence
+                .hold(ifindex, ip, self.election.valid_until())
+                .await;
+        }
         let now = Instant::now();
         let mut held = Held {
-            ip,
+            ip: Some(ip),
             ifindex,
             mac,
             acquired: now,
+            announced_from: now,
             next_announce: now,
             burst: 0,
             next_refresh: now + REFRESH,
             epoch,
             announcements: 0,
+            dhcp: None,
         };
         match v.spec.spec.mode {
             VipMode::Arp => self.announce(&mut held).await,
@@ -489,9 +575,140 @@ impl VipService {
         v.held = Some(held);
     }
 
-    async fn keep_held(&self, name: &str, v: &mut Vip, now: Instant) {
+    /// `address: dhcp`: the macvlan with the VIP's MAC and a DHCP client
+    /// on it. The last holder's lease, if it is still good, goes on at once
+    /// (the client confirms it with the server right away); otherwise the
+    /// address follows when the client has one.
+    async fn acquire_dhcp(&self, name: &str, v: &mut Vip, epoch: u64) {
+        let Some((parent, parent_name, _)) = v.link.clone() else {
+            return;
+        };
+        let mac = dhcp::stable_mac(name);
+        let now_s = crate::util::now_secs();
+        // From the watch-fed cache: no store round trip while holding the
+        // lock every VIP's fencing waits for.
+        let inherited = self
+            .leases
+            .get(name)
+            .filter(|r| {
+                !r.expired(now_s)
+                    && r.lease.mac == mac
+                    && r.lease.client_id == dhcp::client_id(name)
+            })
+            .map(|r| r.lease);
+        self.deleted(Some(name)).await;
+        let ifindex = match dhcp::create_macvlan(
+            &self.node.host,
+            &self.node.cfg.instance,
+            name,
+            parent,
+            &parent_name,
+        )
+        .await
+        {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(vip = %name, error = %e, retry_in = ?SETUP_RETRY, "VIP macvlan not created; releasing it");
+                v.setup_failed = Some((Instant::now() + SETUP_RETRY, e));
+                let _ = self.election.release(name).await;
+                return;
+            }
+        };
+        let hold = DhcpHold::start(
+            self.node.host.clone(),
+            self.node.store.clone(),
+            self.election.node(),
+            name,
+            parent,
+            ifindex,
+            inherited,
+            self.election.clone(),
+        );
+        let now = Instant::now();
+        let mut held = Held {
+            ip: None,
+            ifindex,
+            mac: mac.0,
+            acquired: now,
+            announced_from: now,
+            next_announce: now,
+            burst: 0,
+            next_refresh: now + REFRESH,
+            epoch,
+            announcements: 0,
+            dhcp: Some(hold),
+        };
+        self.follow_lease(name, &mut held).await;
+        tracing::info!(
+            vip = %name,
+            ip = %held.ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            interface = %parent_name,
+            macvlan = %dhcp::macvlan_name(name),
+            %mac,
+            epoch,
+            "VIP taken"
+        );
+        self.node.metrics.inc(
+            "furrow_vip_transitions_total",
+            vec![("vip", name.to_string()), ("to", "held".into())],
+        );
+        v.held = Some(held);
+    }
+
+    /// A dhcp VIP's address follows its client's lease: on when there is
+    /// one (then announced as after a takeover), replaced when it changes,
+    /// off on a NAK or at expiry.
+    async fn follow_lease(&self, name: &str, h: &mut Held) {
+        let Some(d) = &h.dhcp else { return };
+        let want = d.lease().map(|l| IpAddr::V4(l.ip));
+        if want == h.ip {
+            return;
+        }
+        if let Some(old) = h.ip.take() {
+            if let Err(e) = self.node.host.del_vip(h.ifindex, old).await {
+                tracing::error!(vip = %name, ip = %old, error = %e, "VIP address not removed");
+            }
+            self.fence.release(old).await;
+            tracing::warn!(vip = %name, ip = %old, "VIP address removed: its DHCP lease is gone");
+        }
+        let Some(ip) = want else { return };
+        if let Err(e) = self
+            .node
+            .host
+            .put_vip(h.ifindex, ip, ADDRESS_LIFETIME_SECS)
+            .await
+        {
+            // Tried again at the next pass.
+            tracing::error!(vip = %name, %ip, error = %e, "leased VIP address not added");
+            return;
+        }
+        self.fence
+            .hold(h.ifindex, ip, self.election.valid_until())
+            .await;
+        let now = Instant::now();
+        h.ip = Some(ip);
+        h.announced_from = now;
+        h.burst = 0;
+        h.next_announce = now;
+        h.next_refresh = now + REFRESH;
+        tracing::info!(vip = %name, %ip, macvlan = %d.ifname, "VIP address leased and added");
+        self.announce(h).await;
+    }
+
+    /// Announces and refreshes a held address; returns why the VIP must
+    /// be given up, if it must.
+    async fn keep_held(&self, name: &str, v: &mut Vip, now: Instant) -> Option<&'static str> {
         let arp = v.spec.spec.mode == VipMode::Arp;
-        let Some(h) = v.held.as_mut() else { return };
+        let parent = v.link.as_ref().map(|l| l.0);
+        let h = v.held.as_mut()?;
+        if let Some(d) = &h.dhcp {
+            if Some(d.parent) != parent {
+                // Its macvlan went with the old link.
+                return Some("its interface was replaced");
+            }
+            self.follow_lease(name, h).await;
+        }
+        let ip = h.ip?;
         if arp && now >= h.next_announce {
             self.announce(h).await;
         }
@@ -500,27 +717,32 @@ impl VipService {
             if let Err(e) = self
                 .node
                 .host
-                .put_vip(h.ifindex, h.ip, ADDRESS_LIFETIME_SECS)
+                .put_vip(h.ifindex, ip, ADDRESS_LIFETIME_SECS)
                 .await
             {
+                if h.dhcp.is_some() && e.is_not_found() {
+                    return Some("its macvlan vanished");
+                }
                 tracing::warn!(vip = %name, error = %e, "refreshing the VIP address failed");
             }
         }
+        None
     }
 
     async fn announce(&self, h: &mut Held) {
+        let Some(ip) = h.ip else { return };
         let sock = self.sender(h.ifindex);
         if let Ok(sock) = sock {
-            for f in super::announce::frames(h.ip, h.mac) {
+            for f in super::announce::frames(ip, h.mac) {
                 if let Err(e) = sock.send(&f).await {
-                    tracing::debug!(ip = %h.ip, error = %e, "VIP announcement not sent");
+                    tracing::debug!(%ip, error = %e, "VIP announcement not sent");
                 }
             }
             h.announcements += 1;
         }
         let now = Instant::now();
         h.next_announce = if h.burst < BURST.len() {
-            let at = h.acquired + BURST[h.burst];
+            let at = h.announced_from + BURST[h.burst];
             h.burst += 1;
             at.max(now)
         } else {
@@ -539,34 +761,99 @@ impl VipService {
     }
 
     async fn drop_held(&self, name: &str, v: &mut Vip, why: &str) {
-        let Some(h) = v.held.take() else { return };
+        self.give_up(name, v, why, false).await;
+    }
+
+    /// Gives a held VIP up: the address goes first. A dhcp VIP's client
+    /// stops and its macvlan goes too; its lease is kept for the next
+    /// holder unless `release_lease` (the VirtualIP is deleted), then it is
+    /// given back to the server.
+    async fn give_up(&self, name: &str, v: &mut Vip, why: &str, release_lease: bool) {
+        let Some(mut h) = v.held.take() else { return };
         if v.spec.spec.mode == VipMode::Bgp {
             // Routers stop sending before the address goes.
-            self.bgp.withdraw(name, h.ip).await;
+            if let Some(ip) = h.ip {
+                self.bgp.withdraw(name, ip).await;
+            }
         }
-        if let Err(e) = self.node.host.del_vip(h.ifindex, h.ip).await {
-            tracing::error!(vip = %name, ip = %h.ip, error = %e, "VIP address not removed");
+        let client = h.dhcp.take();
+        if let Some(c) = &client {
+            // Nothing more from the VIP's MAC.
+            c.abort();
         }
-        tracing::info!(vip = %name, ip = %h.ip, reason = why, "VIP given up");
+        if let Some(ip) = h.ip {
+            if let Err(e) = self.node.host.del_vip(h.ifindex, ip).await {
+                tracing::error!(vip = %name, %ip, error = %e, "VIP address not removed");
+            }
+            self.fence.release(ip).await;
+        }
+        if let Some(c) = client {
+            let ifindex = c.ifindex;
+            let last = c.stop().await;
+            if release_lease {
+                let now_s = crate::util::now_secs();
+                if let Some(l) =
+                    last.filter(|l| l.phase(now_s) != furrow_dhcp::client::LeasePhase::Expired)
+                {
+                    dhcp::release(name, ifindex, &l).await;
+                }
+                dhcp::forget(self.node.store.as_ref(), name).await;
+            }
+            self.senders.lock().expect("poisoned").remove(&ifindex);
+            let task = tokio::spawn(dhcp::delete_macvlan(ifindex));
+            let mut d = self.deleting.lock().expect("poisoned");
+            d.retain(|(_, t)| !t.is_finished());
+            d.push((name.to_string(), task));
+        }
+        tracing::info!(
+            vip = %name,
+            ip = %h.ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            reason = why,
+            "VIP given up"
+        );
         self.node.metrics.inc(
             "furrow_vip_transitions_total",
             vec![("vip", name.to_string()), ("to", "released".into())],
         );
     }
 
+    /// Waits until the macvlans being deleted (of `vip`, or all) are gone.
+    async fn deleted(&self, vip: Option<&str>) {
+        let waiting: Vec<tokio::task::JoinHandle<()>> = {
+            let mut d = self.deleting.lock().expect("poisoned");
+            let (now, later) = d.drain(..).partition(|(n, _)| vip.is_none_or(|v| v == n));
+            *d = later;
+            now.into_iter().map(|(_, t)| t).collect()
+        };
+        for t in waiting {
+            let _ = t.await;
+        }
+    }
+
     /// SIGTERM: drop every address, then hand the VIPs over at once.
     pub async fn shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut vips = self.vips.lock().await;
         self.election.set_ready(Vec::new());
+        let mut held = Vec::new();
         for (name, v) in vips.iter_mut() {
             if v.held.is_some() {
                 self.drop_held(name, v, "netd stopping").await;
-                if let Err(e) = self.election.release(name).await {
-                    tracing::warn!(vip = %name, error = %e, "VIP not released; it moves after the takeover time");
-                }
+                held.push(name.clone());
+            }
+        }
+        // Addresses gone: say so before releasing, so the next node in
+        // rank does not wait for this one.
+        self.election.leave().await;
+        for name in held {
+            if let Err(e) = self.election.release(&name).await {
+                tracing::warn!(vip = %name, error = %e, "VIP not released; it moves after the takeover time");
             }
         }
         drop(vips);
+        // Their macvlans are gone before netd exits.
+        self.deleted(None).await;
         self.bgp.shutdown().await;
     }
 
@@ -577,6 +864,8 @@ impl VipService {
 
     /// What this node sees of every VIP.
     pub async fn info(&self) -> Vec<VipInfo> {
+        let leases = self.leases.snapshot();
+        let now_s = crate::util::now_secs();
         let vips = self.vips.lock().await;
         let now = Instant::now();
         let me = self.election.node().to_string();
@@ -585,9 +874,15 @@ impl VipService {
         vips.iter()
             .map(|(name, v)| {
                 let holder = self.election.holder(name);
-                let role = if v.held.is_some() {
+                let client = v.held.as_ref().and_then(|h| h.dhcp.as_ref());
+                let acquiring = client.is_some() && v.held.as_ref().is_some_and(|h| h.ip.is_none());
+                let record = leases.get(name);
+                let setup = v.setup_problem(now);
+                let role = if acquiring {
+                    "holder (acquiring)"
+                } else if v.held.is_some() {
                     "holder"
-                } else if v.problem.is_some() {
+                } else if v.problem.is_some() || setup.is_some() {
                     "problem"
                 } else if !v.eligible {
                     "ineligible"
@@ -600,9 +895,31 @@ impl VipService {
                 } else {
                     "standby"
                 };
+                let (address, dhcp, problem) = if v.is_dhcp() {
+                    let held_ip = v.held.as_ref().and_then(|h| h.ip);
+                    let recorded = record
+                        .filter(|r| !r.expired(now_s))
+                        .map(|r| IpAddr::V4(r.ip));
+                    let summary = match client {
+                        Some(c) => dhcp::holder_summary(c, now_s),
+                        None => dhcp::record_summary(name, record, now_s),
+                    };
+                    let problem = v.problem.clone().or(setup).or_else(|| {
+                        let error = client.and_then(|c| c.snapshot().error);
+                        acquiring.then(|| {
+                            format!(
+                                "DHCP: no lease yet{}",
+                                error.map(|e| format!(": {e}")).unwrap_or_default()
+                            )
+                        })
+                    });
+                    (held_ip.or(recorded), Some(summary), problem)
+                } else {
+                    (v.address, None, v.problem.clone())
+                };
                 VipInfo {
                     name: name.clone(),
-                    address: v.address,
+                    address,
                     mode: format!("{:?}", v.spec.spec.mode).to_lowercase(),
                     interface: v.link.as_ref().map(|l| l.1.clone()),
                     holder: holder.as_ref().map(|(h, _)| h.node.clone()),
@@ -612,7 +929,7 @@ impl VipService {
                     role: role.to_string(),
                     healthy: v.health.healthy(),
                     health_error: v.health.last_error(),
-                    problem: v.problem.clone(),
+                    problem,
                     announcements: v.held.as_ref().map_or(0, |h| h.announcements),
                     held_for_ms: v
                         .held
@@ -625,6 +942,7 @@ impl VipService {
                         .collect(),
                     backend: self.election.backend().to_string(),
                     heartbeat_error: self.election.heartbeat_error(),
+                    dhcp,
                 }
             })
             .collect()
@@ -647,25 +965,54 @@ impl VipService {
 
 impl Vip {
     fn ready(&self) -> bool {
+        // A dhcp VIP's address comes after the claim; its interface is
+        // needed before.
         self.eligible
             && self.problem.is_none()
-            && self.address.is_some()
+            && (self.address.is_some() || self.is_dhcp())
             && self.link.is_some()
             && self.health.healthy()
             && !self.no_session
+            && self.setup_problem(Instant::now()).is_none()
+    }
+
+    fn is_dhcp(&self) -> bool {
+        is_dhcp(&self.spec)
+    }
+
+    /// Why a dhcp VIP cannot be held here for now (its macvlan failed).
+    fn setup_problem(&self, now: Instant) -> Option<String> {
+        let (until, e) = self.setup_failed.as_ref()?;
+        (now < *until).then(|| {
+            format!(
+                "macvlan: {e} (trying again in {}s)",
+                until.duration_since(now).as_secs() + 1
+            )
+        })
     }
 
     fn unready_reason(&self) -> &'static str {
         if !self.health.healthy() {
             "health check failing"
         } else if self.no_session {
-            "no BGP session established"
+            "no established BGP session carries its address family"
         } else if self.problem.is_some() {
             "cannot be held here any more"
         } else {
             "no longer eligible"
         }
     }
+}
+
+/// `spec.address: dhcp`.
+fn is_dhcp(v: &VirtualIp) -> bool {
+    matches!(
+        v.spec
+            .address
+            .as_deref()
+            .map(furrow_api::resource::parse_vip_address),
+        Some(Ok(VipAddress::Dhcp))
+    )
 }
 
 fn next_ip(ip: IpAddr) -> Option<IpAddr> {

@@ -4,6 +4,7 @@
 //!   furrow-bench cni [--pods 200] [--fill 1000]
 //!   furrow-bench vlan [--secs 5]
 //!   furrow-bench dhcp [--secs 5]
+//!   furrow-bench vip [--trials 20]
 //!
 //! CNI ADD and DEL latency, p50/p99 over N pods, for `furrow` and for the
 //! reference `bridge` plugin with `host-local` IPAM and ipMasq (Debian's
@@ -24,6 +25,7 @@ fn main() {
     let mut pods = 200usize;
     let mut fill = 1000usize;
     let mut secs = 5u32;
+    let mut trials = 20usize;
     let mut it = args.iter();
     let mut what = None;
     while let Some(a) = it.next() {
@@ -31,6 +33,7 @@ fn main() {
             "--pods" => pods = it.next().and_then(|v| v.parse().ok()).unwrap_or(pods),
             "--fill" => fill = it.next().and_then(|v| v.parse().ok()).unwrap_or(fill),
             "--secs" => secs = it.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
+            "--trials" => trials = it.next().and_then(|v| v.parse().ok()).unwrap_or(trials),
             w => what = Some(w.to_string()),
         }
     }
@@ -38,8 +41,9 @@ fn main() {
         Some("cni") | None => bench_cni(pods, fill),
         Some("vlan") => bench_vlan(secs),
         Some("dhcp") => bench_dhcp(secs),
+        Some("vip") => furrow_tests::bench::vip::bench(trials),
         Some(other) => {
-            eprintln!("unknown benchmark {other:?}; available: cni, vlan, dhcp");
+            eprintln!("unknown benchmark {other:?}; available: cni, vlan, dhcp, vip");
             std::process::exit(2);
         }
     };

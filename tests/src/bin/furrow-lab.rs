@@ -55,8 +55,8 @@ fn up() -> anyhow::Result<()> {
         down()?;
     }
     names::use_fixed_prefix(names::DEMO_PREFIX);
-    const T: u32 = 10;
-    println!("== Furrow demo: the management network, VLAN networks and DHCP on two nodes ==");
+    const T: u32 = 11;
+    println!("== Furrow demo: the management network, VLAN networks and DHCP on two nodes; floating VIPs on three ==");
 
     step(
         1,
@@ -295,7 +295,14 @@ spec:
         vlan_pods.push(p);
     }
 
-    step(10, T, "What netd built, as netctl shows it");
+    step(
+        10,
+        T,
+        "Floating VIPs: three more nodes on a 3-member etcd, BIRD 2 as their router",
+    );
+    vip_demo()?;
+
+    step(11, T, "What netd built, as netctl shows it");
     let node = lab.node(0);
     let socket = node.netd.socket.clone();
     for view in ["status", "ports", "networks", "pools", "leases"] {
@@ -340,6 +347,99 @@ spec:
         p.ns.keep();
     }
     lab.keep();
+    Ok(())
+}
+
+/// Step 10: a VIP in ARP mode that moves on node loss and on SIGTERM, and
+/// one in BGP mode that a client behind BIRD reaches. Its lab is removed
+/// at the end of the step (the etcd cluster is not kept).
+fn vip_demo() -> anyhow::Result<()> {
+    use furrow_tests::scenario::vip::{self, BgpLab};
+    use std::time::{Duration, Instant};
+    let t = Duration::from_secs(20);
+    let mut b = BgpLab::build()?;
+    let cp: std::net::Ipv4Addr = "198.18.0.100".parse()?;
+    let etcd = b
+        .lab
+        .etcd
+        .as_ref()
+        .map(|e| e.endpoints()[0].trim_start_matches("http://").to_string())
+        .context("the VIP lab has etcd")?;
+    b.lab.node(0).apply(&vip::arp_vip_yaml(
+        "cp-vip",
+        cp,
+        &format!("  healthCheck: {{tcp: \"{etcd}\", intervalMs: 500, timeoutMs: 200}}\n"),
+    ))?;
+    let first = vip::single_holder(&b.lab, cp.into(), None, t)?;
+    println!(
+        "  VirtualIP cp-vip {cp} (ARP mode, health check: etcd reachable) held by {}; the external host's ARP is answered by its MAC only",
+        b.lab.node(first).name
+    );
+    b.lab.node_mut(first).netd.kill();
+    b.lab
+        .node(first)
+        .ns
+        .ip(&["link", "set", "uplink0", "down"])?;
+    let (second, took) = vip::wait_arp_moved(&b.lab, cp, first, t)?;
+    println!(
+        "  {} lost (netd SIGKILL, uplink cut): {} answers ARP after {} ms",
+        b.lab.node(first).name,
+        b.lab.node(second).name,
+        took.as_millis()
+    );
+    vip::restore_uplink(&b.lab, first, true)?;
+    b.lab.node_mut(first).netd.start()?;
+    // SIGTERM returns once netd has handed over: time it from the signal.
+    let t0 = Instant::now();
+    b.lab.node_mut(second).netd.stop()?;
+    let (third, _) = vip::wait_arp_moved(&b.lab, cp, second, t)?;
+    println!(
+        "  {} stopped (SIGTERM): {} answers ARP {} ms after the signal",
+        b.lab.node(second).name,
+        b.lab.node(third).name,
+        t0.elapsed().as_millis()
+    );
+    b.lab.node_mut(second).netd.start()?;
+
+    b.lab.node(0).apply(&b.peers_yaml(3))?;
+    b.lab
+        .node(0)
+        .apply(&vip::bgp_vip_yaml("lb-vip", "198.19.100.10", ""))?;
+    b.lab
+        .node(0)
+        .apply(&vip::bgp_vip_yaml("lb-vip6", "fd00:100::10", ""))?;
+    let (holder, _) = b.wait_routed("198.19.100.10/32", None, t);
+    let (holder6, _) = b.wait_routed("fd00:100::10/128", None, t);
+    let reach = |ip: &str| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if b.client_reaches(ip) {
+                return true;
+            }
+        }
+        false
+    };
+    println!(
+        "  BGPPeers tor-v4/tor-v6 (AS {} -> BIRD AS {}); lb-vip 198.19.100.10 routed by BIRD to {}, lb-vip6 fd00:100::10 to {}; the client behind BIRD reaches them: {} / {}",
+        vip::NODE_AS,
+        vip::ROUTER_AS,
+        b.lab.node(holder).name,
+        b.lab.node(holder6).name,
+        reach("198.19.100.10"),
+        reach("fd00:100::10")
+    );
+    println!("\n$ birdc show route");
+    print!("{}", b.bird.birdc(&["show", "route"]));
+    for (view, node) in [("vip", third), ("bgp", holder)] {
+        println!(
+            "\n$ netctl --socket {} {view}    (on {})",
+            b.lab.node(node).netd.socket.display(),
+            b.lab.node(node).name
+        );
+        let out = b.lab.node(node).netd.netctl(&[view])?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+    println!("\n  (this three-node lab is removed now; the VIP tests and `bash scripts/bench.sh vip` build it again)");
     Ok(())
 }
 

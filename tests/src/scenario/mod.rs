@@ -2,4 +2,5 @@
 //! another backend, inside a full-kernel guest.
 
 pub mod dhcp;
+pub mod vip;
 pub mod vlan;

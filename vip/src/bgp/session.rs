@@ -76,6 +76,9 @@ pub struct PeerStatus {
     pub keepalive: Option<u16>,
     /// Families both ends negotiated.
     pub families: Vec<Family>,
+    /// Families whose prefixes this session carries (negotiated, with a
+    /// next hop): empty unless Established.
+    pub exportable: Vec<Family>,
     /// Prefixes currently advertised to this peer.
     pub advertised: Vec<IpNet>,
     /// Why some of the speaker's prefixes are not advertised to this
@@ -108,6 +111,7 @@ impl StatusCell {
                 hold_time: None,
                 keepalive: None,
                 families: vec![],
+                exportable: vec![],
                 advertised: vec![],
                 notes: vec![],
                 counters: PeerCounters::default(),
@@ -624,6 +628,15 @@ impl PeerTask {
         s.hold_time = n.map(|n| n.hold_time);
         s.keepalive = n.map(|n| n.keepalive);
         s.families = n.map(|n| n.families.clone()).unwrap_or_default();
+        s.exportable = if state == State::Established {
+            s.families
+                .iter()
+                .filter(|f| !self.withheld.iter().any(|w| w.family() == **f))
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        };
         s.advertised = self.sent.iter().copied().collect();
         s.notes = self.notes.clone();
         s.counters = self.counters;
