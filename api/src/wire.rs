@@ -497,4 +497,8 @@ pub struct VipInfo {
     /// store), with the VIP's MAC and server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<String>,
+    /// On the holder: the kernel fence of its address ("kernel fence in
+    /// 612 ms", "no kernel fence: <why>").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<String>,
 }

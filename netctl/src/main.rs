@@ -602,6 +602,9 @@ fn vip_table(vips: &[VipInfo], now_ms: u64) -> String {
         if let Some(d) = &v.dhcp {
             out.push_str(&format!("{}: DHCP {d}\n", v.name));
         }
+        if let Some(f) = &v.fence {
+            out.push_str(&format!("{}: {f}\n", v.name));
+        }
     }
     out
 }

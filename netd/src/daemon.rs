@@ -1051,6 +1051,19 @@ impl Daemon {
             "1 for each VIP this node holds now, 0 for the others it knows.",
             &samples,
         );
+        let samples: Vec<_> = self
+            .vip
+            .fence_drops()
+            .into_iter()
+            .map(|(reason, n)| (vec![("reason", reason.to_string())], n as f64))
+            .collect();
+        family(
+            &mut out,
+            "furrow_vip_fence_drops_total",
+            "counter",
+            "Packets for a VIP past its fencing deadline that the kernel fence dropped.",
+            &samples,
+        );
         let info = self
             .node
             .try_with_datapath(|dp| dp.status())

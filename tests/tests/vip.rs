@@ -42,6 +42,16 @@ fn the_vip_answers_from_one_node_and_moves_on_node_loss_and_graceful_stop() {
         assert_eq!(v[0].holder.as_deref(), Some(lab.node(first).name.as_str()));
         let want = if i == first { "holder" } else { "standby" };
         assert_eq!(v[0].role, want, "node{}: {:?}", i + 1, v[0]);
+        // The holder's address is fenced in the kernel too.
+        assert_eq!(
+            v[0].fence
+                .as_deref()
+                .is_some_and(|f| f.starts_with("kernel fence in")),
+            i == first,
+            "node{}: {:?}",
+            i + 1,
+            v[0]
+        );
     }
 
     // Node loss: netd killed and the uplink cut at the same moment.

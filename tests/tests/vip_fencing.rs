@@ -471,6 +471,56 @@ fn a_stalled_holder_stops_answering_before_anyone_takes_it() {
     assert_eq!(single_holder(&lab, ip, Some(old), T).unwrap(), new);
 }
 
+/// The holder's netd SIGKILLed on a live node: the kernel keeps the
+/// address (3 s lifetime) but the fence silences it at the bound; netd
+/// restarted at once (the address still there) removes it before it
+/// serves anything, and leaves the VIP where it went.
+#[test]
+fn a_killed_holders_node_goes_silent_and_its_restarted_netd_removes_the_address() {
+    let mut lab = three_nodes();
+    let ip = IpAddr::V4(VIP);
+    lab.node(0).apply(&vip_yaml("cp", ip)).unwrap();
+    let old = single_holder(&lab, ip, None, T).unwrap();
+    let old_mac = mac_of(&lab, old);
+    let witness = (old + 1) % 3;
+    let old_name = lab.node(old).name.clone();
+    let cap = Capture::start_with(&lab.external, "eth0", &["-tt"], "arp", false).unwrap();
+    let prober = arp::Prober::start(&lab.external, "eth0", EXTERNAL_IP, VIP, PROBE_EVERY).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let t_kill = unix_now();
+    lab.node_mut(old).netd.kill();
+    wait_until("another node to hold the VIP", T, || {
+        vip_view(&lab, witness, "cp")
+            .holder
+            .is_some_and(|h| h != old_name)
+    });
+    let stale = has_addr(&lab, old, ip);
+    lab.node_mut(old).netd.start().unwrap();
+    assert!(
+        !has_addr(&lab, old, ip),
+        "the restarted netd serves while the stale VIP address is still on uplink0"
+    );
+    let new = single_holder(&lab, ip, Some(old), T).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = prober.stop().unwrap();
+    let h = Handover::from_capture(&cap.stop(), sent, old_mac, mac_of(&lab, new));
+    let kept = h.since(h.last_old, t_kill);
+    println!(
+        "killed node{}'s kernel answered until +{kept:?}; node{} from +{:?}; stale address still there at restart: {stale}",
+        old + 1,
+        new + 1,
+        h.since(h.first_new, t_kill),
+    );
+    h.assert_clean_handover();
+    assert!(
+        kept <= TAKEOVER - MARGIN + FENCE_SLACK,
+        "the killed holder's node answered for {kept:?} (bound {:?} + {FENCE_SLACK:?})",
+        TAKEOVER - MARGIN
+    );
+    assert_eq!(vip_view(&lab, old, "cp").role, "standby");
+    assert_eq!(single_holder(&lab, ip, None, T).unwrap(), new);
+}
+
 /// tc priority of the VIP fence filter (`furrow_ebpf::fence::FENCE_PRIORITY`).
 const FENCE_PREF: u64 = 224;
 

@@ -82,7 +82,9 @@ pub struct HolderRecord {
     pub node: String,
     /// Unix milliseconds when this node took it.
     pub since_ms: u64,
-    /// Counts holder changes: tells a re-take from a continuous hold.
+    /// Counts takeovers since the VIP was last free (a graceful release
+    /// deletes the record, so the next claim starts at 1 again): tells a
+    /// re-take from a continuous hold.
     pub epoch: u64,
 }
 

@@ -943,9 +943,20 @@ impl VipService {
                     backend: self.election.backend().to_string(),
                     heartbeat_error: self.election.heartbeat_error(),
                     dhcp,
+                    fence: v
+                        .held
+                        .as_ref()
+                        .and_then(|h| h.ip)
+                        .filter(|_| v.spec.spec.mode == VipMode::Arp)
+                        .map(|ip| self.fence.vip_state(ip).to_string()),
                 }
             })
             .collect()
+    }
+
+    /// Metrics: packets the kernel fence dropped, by reason.
+    pub fn fence_drops(&self) -> Vec<(&'static str, u64)> {
+        self.fence.status().drops.by_reason().to_vec()
     }
 
     /// Metrics: 1 for each VIP this node holds, 0 otherwise.
