@@ -63,6 +63,14 @@ struct Held {
 /// A given-up dhcp VIP's macvlan being deleted: (VIP, task).
 type Deleting = (String, tokio::task::JoinHandle<()>);
 
+/// What `VipService::place` worked out for one VIP.
+#[derive(Default)]
+struct Placement {
+    address: Option<Option<IpAddr>>,
+    link: Option<Option<(u32, String, [u8; 6])>>,
+    problem: Option<String>,
+}
+
 struct Vip {
     spec: VirtualIp,
     address: Option<IpAddr>,
@@ -160,21 +168,25 @@ impl VipService {
     ) {
         self.bgp.reconcile(&peers).await;
         let bgp_unavailable = self.bgp.unavailable().await;
+        // Where each VIP lives, worked out before taking the VIPs' lock:
+        // pool allocations are store calls, and the control loop (which
+        // drops fenced addresses) must not wait behind them.
+        let mut placements = HashMap::new();
+        for spec in &specs {
+            let name = &spec.metadata.name;
+            placements.insert(
+                name.clone(),
+                self.place(name, spec, &pools, &bgp_unavailable).await,
+            );
+        }
         let mut vips = self.vips.lock().await;
         let wanted: std::collections::BTreeSet<String> =
             specs.iter().map(|v| v.metadata.name.clone()).collect();
+        let mut deleted = Vec::new();
         for name in vips.keys().cloned().collect::<Vec<_>>() {
             if !wanted.contains(&name) {
-                let mut v = vips.remove(&name).expect("listed");
-                // Nobody will want a deleted VIP's lease: the holder gives
-                // it back, and every node forgets it.
-                let dhcp = v.is_dhcp();
-                self.give_up(&name, &mut v, "VirtualIP deleted", dhcp).await;
-                let _ = self.election.release(&name).await;
-                let _ = self.free_pool_allocation(&name).await;
-                if dhcp {
-                    dhcp::forget(self.node.store.as_ref(), &name).await;
-                }
+                let v = vips.remove(&name).expect("listed");
+                deleted.push((name, v));
             }
         }
         for spec in specs {
@@ -234,49 +246,84 @@ impl VipService {
             }
             // Where it lives and what it is, rechecked every pass: links
             // and their addresses come and go.
-            v.problem = None;
-            if v.spec.spec.mode == VipMode::Bgp {
-                if let Some(p) = &bgp_unavailable {
-                    v.problem = Some(p.clone());
-                }
+            let p = placements.remove(&name).unwrap_or_default();
+            if let Some(a) = p.address {
+                v.address = a;
             }
-            if v.problem.is_none() {
-                match self.resolve_address(&name, &v.spec, &pools).await {
-                    Ok(a) => v.address = a,
-                    Err(e) => v.problem = Some(e),
-                }
+            if let Some(l) = p.link {
+                v.link = l;
             }
-            if v.problem.is_none() {
-                match self.resolve_link(&v.spec).await {
-                    Ok(l) => v.link = Some(l),
-                    Err(e) => {
-                        v.link = None;
-                        v.problem = Some(e);
-                    }
-                }
-            }
-            if let (None, Some(ip), Some((idx, ifname, _))) = (&v.problem, v.address, &v.link) {
-                if v.spec.spec.mode == VipMode::Arp {
-                    match self.node.host.link_prefixes(*idx).await {
-                        Ok(prefixes) if prefixes.iter().any(|p| p.contains(&ip)) => {}
-                        Ok(prefixes) => {
-                            let list: Vec<String> =
-                                prefixes.iter().map(|p| p.to_string()).collect();
-                            v.problem = Some(format!(
-                                "{ip} is outside every subnet of {ifname} ({}): in ARP mode a VIP must be on the interface's subnet",
-                                if list.is_empty() { "no addresses".to_string() } else { list.join(", ") }
-                            ));
-                        }
-                        Err(e) => v.problem = Some(e.to_string()),
-                    }
-                }
-            }
+            v.problem = p.problem;
             if let Some(p) = &v.problem {
                 tracing::warn!(vip = %name, problem = %p, "VIP cannot be held on this node");
             }
         }
         drop(vips);
         self.election.changed.notify_waiters();
+        // Deleted VIPs are out of the map: given up without the lock.
+        for (name, mut v) in deleted {
+            // Nobody will want a deleted VIP's lease: the holder gives it
+            // back, and every node forgets it.
+            let dhcp = v.is_dhcp();
+            self.give_up(&name, &mut v, "VirtualIP deleted", dhcp).await;
+            let _ = self.election.release(&name).await;
+            let _ = self.free_pool_allocation(&name).await;
+            if dhcp {
+                dhcp::forget(self.node.store.as_ref(), &name).await;
+            }
+        }
+    }
+
+    /// Where a VIP lives on this node and whether it can be held here: its
+    /// address (static, from its pool), its link, and the problem if not.
+    /// `None` fields were not worked out (an earlier problem).
+    async fn place(
+        &self,
+        name: &str,
+        spec: &VirtualIp,
+        pools: &[VirtualIpPool],
+        bgp_unavailable: &Option<String>,
+    ) -> Placement {
+        let mut p = Placement::default();
+        if spec.spec.mode == VipMode::Bgp {
+            if let Some(why) = bgp_unavailable {
+                p.problem = Some(why.clone());
+                return p;
+            }
+        }
+        match self.resolve_address(name, spec, pools).await {
+            Ok(a) => p.address = Some(a),
+            Err(e) => {
+                p.problem = Some(e);
+                return p;
+            }
+        }
+        let (idx, ifname) = match self.resolve_link(spec).await {
+            Ok(l) => {
+                let r = (l.0, l.1.clone());
+                p.link = Some(Some(l));
+                r
+            }
+            Err(e) => {
+                p.link = Some(None);
+                p.problem = Some(e);
+                return p;
+            }
+        };
+        if let (Some(Some(ip)), VipMode::Arp) = (p.address, spec.spec.mode) {
+            match self.node.host.link_prefixes(idx).await {
+                Ok(prefixes) if prefixes.iter().any(|n| n.contains(&ip)) => {}
+                Ok(prefixes) => {
+                    let list: Vec<String> = prefixes.iter().map(|n| n.to_string()).collect();
+                    p.problem = Some(format!(
+                        "{ip} is outside every subnet of {ifname} ({}): in ARP mode a VIP must be on the interface's subnet",
+                        if list.is_empty() { "no addresses".to_string() } else { list.join(", ") }
+                    ));
+                }
+                Err(e) => p.problem = Some(e.to_string()),
+            }
+        }
+        p
     }
 
     async fn resolve_address(
