@@ -9,6 +9,8 @@ pub mod error;
 pub mod mac;
 pub mod resource;
 pub mod wire;
+pub mod wire_diag;
+pub mod wire_trace;
 
 pub use error::ApiError;
 pub use mac::MacAddr;

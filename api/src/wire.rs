@@ -7,6 +7,8 @@
 //! - `GET  /v1/status` answering [`NodeStatus`]
 //! - `GET  /v1/ports` answering `Vec<PortInfo>`
 //! - `GET  /v1/networks` answering `Vec<NetworkInfo>`
+//! - `GET  /v1/fdb`, `/v1/vlans`, `/v1/counters`: see [`crate::wire_diag`]
+//! - `POST /v1/trace`: see [`crate::wire_trace`]
 //! - `GET|PUT|DELETE /v1/resources/{kind}[/{name}]` with resource documents
 //! - `GET  /metrics` Prometheus text format
 //!

@@ -86,6 +86,38 @@ enum l2_verdict {
 	L2_V_DROP_NO_RESPONDER = 20,
 };
 
+/* Trace (dry-run) mode, for `netctl trace` (ebpf/src/l2_trace.rs): a
+ * BPF_PROG_TEST_RUN caller puts L2_DRY_MAGIC3 in cb[3] and L2_DRY_MAGIC4 in
+ * cb[4] of the context it passes (skb->cb of live frames at tc ingress
+ * holds what earlier layers left there; 64 bits of magic make a match by
+ * chance negligible). furrow_l2_ingress then decides exactly as for a live
+ * frame, on the live maps, but changes nothing: no counters, no MAC
+ * learning (nor last_seen refresh), no clones (a flood's deliveries and
+ * the copy for the node's stack are recorded instead). It appends a
+ * trailer of L2_DRY_TRAILER bytes to the frame when it floods (returned
+ * as data_out): u32 L2_DRY_TRAILER_MAGIC, u32 deliveries, u32 flags
+ * (L2_DRY_F_*), u32 reserved, then the ifindex of each delivery in order
+ * (the last one is the port the original frame is redirected to). The
+ * cost on the fast path: reading cb[3..4] once; the existing NULL checks of
+ * the counters carry the rest. */
+#define L2_DRY_MAGIC3 0x46545243 /* "FTRC" */
+#define L2_DRY_MAGIC4 0x44525931 /* "DRY1" */
+#define L2_DRY_TRAILER_MAGIC 0x46545231 /* "FTR1" */
+#define L2_DRY_HDR 16
+#define L2_DRY_TRAILER (L2_DRY_HDR + 4 * FURROW_L2_MAX_MEMBERS)
+#define L2_DRY_F_HOST_COPY 0x1 /* a copy would go to the node's stack */
+
+static __always_inline __u8 l2_dry_run(struct __sk_buff *skb)
+{
+	return unlikely(skb->cb[4] == L2_DRY_MAGIC4 && skb->cb[3] == L2_DRY_MAGIC3);
+}
+
+/* Counters of `ifindex`, none in trace mode. */
+static __always_inline struct port_stats *stats_of(__u8 dry, __u32 ifindex)
+{
+	return dry ? NULL : port_stats_get(ifindex);
+}
+
 static __always_inline void trace(struct __sk_buff *skb, __u32 verdict, __u32 vid, __u32 a, __u32 b,
 				  __u32 c)
 {
@@ -163,13 +195,51 @@ struct flood_ctx {
 	__u8 pending_peer; /* pending member is a veth with a peer elsewhere */
 	__u8 skip_uplink; /* from a local-only port: not to the uplink */
 	__u8 skip_local_only; /* from the wire: not to local-only ports */
-	__u8 _pad[3];
+	__u8 dry; /* trace mode: record deliveries, clone nothing */
+	__u8 _pad[2];
+	__u32 dry_base; /* trace mode: offset of the trailer in the frame */
 };
+
+/* Trace mode: appends the (zeroed) trailer; 0 when it could not. */
+static __always_inline __u32 dry_trailer(struct __sk_buff *skb)
+{
+	__u32 hdr[4] = { L2_DRY_TRAILER_MAGIC, 0, 0, 0 };
+	__u32 base = skb->len;
+
+	if (bpf_skb_change_tail(skb, base + L2_DRY_TRAILER, 0) ||
+	    bpf_skb_store_bytes(skb, base, hdr, sizeof(hdr), 0))
+		return 0;
+	return base;
+}
+
+/* Trace mode: delivery number `n` went to `m`. */
+static __always_inline void dry_record(struct flood_ctx *c, __u32 m)
+{
+	__u32 n = c->copies;
+
+	if (c->dry_base && n < FURROW_L2_MAX_MEMBERS)
+		bpf_skb_store_bytes(c->skb, c->dry_base + L2_DRY_HDR + 4 * n, &m, sizeof(m), 0);
+}
+
+/* Trace mode: the trailer's counts. */
+static __always_inline void dry_finish(struct flood_ctx *c, __u32 flags)
+{
+	__u32 v[2] = { c->copies, flags };
+
+	if (c->dry_base)
+		bpf_skb_store_bytes(c->skb, c->dry_base + 4, v, sizeof(v), 0);
+}
 
 static __always_inline void flood_clone_pending(struct flood_ctx *c)
 {
 	if (!c->pending)
 		return;
+	if (c->dry) {
+		dry_record(c, c->pending);
+		c->copies++;
+		c->pending = 0;
+		return;
+	}
 	if (vlan_set_tag(c->skb, &c->tagged, c->pending_tag, c->tci) == 0 &&
 	    bpf_clone_redirect(c->skb, c->pending, 0) == 0) {
 		c->copies++;
@@ -200,7 +270,7 @@ static long flood_one(__u32 i, void *arg)
 		return 0;
 	}
 	if (c->l3len > p->mtu) {
-		struct port_stats *st = port_stats_get(m);
+		struct port_stats *st = stats_of(c->dry, m);
 
 		if (st)
 			st->drop_mtu++;
@@ -232,6 +302,11 @@ static __always_inline int flood_redirect_pending(struct flood_ctx *c)
 
 	if (vlan_set_tag(c->skb, &c->tagged, c->pending_tag, c->tci) < 0)
 		return TC_ACT_SHOT;
+	if (c->dry) {
+		dry_record(c, m);
+		c->copies++;
+		return TC_ACT_REDIRECT;
+	}
 	c->copies++;
 	port_count_rx(port_stats_get(m), c->len);
 	if (c->pending_peer)
@@ -266,9 +341,9 @@ static __always_inline int drop_local_only(struct __sk_buff *skb, struct port_st
  * state, counts. Returns the tc verdict. */
 static __always_inline int deliver_one(struct __sk_buff *skb, struct l2_port *out, __u32 oif,
 				       __u32 verdict, __u32 tf, __u16 vid, __u16 tci,
-				       __u32 len, struct l2_vlan_stats *vst)
+				       __u32 len, struct l2_vlan_stats *vst, __u8 dry)
 {
-	struct port_stats *ost = port_stats_get(oif);
+	struct port_stats *ost = stats_of(dry, oif);
 	__u8 want = l2_port_tags(out, vid);
 	__u8 peer = out->mode != L2_MODE_UPLINK && (out->flags & L2_PORT_F_PEER);
 	__u8 tagged = 0;
@@ -311,7 +386,7 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 	struct l2_vlan *vlan;
 	struct l2_fdb *e;
 	__u8 dst[ETH_ALEN], src[ETH_ALEN];
-	__u8 mode, is_uplink, tagged = 0, mcast, pflags;
+	__u8 mode, is_uplink, tagged = 0, mcast, pflags, dry;
 	__u16 tci = 0, vid;
 	__u32 cn, len, tf = 0;
 	__u64 now, aging;
@@ -331,7 +406,8 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 		tf |= L2_TRACE_F_LOCAL_ONLY;
 	if (pflags & L2_PORT_F_TRUSTED)
 		tf |= L2_TRACE_F_TRUSTED;
-	pst = port_stats_get(ifindex);
+	dry = l2_dry_run(skb);
+	pst = stats_of(dry, ifindex);
 
 	if (!pkt_pull(skb, ETH_HLEN)) {
 		if (is_uplink)
@@ -419,7 +495,7 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 			pst->drop_vlan++;
 		return drop(skb, L2_V_DROP_VLAN | tf, vid);
 	}
-	vst = l2_vlan_stats_get(cn, vid);
+	vst = dry ? NULL : l2_vlan_stats_get(cn, vid);
 
 	/* From here on the frame is untagged, with `vid` on the side. */
 	if (tagged) {
@@ -456,7 +532,7 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 	now = bpf_ktime_get_ns();
 	aging = vlan->aging_ns;
 	if (!mac_is_multicast(src) && mac_u64(src) != 0) {
-		__u32 owner = l2_fdb_learn(cn, vid, src, ifindex, now, aging, is_uplink);
+		__u32 owner = l2_fdb_learn(cn, vid, src, ifindex, now, aging, is_uplink, dry);
 
 		/* Another node's anycast responder leaking onto the wire
 		 * (its frames never should): not for our VMs. */
@@ -479,7 +555,8 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 				trace(skb, L2_V_DROP_NO_RESPONDER | tf, vid, rif, 0, 0);
 				return TC_ACT_SHOT;
 			}
-			return deliver_one(skb, out, rif, L2_V_DHCP_STEERED, tf, vid, tci, len, vst);
+			return deliver_one(skb, out, rif, L2_V_DHCP_STEERED, tf, vid, tci, len, vst,
+					   dry);
 		}
 	}
 
@@ -502,6 +579,8 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 					if (vst)
 						vst->to_host_packets++;
 					trace(skb, L2_V_TO_HOST | tf, vid, upif, 0, 0);
+					if (dry)
+						return TC_ACT_REDIRECT;
 					return bpf_redirect(upif, BPF_F_INGRESS);
 				}
 			}
@@ -525,7 +604,7 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 				    ((pflags & L2_PORT_F_LOCAL_ONLY) && out->mode == L2_MODE_UPLINK))
 					return drop_local_only(skb, pst, vst, tf, vid, oif);
 				return deliver_one(skb, out, oif, L2_V_UNICAST, tf, vid, tci, len,
-						   vst);
+						   vst, dry);
 			}
 		}
 	}
@@ -544,23 +623,29 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 			.tci = tci,
 			.skip_uplink = !!(pflags & L2_PORT_F_LOCAL_ONLY),
 			.skip_local_only = is_uplink,
+			.dry = dry,
 		};
 		/* Untagged broadcast/multicast from the wire is also the
 		 * node's (ARP for its address...): flood, then pass it on. */
 		int to_kernel = is_uplink && vid == 0 && mcast;
+		__u32 dry_flags = 0;
 		int verdict;
 
 		if (vst) {
 			vst->flood_packets++;
 			vst->flood_bytes += len;
 		}
+		if (dry)
+			c.dry_base = dry_trailer(skb);
 		flood_members(&c);
 
 		if (!is_uplink && vid == 0 && mcast && (vlan->flags & L2_VLAN_F_TO_HOST)) {
 			struct l2_cn *cfg = bpf_map_lookup_elem(&furrow_l2_cns, &cn);
 			__u32 upif = cfg ? cfg->uplink : 0;
 
-			if (upif) {
+			if (upif && dry) {
+				dry_flags |= L2_DRY_F_HOST_COPY;
+			} else if (upif) {
 				/* A copy for the node's stack: untagged, marked
 				 * so the uplink's ingress program passes it. */
 				if (vlan_set_tag(skb, &c.tagged, 0, tci) == 0) {
@@ -576,6 +661,7 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 
 		if (to_kernel) {
 			flood_clone_pending(&c);
+			dry_finish(&c, dry_flags);
 			if (vlan_set_tag(skb, &c.tagged, 0, tci))
 				return drop(skb, L2_V_DROP_OTHER | tf, vid);
 			if (vst)
@@ -585,12 +671,14 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 		}
 		if (!c.pending) {
 			/* Nobody else on this VLAN here. */
+			dry_finish(&c, dry_flags);
 			if (vst)
 				vst->flood_copies += c.copies;
 			trace(skb, L2_V_FLOOD | tf, vid, c.copies, c.policy_skips, c.mtu_drops);
 			return TC_ACT_SHOT;
 		}
 		verdict = flood_redirect_pending(&c);
+		dry_finish(&c, dry_flags);
 		if (vst)
 			vst->flood_copies += c.copies;
 		trace(skb, L2_V_FLOOD | tf, vid, c.copies, c.policy_skips, c.mtu_drops);

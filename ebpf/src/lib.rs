@@ -24,6 +24,7 @@ mod error;
 pub mod fence;
 mod l2;
 mod l2_ops;
+mod l2_trace;
 mod link;
 mod maps;
 mod object;
@@ -39,6 +40,9 @@ pub use l2::{
     DhcpFrame, FdbEntry, L2DhcpResponder, L2Mode, L2Port, L2PortFlags, L2Trace, L2Verdict, L2Vlan,
     VlanSet, VlanStats, L2_DEFAULT_AGING, L2_MAX_CLUSTER_NETWORKS, L2_MAX_FDB, L2_MAX_MEMBERS,
     L2_MAX_PORTS, L2_MAX_VLANS, VLAN_ID_MAX,
+};
+pub use l2_trace::{
+    L2TraceFrame, L2TraceReport, L2TraceRun, L2TraceStep, L2_DRY_MAGIC3, L2_DRY_MAGIC4,
 };
 pub use maps::{MgmtEndpoint, PortStats, MAX_ENDPOINTS, MAX_PORTS};
 pub use tc::{FILTER_HANDLE, FILTER_PRIORITY};

@@ -2,7 +2,10 @@
 //! node's netd over its unix socket and prints what netd built, as tables
 //! or as JSON/YAML with stable field names.
 
+mod doctor;
 mod table;
+mod trace;
+mod views;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,12 +103,47 @@ enum Command {
     /// BGP: this node's speaker (AS, router id), its sessions with their
     /// state and last error, and the VIP routes it advertises.
     Bgp,
+    #[command(flatten)]
+    Views(views::ViewCommand),
+    /// Explain what the datapath does with a frame from a VM port: VLAN
+    /// classification, filters, FDB lookup, then redirect, flood or drop,
+    /// each with the map entries behind it. netd runs the loaded switch
+    /// program on a crafted frame (BPF_PROG_TEST_RUN) in trace mode:
+    /// nothing is learned, counted or sent.
+    #[command(after_help = trace::EXAMPLES)]
+    Trace(trace::TraceArgs),
     /// netd's Prometheus metrics.
     Metrics,
+    /// Check this node for what breaks VM networking, with advice: kernel
+    /// features (BPF, tcx, bpffs, bridge VLAN filtering, 802.1Q, bonding,
+    /// nftables NAT) and the backends they allow; then, if netd answers,
+    /// the store, datapath, uplinks, MTUs along each network, duplicate
+    /// MACs/IPs and stale ports. Works without netd. Exits 1 on any error
+    /// finding. Run as root in the node's network namespace.
+    Doctor {
+        /// Also probe this address with full-size DF pings from the node's
+        /// own interface on its VLAN (a VlanInterface in its subnet);
+        /// repeatable. Neighbours the node already knows there are probed
+        /// anyway.
+        #[arg(long = "peer", value_name = "IP")]
+        peers: Vec<std::net::Ipv4Addr>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Doctor { peers } = &cli.command {
+        let report = doctor::run(&Client::new(socket_path(&cli)), peers);
+        if let Err(e) = print(cli.output, &report, || doctor::render(&report)) {
+            eprintln!("netctl: {e:#}");
+            return ExitCode::FAILURE;
+        }
+        return if report.has_errors() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -281,6 +319,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let vips: Vec<VipInfo> = client.get("/v1/vips")?;
             print(cli.output, &vips, || vip_table(&vips, now_millis()))
         }
+        // Handled in main: it reports rather than fails.
+        Command::Doctor { .. } => Ok(()),
+        Command::Views(v) => views::run(v, &client, cli.output),
+        Command::Trace(t) => trace::run(t, &client, cli.output),
         Command::Metrics => {
             print!("{}", client.get_text("/metrics")?);
             Ok(())

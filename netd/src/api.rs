@@ -62,6 +62,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/dhcp/discovered", get(dhcp_discovered))
         .route("/v1/vips", get(vips))
         .route("/v1/bgp", get(bgp))
+        .route("/v1/fdb", get(crate::api_views::fdb))
+        .route("/v1/vlans", get(crate::api_views::vlans))
+        .route("/v1/counters", get(crate::api_views::counters))
+        .route("/v1/trace", post(crate::api_trace::trace))
         .route("/v1/resources", get(kinds))
         .route(
             "/v1/resources/{kind}",

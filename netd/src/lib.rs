@@ -1,6 +1,8 @@
 //! netd: Furrow's per-node network daemon.
 
 pub mod api;
+pub mod api_trace;
+pub mod api_views;
 pub mod daemon;
 pub mod dhcp;
 pub mod drivers;

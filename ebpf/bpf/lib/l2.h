@@ -260,9 +260,11 @@ static __always_inline struct l2_fdb *l2_fdb_lookup(__u32 cn, __u16 vid, const _
  * Returns 0, or, for a frame from the uplink whose source MAC is owned
  * here by a local-only port (a static entry, or a live learned one), the
  * ifindex of that port: another node's leakage of an anycast MAC. The
- * entry stays; the caller drops the frame. */
+ * entry stays; the caller drops the frame.
+ *
+ * `dry` (trace mode): the same answer, but nothing is written. */
 static __always_inline __u32 l2_fdb_learn(__u32 cn, __u16 vid, const __u8 *mac, __u32 ifindex,
-					__u64 now, __u64 aging_ns, __u8 from_uplink)
+					__u64 now, __u64 aging_ns, __u8 from_uplink, __u8 dry)
 {
 	struct l2_fdb_key key = { .cn = cn, .vid = vid };
 	struct l2_fdb val = { .ifindex = ifindex, .last_seen = now };
@@ -288,6 +290,8 @@ static __always_inline __u32 l2_fdb_learn(__u32 cn, __u16 vid, const __u8 *mac, 
 		if (from_uplink && owner != ifindex && now - e->last_seen <= aging_ns &&
 		    l2_port_is_local_only(owner))
 			return owner;
+		if (dry)
+			return 0;
 		/* In place: a reader may see the new port with the old time
 		 * for an instant, which at worst floods one frame. */
 		e->ifindex = ifindex;
@@ -296,6 +300,8 @@ static __always_inline __u32 l2_fdb_learn(__u32 cn, __u16 vid, const __u8 *mac, 
 	}
 	/* Racing learners on two CPUs: the first insert wins, the other
 	 * frame learns again next time. */
+	if (dry)
+		return 0;
 	bpf_map_update_elem(&furrow_l2_fdb, &key, &val, BPF_NOEXIST);
 	return 0;
 }

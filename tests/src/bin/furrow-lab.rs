@@ -305,11 +305,50 @@ spec:
     step(11, T, "What netd built, as netctl shows it");
     let node = lab.node(0);
     let socket = node.netd.socket.clone();
-    for view in ["status", "ports", "networks", "pools", "leases"] {
-        println!("\n$ netctl --socket {} {view}", socket.display());
-        let out = node.netd.netctl(&[view])?;
-        print!("{}", String::from_utf8_lossy(&out.stdout));
+    for view in [
+        &["status"][..],
+        &["ports"],
+        &["networks"],
+        &["vlans"],
+        &["fdb"],
+        &["counters"],
+        &["pools"],
+        &["leases"],
+        &[
+            "trace",
+            "vm-a",
+            "--dst-mac",
+            "ff:ff:ff:ff:ff:ff",
+            "--dst-ip",
+            "10.100.0.12",
+        ],
+    ] {
+        println!(
+            "\n$ netctl --socket {} {}",
+            socket.display(),
+            view.join(" ")
+        );
+        let out = node.netd.netctl(view)?;
+        print!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+    // doctor reads the node's links: it runs in the node's namespace.
+    println!(
+        "\n$ nsenter --net={} netctl --socket {} doctor",
+        node.ns.path().display(),
+        socket.display()
+    );
+    let out = node
+        .ns
+        .cmd(bins::netctl())
+        .arg("--socket")
+        .arg(&socket)
+        .arg("doctor")
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
 
     let state = json!({
         "socket": socket,

@@ -16,6 +16,8 @@
 
 pub mod announce;
 mod backend;
+mod trace;
+mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
