@@ -504,3 +504,27 @@ pub struct VipInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<String>,
 }
+
+/// One member of the cluster as `GET /v1/nodes` shows it (the node
+/// records under `/furrow/nodes/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeMemberInfo {
+    pub name: String,
+    pub instance: String,
+    /// `ready`, or `gone` once its record has not been renewed for the
+    /// grace period.
+    pub state: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    pub started_at_ms: u64,
+    pub last_seen_ms: u64,
+    /// Management subnets the node leases, as `network=a.b.c.d/len`.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// This is the node answering.
+    #[serde(default)]
+    pub this_node: bool,
+}

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use furrow_api::client::{Client, ClientError};
 use furrow_api::wire::{
     BgpInfo, ClusterNetworkInfo, DhcpClientInfo, DiscoverRequest, DiscoveredNetwork, LeaseInfo,
-    NetworkInfo, NodeStatus, PoolInfo, PortInfo, ResourceList, VipInfo,
+    NetworkInfo, NodeMemberInfo, NodeStatus, PoolInfo, PortInfo, ResourceList, VipInfo,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -100,6 +100,9 @@ enum Command {
     /// Floating VIPs: address, holder and its lease, this node's role,
     /// health, candidates.
     Vip,
+    /// Cluster members (node records in the store): state (ready, or gone
+    /// once not seen for the grace period), last seen, management subnets.
+    Nodes,
     /// BGP: this node's speaker (AS, router id), its sessions with their
     /// state and last error, and the VIP routes it advertises.
     Bgp,
@@ -314,6 +317,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Bgp => {
             let bgp: BgpInfo = client.get("/v1/bgp")?;
             print(cli.output, &bgp, || bgp_text(&bgp))
+        }
+        Command::Nodes => {
+            let nodes: Vec<NodeMemberInfo> = client.get("/v1/nodes")?;
+            print(cli.output, &nodes, || nodes_table(&nodes, now_millis()))
         }
         Command::Vip => {
             let vips: Vec<VipInfo> = client.get("/v1/vips")?;
@@ -586,6 +593,31 @@ fn now_millis() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+fn nodes_table(nodes: &[NodeMemberInfo], now_ms: u64) -> String {
+    let mut t = Table::new(&["NODE", "STATE", "LAST-SEEN", "UP", "SUBNETS", "INSTANCE"]);
+    for n in nodes {
+        let name = if n.this_node {
+            format!("{} (this node)", n.name)
+        } else {
+            n.name.clone()
+        };
+        let subnets = if n.subnets.is_empty() {
+            "-".to_string()
+        } else {
+            n.subnets.join(",")
+        };
+        t.row(vec![
+            name,
+            n.state.clone(),
+            format!("{} ago", span(now_ms.saturating_sub(n.last_seen_ms) / 1000)),
+            span(n.last_seen_ms.saturating_sub(n.started_at_ms) / 1000),
+            subnets,
+            n.instance.clone(),
+        ]);
+    }
+    t.render()
 }
 
 fn vip_table(vips: &[VipInfo], now_ms: u64) -> String {

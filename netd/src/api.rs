@@ -61,6 +61,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/dhcp/discover", post(dhcp_discover))
         .route("/v1/dhcp/discovered", get(dhcp_discovered))
         .route("/v1/vips", get(vips))
+        .route("/v1/nodes", get(nodes))
         .route("/v1/bgp", get(bgp))
         .route("/v1/fdb", get(crate::api_views::fdb))
         .route("/v1/vlans", get(crate::api_views::vlans))
@@ -173,6 +174,15 @@ async fn dhcp_pools(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire:
 
 async fn bgp(State(d): State<Arc<Daemon>>) -> Reply<furrow_api::wire::BgpInfo> {
     Ok(Json(d.vip.bgp_info().await))
+}
+
+async fn nodes(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire::NodeMemberInfo>> {
+    Ok(Json(
+        d.members
+            .info()
+            .await
+            .map_err(crate::resources::store_error)?,
+    ))
 }
 
 async fn vips(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire::VipInfo>> {

@@ -38,6 +38,24 @@ use crate::resources::{self, Resources};
 use crate::store::WatchError;
 use crate::validate;
 
+/// The node's own IPv4 addresses for its membership record: those of up
+/// links Furrow did not create (no alias), loopback excepted.
+async fn node_addresses(host: &Netlink) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(links) = host.links().await else {
+        return out;
+    };
+    for l in links {
+        if l.name == "lo" || !l.up || l.alias.is_some() {
+            continue;
+        }
+        if let Ok(addrs) = host.addresses_v4(l.index).await {
+            out.extend(addrs.into_iter().map(|(ip, len)| format!("{ip}/{len}")));
+        }
+    }
+    out
+}
+
 pub struct Daemon {
     pub node: Arc<Node>,
     pub resources: Resources,
@@ -46,6 +64,7 @@ pub struct Daemon {
     pub dhcp: DhcpService,
     pub dhcp_clients: DhcpClients,
     pub vip: crate::vip::VipService,
+    pub members: Arc<crate::membership::Membership>,
     pub started_at: u64,
     config_errors: std::sync::Mutex<Vec<String>>,
     reconcile_lock: tokio::sync::Mutex<()>,
@@ -80,6 +99,20 @@ impl Daemon {
         let firewall = NftablesDriver::new(&cfg.nft_table)
             .with_context(|| format!("preparing nftables table {}", cfg.nft_table))?;
         let vip_timing = cfg.vip_timing;
+        let members = crate::membership::Membership::new(
+            store.clone(),
+            &cfg.node,
+            &cfg.instance,
+            cfg.node_labels.clone(),
+            cfg.node_grace,
+        );
+        members.set_addresses(node_addresses(&host).await);
+        // Before anything leases a subnet: a release pending against this
+        // node's old record can no longer apply.
+        members
+            .beat()
+            .await
+            .context("writing this node's membership record")?;
         let node = Arc::new(Node::new(cfg, store, host, datapath, Arc::new(firewall)));
         let vlan = VlanDriver::new(node.clone());
         let daemon = Arc::new(Daemon {
@@ -88,6 +121,7 @@ impl Daemon {
             dhcp_clients: DhcpClients::new(node.clone(), vlan.clone()),
             vip: crate::vip::VipService::new(node.clone(), vlan.clone(), vip_timing),
             vlan,
+            members,
             resources: Resources::new(node.store.clone()),
             node,
             started_at: crate::util::now_secs(),
@@ -312,6 +346,7 @@ impl Daemon {
     /// Watches resource changes made anywhere (API, another node sharing
     /// the store) and reconciles; runs the periodic datapath chores.
     pub fn spawn_watchers(self: &Arc<Self>) {
+        self.members.spawn();
         self.dhcp.spawn_watch();
         let me = self.clone();
         tokio::spawn(async move {

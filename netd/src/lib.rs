@@ -9,6 +9,7 @@ pub mod drivers;
 pub mod firewall;
 pub mod ipam;
 pub mod locks;
+pub mod membership;
 pub mod metrics;
 pub mod netlink;
 pub mod node;

@@ -119,6 +119,11 @@ pub struct Options {
     /// the control-plane VIP before Kubernetes and its CNI are up.
     #[arg(long)]
     pub vip_only: bool,
+    /// Node membership: a node whose record has not been renewed this
+    /// long is gone, and its management subnets, addresses and ports are
+    /// released (it renews every quarter of this).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub node_grace_secs: u64,
 }
 
 /// Options with every default filled in.
@@ -136,6 +141,7 @@ pub struct Resolved {
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub vip_timing: crate::vip::election::Timing,
     pub vip_only: bool,
+    pub node_grace: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +251,15 @@ impl Options {
             metrics_listen: self.metrics_listen,
             vip_timing: self.vip_timing()?,
             vip_only: self.vip_only,
+            node_grace: {
+                if !(1..=86_400).contains(&self.node_grace_secs) {
+                    return Err(OptionsError {
+                        flag: "node-grace-secs",
+                        msg: format!("{}: expected 1-86400", self.node_grace_secs),
+                    });
+                }
+                std::time::Duration::from_secs(self.node_grace_secs)
+            },
         })
     }
 
