@@ -52,40 +52,15 @@ pub fn responders(
         if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
             bail!("send: {}", std::io::Error::last_os_error());
         }
-        let end = Instant::now() + wait;
         let mut out: Vec<[u8; 6]> = Vec::new();
-        let mut buf = [0u8; 1514];
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let tv = libc::timeval {
-                tv_sec: left.as_secs() as libc::time_t,
-                tv_usec: left.subsec_micros().max(1) as libc::suseconds_t,
-            };
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&tv as *const libc::timeval).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                )
-            };
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 42 {
-                continue;
-            }
-            let f = &buf[..n as usize];
-            let reply = f[20..22] == [0, 2] && f[28..32] == target.octets();
-            if reply {
+        recv_frames(&fd, wait, |f| {
+            if f.len() >= 42 && f[20..22] == [0, 2] && f[28..32] == target.octets() {
                 let m: [u8; 6] = f[22..28].try_into().expect("6 bytes");
                 if !out.contains(&m) {
                     out.push(m);
                 }
             }
-        }
+        });
         Ok(out)
     })?
 }
@@ -189,6 +164,49 @@ fn request_frame(mac: [u8; 6], sender_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8>
     req.extend_from_slice(&target.octets());
     req.resize(60, 0);
     req
+}
+
+/// Hands every frame `fd` receives within `wait` to `f`, except the ones
+/// this host sent.
+pub(crate) fn recv_frames(fd: &std::os::fd::OwnedFd, wait: Duration, mut f: impl FnMut(&[u8])) {
+    use std::os::fd::AsRawFd;
+    let end = Instant::now() + wait;
+    let mut buf = [0u8; 1514];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let tv = libc::timeval {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_usec: left.subsec_micros().max(1) as libc::suseconds_t,
+        };
+        // SAFETY: plain libc calls on a socket and buffers we own.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        let n = unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&mut from as *mut libc::sockaddr_ll).cast(),
+                &mut from_len,
+            )
+        };
+        if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
+            f(&buf[..n as usize]);
+        }
+    }
 }
 
 /// An AF_PACKET socket for `protocol` bound to `ifname`, in the calling

@@ -4,7 +4,7 @@
 //! advertisement for the target collected for a while.
 
 use std::net::{IpAddr, Ipv6Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
 
@@ -173,49 +173,14 @@ pub fn advertisements(
         if unsafe { libc::send(fd.as_raw_fd(), ns_frame.as_ptr().cast(), ns_frame.len(), 0) } < 0 {
             bail!("send: {}", std::io::Error::last_os_error());
         }
-        let end = Instant::now() + wait;
         let mut out = Vec::new();
-        let mut buf = [0u8; 1514];
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let tv = libc::timeval {
-                tv_sec: left.as_secs() as libc::time_t,
-                tv_usec: left.subsec_micros().max(1) as libc::suseconds_t,
-            };
-            // SAFETY: plain libc calls on a socket and buffers we own.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&tv as *const libc::timeval).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                )
-            };
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            let n = unsafe {
-                libc::recvfrom(
-                    fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                    (&mut from as *mut libc::sockaddr_ll).cast(),
-                    &mut from_len,
-                )
-            };
-            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            if let Some(a) = parse_advertisement(&buf[..n as usize]) {
+        crate::arp::recv_frames(&fd, wait, |f| {
+            if let Some(a) = parse_advertisement(f) {
                 if a.target == target {
                     out.push(a);
                 }
             }
-        }
+        });
         Ok(out)
     })?
 }

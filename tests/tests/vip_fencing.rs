@@ -43,16 +43,7 @@ const FENCE_SLACK: Duration = Duration::from_millis(150);
 const T: Duration = Duration::from_secs(20);
 
 fn vip_yaml(name: &str, address: IpAddr) -> String {
-    format!(
-        "apiVersion: network.furrow.io/v1alpha1
-kind: VirtualIP
-metadata: {{name: {name}}}
-spec:
-  address: {address}
-  interface: uplink0
-  mode: arp
-"
-    )
+    vip::arp_vip_yaml(name, address, "")
 }
 
 fn three_nodes() -> Lab {

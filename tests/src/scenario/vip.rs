@@ -28,7 +28,8 @@ pub fn nodes_on_etcd(n: usize) -> anyhow::Result<Lab> {
 }
 
 /// A VirtualIP in ARP mode on every node's uplink0.
-pub fn arp_vip_yaml(name: &str, address: Ipv4Addr, extra: &str) -> String {
+pub fn arp_vip_yaml(name: &str, address: impl Into<IpAddr>, extra: &str) -> String {
+    let address: IpAddr = address.into();
     format!(
         "apiVersion: network.furrow.io/v1alpha1
 kind: VirtualIP
