@@ -18,13 +18,61 @@ pub struct ManagementNetworkSpec {
     /// Prefix length of each node's subnet (16-30).
     #[serde(default = "default_node_prefix")]
     pub node_subnet_prefix_length: u8,
-    /// Interface MTU for pods (576-9000).
-    #[serde(default = "default_mtu")]
-    pub mtu: u32,
+    /// Interface MTU for pods (576-9000). Absent: the node's underlay
+    /// MTU less the backend's encapsulation overhead (50 bytes for vxlan),
+    /// so the largest pod packet still fits the wire once wrapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
     /// Masquerade traffic leaving the cluster CIDR behind the node.
     #[serde(default = "default_true")]
     pub masquerade: bool,
+    /// How pods on different nodes reach each other.
+    #[serde(default)]
+    pub backend: MgmtBackend,
+    /// VXLAN network identifier of the overlay (backend vxlan), 1-16777215;
+    /// unique per management network.
+    #[serde(rename = "vxlanVNI", default = "default_vni")]
+    pub vxlan_vni: u32,
+    /// UDP destination port of the overlay (backend vxlan); flannel's
+    /// 8472 by default, so the usual firewall openings apply.
+    #[serde(default = "default_vxlan_port")]
+    pub vxlan_port: u16,
 }
+
+/// Cross-node transport of a management network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MgmtBackend {
+    /// A VXLAN overlay between the nodes' underlay addresses: works over
+    /// any routed underlay.
+    #[default]
+    #[serde(rename = "vxlan")]
+    Vxlan,
+    /// Plain routes to each node's subnet via its underlay address: no
+    /// encapsulation, but every node must be on one layer-2 segment.
+    #[serde(rename = "host-gw")]
+    HostGw,
+}
+
+impl MgmtBackend {
+    /// Bytes the backend adds to every packet on the underlay.
+    pub fn overhead(self) -> u32 {
+        match self {
+            // Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+            MgmtBackend::Vxlan => 50,
+            MgmtBackend::HostGw => 0,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MgmtBackend::Vxlan => "vxlan",
+            MgmtBackend::HostGw => "host-gw",
+        }
+    }
+}
+
+/// Largest VXLAN network identifier (24 bits).
+pub const VNI_MAX: u32 = (1 << 24) - 1;
 
 pub type ManagementNetwork = Resource<ManagementNetworkSpec, ManagementNetworkStatus>;
 
@@ -42,8 +90,11 @@ fn default_cluster_cidr() -> Ipv4Net {
 fn default_node_prefix() -> u8 {
     24
 }
-fn default_mtu() -> u32 {
-    1500
+fn default_vni() -> u32 {
+    1
+}
+fn default_vxlan_port() -> u16 {
+    8472
 }
 fn default_true() -> bool {
     true
@@ -54,8 +105,11 @@ impl Default for ManagementNetworkSpec {
         ManagementNetworkSpec {
             cluster_cidr: default_cluster_cidr(),
             node_subnet_prefix_length: default_node_prefix(),
-            mtu: default_mtu(),
+            mtu: None,
             masquerade: true,
+            backend: MgmtBackend::default(),
+            vxlan_vni: default_vni(),
+            vxlan_port: default_vxlan_port(),
         }
     }
 }
@@ -107,10 +161,22 @@ impl ManagementNetwork {
                 ),
             });
         }
-        if !(MTU_MIN..=MTU_MAX).contains(&s.mtu) {
+        if let Some(mtu) = s.mtu.filter(|m| !(MTU_MIN..=MTU_MAX).contains(m)) {
             errs.push(FieldError {
                 field: "spec.mtu".into(),
-                expected: format!("{} out of range: expected {MTU_MIN} to {MTU_MAX}", s.mtu),
+                expected: format!("{mtu} out of range: expected {MTU_MIN} to {MTU_MAX}"),
+            });
+        }
+        if !(1..=VNI_MAX).contains(&s.vxlan_vni) {
+            errs.push(FieldError {
+                field: "spec.vxlanVNI".into(),
+                expected: format!("{} out of range: expected 1 to {VNI_MAX}", s.vxlan_vni),
+            });
+        }
+        if s.vxlan_port == 0 {
+            errs.push(FieldError {
+                field: "spec.vxlanPort".into(),
+                expected: "0 is not a port: expected 1 to 65535 (default 8472)".into(),
             });
         }
         errs

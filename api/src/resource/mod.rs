@@ -194,7 +194,7 @@ mod tests {
     fn rejects_bad_fields_naming_them() {
         let mut n = ManagementNetwork::new("Mgmt", ManagementNetworkSpec::default());
         n.spec.cluster_cidr = "10.52.1.0/16".parse().unwrap();
-        n.spec.mtu = 100;
+        n.spec.mtu = Some(100);
         n.spec.node_subnet_prefix_length = 12;
         let errs = n.validate();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();

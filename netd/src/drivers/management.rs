@@ -50,6 +50,9 @@ pub struct MgmtNet {
     /// This node's subnet of the cluster CIDR.
     pub subnet: Ipv4Net,
     pub pool: Mutex<Pool>,
+    /// Pods' MTU on this node: the spec's, or the underlay's less the
+    /// backend's encapsulation overhead.
+    pub mtu: u32,
 }
 
 impl MgmtNet {
@@ -205,6 +208,7 @@ impl ManagementDriver {
                     _ => {}
                 }
             }
+            let mtu = n.spec.mtu.unwrap_or(1500);
             tracing::info!(network = %name, %subnet, gateway = %pool.gateway(), allocated = pool.allocated(), "management network ready");
             next.insert(
                 name.clone(),
@@ -213,6 +217,7 @@ impl ManagementDriver {
                     spec: n.spec,
                     subnet,
                     pool: Mutex::new(pool),
+                    mtu,
                 }),
             );
         }
@@ -304,7 +309,7 @@ impl ManagementDriver {
                 subnet: Some(IpNet::V4(n.subnet)),
                 gateway: Some(IpAddr::V4(n.gateway())),
                 cluster_cidr: Some(IpNet::V4(n.spec.cluster_cidr)),
-                mtu: n.spec.mtu,
+                mtu: n.mtu,
                 masquerade: n.spec.masquerade,
                 ports: recs.iter().filter(|r| r.network == n.name).count() as u32,
                 addresses_allocated: pool.allocated(),
@@ -1110,7 +1115,7 @@ impl NetworkDriver for ManagementDriver {
         let requested = requested_ip(req, &net)?;
         let key = self.port_key(req);
         let _g = self.node.port_locks.lock(&key).await;
-        let mtu = att.mtu.unwrap_or(net.spec.mtu);
+        let mtu = att.mtu.unwrap_or(net.mtu);
         let rec = PortRecord {
             node: self.node.cfg.node.clone(),
             network_name: req.network_name.clone(),
