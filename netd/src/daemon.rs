@@ -392,22 +392,9 @@ impl Daemon {
     /// strand existing ports.
     pub async fn apply_doc(&self, doc: Value) -> Result<Value, ApiError> {
         let v = resources::validate(&doc)?;
-        if v.kind == VirtualIp::KIND {
-            let new: VirtualIp = serde_json::from_value(v.doc.clone())
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            if let Some(ip) = new.static_address() {
-                let others = self.resources.typed::<VirtualIp>(VirtualIp::KIND).await?;
-                if let Some(o) = others
-                    .iter()
-                    .find(|o| o.metadata.name != v.name && o.static_address() == Some(ip))
-                {
-                    return Err(ApiError::invalid_field(
-                        "spec.address",
-                        format!("{ip} is already VirtualIP {:?}'s address", o.metadata.name),
-                    ));
-                }
-            }
-        }
+        self.resources
+            .check_stored_conflicts(&v, &self.node.cfg.node, &self.node.cfg.node_labels)
+            .await?;
         if v.kind == ManagementNetwork::KIND {
             if let Some(old) = self.resources.get(v.kind, &v.name).await? {
                 let old: ManagementNetwork =
@@ -453,41 +440,6 @@ impl Daemon {
                         format!(
                             "spec.backend of ClusterNetwork {:?} cannot change while {users} port(s) on this node use it",
                             v.name
-                        ),
-                    ));
-                }
-            }
-        }
-        if v.kind == VlanConfig::KIND {
-            let new: VlanConfig = serde_json::from_value(v.doc.clone())
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            for other in self.resources.typed::<VlanConfig>(VlanConfig::KIND).await? {
-                if other.metadata.name == v.name
-                    || other.spec.cluster_network != new.spec.cluster_network
-                {
-                    continue;
-                }
-                if other.spec.uplink.mtu() != new.spec.uplink.mtu() {
-                    return Err(ApiError::invalid_field(
-                        "spec.uplink.linkAttributes.mtu",
-                        format!(
-                            "{} differs from VlanConfig {:?}'s {} on cluster network {}: all uplinks of a cluster network share one MTU",
-                            new.spec.uplink.mtu(),
-                            other.metadata.name,
-                            other.spec.uplink.mtu(),
-                            new.spec.cluster_network
-                        ),
-                    ));
-                }
-                let labels = &self.node.cfg.node_labels;
-                if selects(&other.spec.node_selector, labels)
-                    && selects(&new.spec.node_selector, labels)
-                {
-                    return Err(ApiError::new(
-                        code::CONFLICT,
-                        format!(
-                            "spec.nodeSelector: VlanConfig {:?} already covers node {} on cluster network {}; two VlanConfigs may not cover one node",
-                            other.metadata.name, self.node.cfg.node, new.spec.cluster_network
                         ),
                     ));
                 }

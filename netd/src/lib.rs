@@ -8,6 +8,7 @@ pub mod dhcp;
 pub mod drivers;
 pub mod firewall;
 pub mod ipam;
+pub mod kubernetes;
 pub mod locks;
 pub mod membership;
 pub mod metrics;

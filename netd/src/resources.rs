@@ -2,13 +2,15 @@
 //! concurrency through metadata.resourceVersion, and loading the config
 //! directory.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use furrow_api::error::code;
 use furrow_api::resource::{
-    self, field_errors_to_api, BgpPeer, ClusterNetwork, FieldError, IpPool, ManagementNetwork,
-    VirtualIp, VirtualIpPool, VirtualMachineNetworkConfig, VlanConfig, VlanInterface,
+    self, field_errors_to_api, selects, BgpPeer, ClusterNetwork, FieldError, IpPool,
+    ManagementNetwork, VirtualIp, VirtualIpPool, VirtualMachineNetworkConfig, VlanConfig,
+    VlanInterface,
 };
 use furrow_api::ApiError;
 use serde_json::Value;
@@ -110,9 +112,106 @@ fn typed_from<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Rules between documents that hold on every node and need no
+/// node-local state: one static address per VirtualIP; VlanConfigs of a
+/// cluster network share one MTU and never cover one node twice (as seen
+/// from this node's labels). Pure, so the API path (`Daemon::apply_doc`)
+/// and the Kubernetes source check exactly the same thing.
+pub fn check_conflicts(
+    v: &Validated,
+    vips: &[VirtualIp],
+    vlan_configs: &[VlanConfig],
+    node: &str,
+    node_labels: &BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    if v.kind == VirtualIp::KIND {
+        let new: VirtualIp =
+            serde_json::from_value(v.doc.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
+        if let Some(ip) = new.static_address() {
+            if let Some(o) = vips
+                .iter()
+                .find(|o| o.metadata.name != v.name && o.static_address() == Some(ip))
+            {
+                return Err(ApiError::invalid_field(
+                    "spec.address",
+                    format!("{ip} is already VirtualIP {:?}'s address", o.metadata.name),
+                ));
+            }
+        }
+    }
+    if v.kind == VlanConfig::KIND {
+        let new: VlanConfig =
+            serde_json::from_value(v.doc.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
+        for other in vlan_configs {
+            if other.metadata.name == v.name
+                || other.spec.cluster_network != new.spec.cluster_network
+            {
+                continue;
+            }
+            if other.spec.uplink.mtu() != new.spec.uplink.mtu() {
+                return Err(ApiError::invalid_field(
+                    "spec.uplink.linkAttributes.mtu",
+                    format!(
+                        "{} differs from VlanConfig {:?}'s {} on cluster network {}: all uplinks of a cluster network share one MTU",
+                        new.spec.uplink.mtu(),
+                        other.metadata.name,
+                        other.spec.uplink.mtu(),
+                        new.spec.cluster_network
+                    ),
+                ));
+            }
+            if selects(&other.spec.node_selector, node_labels)
+                && selects(&new.spec.node_selector, node_labels)
+            {
+                return Err(ApiError::new(
+                    code::CONFLICT,
+                    format!(
+                        "spec.nodeSelector: VlanConfig {:?} already covers node {node} on cluster network {}; two VlanConfigs may not cover one node",
+                        other.metadata.name, new.spec.cluster_network
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Resources {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Resources { store }
+    }
+
+    /// The API's apply path without node-local checks (ports in use):
+    /// validates, checks the rules between documents, stores.
+    pub async fn apply_checked(
+        &self,
+        doc: &Value,
+        node: &str,
+        node_labels: &BTreeMap<String, String>,
+    ) -> Result<Value, ApiError> {
+        let v = validate(doc)?;
+        self.check_stored_conflicts(&v, node, node_labels).await?;
+        self.put(v).await
+    }
+
+    /// [`check_conflicts`] against the stored documents.
+    pub async fn check_stored_conflicts(
+        &self,
+        v: &Validated,
+        node: &str,
+        node_labels: &BTreeMap<String, String>,
+    ) -> Result<(), ApiError> {
+        let vips = if v.kind == VirtualIp::KIND {
+            self.typed::<VirtualIp>(VirtualIp::KIND).await?
+        } else {
+            Vec::new()
+        };
+        let vcs = if v.kind == VlanConfig::KIND {
+            self.typed::<VlanConfig>(VlanConfig::KIND).await?
+        } else {
+            Vec::new()
+        };
+        check_conflicts(v, &vips, &vcs, node, node_labels)
     }
 
     /// Stores a validated document. If it carries

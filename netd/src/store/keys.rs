@@ -48,3 +48,11 @@ pub fn ports_of_node(node: &str) -> String {
 pub fn ports_of_network(node: &str, network_name: &str) -> String {
     format!("/furrow/ports/{node}/{network_name}/")
 }
+
+/// What netd keeps of a NetworkAttachmentDefinition (`--store kubernetes`):
+/// `/furrow/nads/<namespace>/<name>`.
+pub fn network_attachment(namespace: &str, name: &str) -> String {
+    format!("/furrow/nads/{namespace}/{name}")
+}
+
+pub const NETWORK_ATTACHMENTS: &str = "/furrow/nads/";

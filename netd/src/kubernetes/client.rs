@@ -1,0 +1,290 @@
+//! The kube-rs shell around the pure core: watches every Furrow kind and
+//! NADs (`DynamicObject`, so no generated types are needed), mirrors the
+//! desired documents into netd's store, patches `/status`, and reads and
+//! writes VIP Leases. Never run against a real API server in CI (none can
+//! run there); the logic it drives is tested with recorded objects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use serde_json::Value;
+
+use super::lease::{self, Decision, Observed};
+use super::state::{Change, KubeEvent, KubeState};
+use super::translate::{Collection, NAD_KIND, NAD_PLURAL};
+use crate::store::{keys, Op, Store, StoreError, Txn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what} does not convert: {msg}")]
+    Convert { what: String, msg: String },
+}
+
+/// The API resource of a watched collection (group, version, plural).
+pub fn api_resource(c: &Collection) -> ApiResource {
+    let (group, version) = c
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", c.api_version.as_str()));
+    let plural = if c.kind == NAD_KIND {
+        NAD_PLURAL.to_string()
+    } else {
+        furrow_api::resource::KINDS
+            .iter()
+            .find(|(k, _)| *k == c.kind)
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_else(|| c.kind.to_ascii_lowercase() + "s")
+    };
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &c.kind), &plural)
+}
+
+fn to_value(o: DynamicObject, c: &Collection) -> Result<Value, KubeError> {
+    let mut v = serde_json::to_value(&o).map_err(|e| KubeError::Convert {
+        what: c.kind.clone(),
+        msg: e.to_string(),
+    })?;
+    if let Some(m) = v.as_object_mut() {
+        m.entry("apiVersion")
+            .or_insert_with(|| Value::String(c.api_version.clone()));
+        m.entry("kind")
+            .or_insert_with(|| Value::String(c.kind.clone()));
+    }
+    Ok(v)
+}
+
+/// Mirrors Furrow's objects and NADs into `store` for as long as the
+/// watches run (they recover by themselves, with backoff). The documents
+/// the store already holds seed the state, so a restart keeps a resource
+/// whose current object is invalid.
+pub async fn run_source(
+    client: kube::Client,
+    store: Arc<dyn Store>,
+    mut state: KubeState,
+) -> Result<(), KubeError> {
+    let mut seed = Vec::new();
+    for prefix in ["/furrow/resources/", keys::NETWORK_ATTACHMENTS] {
+        for kv in store.list(prefix).await? {
+            let doc: Value = kv.decode()?;
+            seed.push((kv.key, doc));
+        }
+    }
+    state.seed(seed);
+    let watches = Collection::all().into_iter().map(|c| {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(&c));
+        watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .map(move |ev| (c.clone(), ev))
+            .boxed()
+    });
+    let mut all = stream::select_all(watches);
+    let mut listing: HashMap<Collection, Vec<Value>> = HashMap::new();
+    while let Some((c, ev)) = all.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(kind = %c.kind, error = %e, "Kubernetes watch failed; retrying");
+                continue;
+            }
+        };
+        let kev = match ev {
+            Event::Init => {
+                listing.insert(c, Vec::new());
+                continue;
+            }
+            Event::InitApply(o) => {
+                let v = to_value(o, &c)?;
+                listing.entry(c).or_default().push(v);
+                continue;
+            }
+            Event::InitDone => KubeEvent::Relist {
+                items: listing.remove(&c).unwrap_or_default(),
+                collection: c,
+                resource_version: None,
+            },
+            Event::Apply(o) => KubeEvent::Modified(to_value(o, &c)?),
+            Event::Delete(o) => KubeEvent::Deleted(to_value(o, &c)?),
+        };
+        let out = state.apply(kev);
+        for r in &out.rejected {
+            tracing::warn!(object = %r, "Kubernetes object not applied");
+        }
+        commit(store.as_ref(), &out.changes).await;
+    }
+    Ok(())
+}
+
+/// Writes the core's changes; retried until the store takes them, since
+/// the core has already moved on (a dropped change would never be sent
+/// again).
+async fn commit(store: &dyn Store, changes: &[Change]) {
+    // Under etcd's default limit of 128 operations per transaction.
+    for chunk in changes.chunks(100) {
+        let mut txn = Txn::new();
+        for c in chunk {
+            txn = txn.then(match c {
+                Change::Put { key, doc } => Op::put_json(key.clone(), doc),
+                Change::Delete { key } => Op::Delete(key.clone()),
+            });
+        }
+        loop {
+            match store.txn(txn.clone()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "storing Kubernetes resources failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Patches an object's `/status` with a JSON merge patch (see `status`).
+pub async fn patch_status(
+    client: kube::Client,
+    c: &Collection,
+    namespace: Option<&str>,
+    name: &str,
+    patch: &Value,
+) -> Result<(), KubeError> {
+    let ar = api_resource(c);
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &ar),
+        None => Api::all_with(client, &ar),
+    };
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+/// VIP Leases in one namespace (netd's own).
+pub struct Leases {
+    api: Api<Lease>,
+    namespace: String,
+}
+
+/// The result of a conditioned write.
+#[derive(Debug)]
+pub enum Written {
+    Done(Value),
+    /// Someone else wrote first (409): read again.
+    Conflict,
+}
+
+impl Leases {
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        Leases {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
+        }
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<Value>, KubeError> {
+        Ok(match self.api.get_opt(name).await? {
+            Some(l) => Some(lease_value(&l)?),
+            None => None,
+        })
+    }
+
+    async fn write(&self, v: &Value, create: bool) -> Result<Written, KubeError> {
+        let l: Lease = serde_json::from_value(v.clone()).map_err(|e| KubeError::Convert {
+            what: "Lease".into(),
+            msg: e.to_string(),
+        })?;
+        let name = l.metadata.name.clone().unwrap_or_default();
+        let res = if create {
+            self.api.create(&PostParams::default(), &l).await
+        } else {
+            // metadata.resourceVersion makes this a compare-and-swap.
+            self.api.replace(&name, &PostParams::default(), &l).await
+        };
+        match res {
+            Ok(l) => Ok(Written::Done(lease_value(&l)?)),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Written::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One round of the election for `vip`: read, decide, write. Returns
+    /// whether this node holds the Lease afterwards.
+    pub async fn contend(
+        &self,
+        vip: &str,
+        me: &str,
+        observed: &mut Option<Observed>,
+        now_ms: u64,
+        duration_secs: u32,
+    ) -> Result<bool, KubeError> {
+        let name = lease::lease_name(vip);
+        let now = lease::micro_time(crate::util::now_millis() * 1000);
+        let current = self.get(&name).await?;
+        let record = current
+            .as_ref()
+            .map(lease::parse_lease)
+            .transpose()
+            .map_err(|e| KubeError::Convert {
+                what: format!("Lease {name}"),
+                msg: e.to_string(),
+            })?;
+        let written = match (
+            lease::decide(me, record.as_ref(), observed, now_ms),
+            &current,
+        ) {
+            (Decision::Create, _) => {
+                let v = lease::new_lease(&name, &self.namespace, me, &now, duration_secs);
+                self.write(&v, true).await?
+            }
+            (Decision::Renew, Some(c)) => self.write(&lease::renew(c, &now), false).await?,
+            (Decision::TakeOver, Some(c)) => {
+                self.write(&lease::take_over(c, me, &now, duration_secs), false)
+                    .await?
+            }
+            _ => return Ok(false),
+        };
+        Ok(matches!(written, Written::Done(_)))
+    }
+
+    /// Gives the Lease up (after the address went).
+    pub async fn release(&self, vip: &str, me: &str) -> Result<(), KubeError> {
+        let name = lease::lease_name(vip);
+        let Some(current) = self.get(&name).await? else {
+            return Ok(());
+        };
+        if current
+            .pointer("/spec/holderIdentity")
+            .and_then(|h| h.as_str())
+            != Some(me)
+        {
+            return Ok(());
+        }
+        let now = lease::micro_time(crate::util::now_millis() * 1000);
+        self.write(&lease::release(&current, &now), false).await?;
+        Ok(())
+    }
+}
+
+fn lease_value(l: &Lease) -> Result<Value, KubeError> {
+    let mut v = serde_json::to_value(l).map_err(|e| KubeError::Convert {
+        what: "Lease".into(),
+        msg: e.to_string(),
+    })?;
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "apiVersion".into(),
+            Value::String(lease::API_VERSION.into()),
+        );
+        m.insert("kind".into(), Value::String(lease::KIND.into()));
+    }
+    Ok(v)
+}

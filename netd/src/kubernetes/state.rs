@@ -1,0 +1,564 @@
+//! The Kubernetes source's state: watch events and re-lists in, netd's
+//! desired documents (store key → document) and the store changes to make
+//! out. Pure and synchronous so it can be driven by recorded API objects.
+//!
+//! Semantics, chosen to match what the API path does with the same
+//! sequence of applies and deletes:
+//! - an object that translates is stored as its document; one that does
+//!   not (invalid, or in conflict with another: a VirtualIP's address,
+//!   VlanConfigs on one node) is reported with the field and skipped, and
+//!   the version accepted before it stays, as a refused apply leaves the
+//!   stored document alone;
+//! - events older than what was seen of an object (its resourceVersion, or
+//!   a deletion after it) are ignored, so replays and reordering between
+//!   watches cannot undo newer state;
+//! - a re-list of a collection is the truth for it: objects missing from
+//!   it are deleted, and re-listing the same objects changes nothing;
+//! - documents already in the store when netd starts ([`KubeState::seed`])
+//!   stand until the first re-list of their collection decides them, so a
+//!   restart does not drop a resource whose current object is invalid.
+
+use std::collections::BTreeMap;
+
+use furrow_api::resource::{VirtualIp, VlanConfig};
+use serde_json::Value;
+
+use super::translate::{
+    object_info, parse_resource_version, translate, Collection, Invalid, ObjectInfo, ObjectRef,
+    Translated,
+};
+use crate::resources::{check_conflicts, Validated};
+use crate::store::keys;
+
+/// One event of a watch, or a re-list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KubeEvent {
+    Added(Value),
+    Modified(Value),
+    Deleted(Value),
+    /// The server's progress marker: no object changed.
+    Bookmark {
+        collection: Collection,
+        resource_version: u64,
+    },
+    /// A complete list of a collection (the initial list, or after the
+    /// watch expired). `resource_version` is the list's, when known.
+    Relist {
+        collection: Collection,
+        items: Vec<Value>,
+        resource_version: Option<u64>,
+    },
+    /// 410 Gone: the watch's resourceVersion is too old; re-list.
+    Expired {
+        collection: Collection,
+    },
+}
+
+/// A change to make in netd's store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Put { key: String, doc: Value },
+    Delete { key: String },
+}
+
+impl Change {
+    pub fn key(&self) -> &str {
+        match self {
+            Change::Put { key, .. } | Change::Delete { key } => key,
+        }
+    }
+}
+
+/// An object that could not be used, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// None when even the object's identity could not be read.
+    pub object: Option<ObjectRef>,
+    pub reason: Invalid,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.object {
+            Some(o) => write!(f, "{o}: {}", self.reason),
+            None => write!(f, "{}", self.reason),
+        }
+    }
+}
+
+/// What one event did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Store changes, in order; empty when nothing netd stores changed.
+    pub changes: Vec<Change>,
+    /// Objects refused by this event.
+    pub rejected: Vec<Rejection>,
+    /// Events ignored as older than what was already seen.
+    pub stale: Vec<ObjectRef>,
+    /// The watch must be restarted with a re-list.
+    pub relist: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    info: ObjectInfo,
+    raw: Value,
+    /// Why the current version is not in effect, if it is not.
+    problem: Option<Invalid>,
+}
+
+/// Who provides a desired document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    Object(ObjectRef),
+    /// Found in the store at start; no object has claimed it yet.
+    Seeded,
+}
+
+#[derive(Debug, Clone)]
+pub struct KubeState {
+    node: String,
+    node_labels: BTreeMap<String, String>,
+    objects: BTreeMap<ObjectRef, Tracked>,
+    /// Deleted objects and the resourceVersion of their deletion, until a
+    /// re-list of their collection makes them moot.
+    tombstones: BTreeMap<ObjectRef, u64>,
+    desired: BTreeMap<String, (Value, Owner)>,
+    /// The latest resourceVersion seen per collection (to resume a watch).
+    progress: BTreeMap<Collection, u64>,
+}
+
+impl KubeState {
+    /// `node` and its labels decide the VlanConfig overlap rule, as on
+    /// the API path.
+    pub fn new(node: &str, node_labels: BTreeMap<String, String>) -> Self {
+        KubeState {
+            node: node.to_string(),
+            node_labels,
+            objects: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            desired: BTreeMap::new(),
+            progress: BTreeMap::new(),
+        }
+    }
+
+    /// Starts from the documents netd's store already holds under the
+    /// keys this source owns (keys of other prefixes are ignored).
+    pub fn seed(&mut self, docs: impl IntoIterator<Item = (String, Value)>) {
+        for (key, mut doc) in docs {
+            if Collection::of_key(&key).is_none() {
+                continue;
+            }
+            // The store's revision is not part of the document.
+            if let Some(m) = doc.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                m.remove("resourceVersion");
+            }
+            self.desired.insert(key, (doc, Owner::Seeded));
+        }
+    }
+
+    /// The desired documents: store key → document.
+    pub fn desired(&self) -> BTreeMap<String, Value> {
+        self.desired
+            .iter()
+            .map(|(k, (d, _))| (k.clone(), d.clone()))
+            .collect()
+    }
+
+    /// Objects whose current version is not in effect, with the reason.
+    pub fn problems(&self) -> Vec<Rejection> {
+        self.objects
+            .values()
+            .filter_map(|t| {
+                t.problem.as_ref().map(|p| Rejection {
+                    object: Some(t.info.obj.clone()),
+                    reason: p.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The latest resourceVersion seen of a collection.
+    pub fn progress(&self, c: &Collection) -> Option<u64> {
+        self.progress.get(c).copied()
+    }
+
+    pub fn apply(&mut self, ev: KubeEvent) -> Outcome {
+        let before = self.desired();
+        let mut out = Outcome::default();
+        match ev {
+            KubeEvent::Added(obj) | KubeEvent::Modified(obj) => self.upsert(obj, &mut out),
+            KubeEvent::Deleted(obj) => self.delete(obj, &mut out),
+            KubeEvent::Bookmark {
+                collection,
+                resource_version,
+            } => self.advance(&collection, resource_version),
+            KubeEvent::Relist {
+                collection,
+                items,
+                resource_version,
+            } => self.relist(collection, items, resource_version, &mut out),
+            KubeEvent::Expired { .. } => out.relist = true,
+        }
+        if self.desired() != before {
+            // A change may settle a conflict another object was refused for.
+            self.retry_refused(&mut out);
+        }
+        out.changes = diff(&before, &self.desired());
+        out
+    }
+
+    fn advance(&mut self, c: &Collection, rv: u64) {
+        let p = self.progress.entry(c.clone()).or_default();
+        *p = (*p).max(rv);
+    }
+
+    /// Whether an event at `info` is older than what was seen.
+    fn is_stale(&self, info: &ObjectInfo) -> bool {
+        let seen = self.objects.get(&info.obj).map(|t| t.info.resource_version);
+        let gone = self.tombstones.get(&info.obj).copied();
+        seen.max(gone).is_some_and(|rv| info.resource_version <= rv)
+    }
+
+    fn upsert(&mut self, obj: Value, out: &mut Outcome) {
+        let info = match object_info(&obj) {
+            Ok(i) => i,
+            Err(reason) => {
+                out.rejected.push(Rejection {
+                    object: None,
+                    reason,
+                });
+                return;
+            }
+        };
+        if self.is_stale(&info) {
+            out.stale.push(info.obj);
+            return;
+        }
+        self.advance(&info.obj.collection, info.resource_version);
+        self.tombstones.remove(&info.obj);
+        let problem = self.take_in(&info, &obj);
+        if let Some(p) = &problem {
+            out.rejected.push(Rejection {
+                object: Some(info.obj.clone()),
+                reason: p.clone(),
+            });
+        }
+        self.objects.insert(
+            info.obj.clone(),
+            Tracked {
+                info,
+                raw: obj,
+                problem,
+            },
+        );
+    }
+
+    /// Puts the object's document into the desired state if it translates
+    /// and conflicts with nothing; returns why not otherwise (the
+    /// previous document, if any, stays).
+    fn take_in(&mut self, info: &ObjectInfo, obj: &Value) -> Option<Invalid> {
+        let me = Owner::Object(info.obj.clone());
+        match translate(obj) {
+            Err(e) => {
+                // The document from the store stands for this object now
+                // (and goes when it is deleted).
+                if let Some((_, owner)) = key_of(&info.obj).and_then(|k| self.desired.get_mut(&k)) {
+                    if *owner == Owner::Seeded {
+                        *owner = me;
+                    }
+                }
+                Some(e)
+            }
+            Ok(Translated::NotOurs) => {
+                // A NAD whose config stopped being Furrow's.
+                self.desired.retain(|_, (_, o)| *o != me);
+                None
+            }
+            Ok(Translated::Document { key, mut doc }) => {
+                if let Some((_, Owner::Object(other))) = self.desired.get(&key) {
+                    if *other != info.obj {
+                        // Two namespaces' objects of one name: one key.
+                        return Some(Invalid::new(
+                            "metadata.name",
+                            format!("{key} is already {other}'s"),
+                        ));
+                    }
+                }
+                if let Err(e) = self.check_conflicts(&key, &doc) {
+                    return Some(e);
+                }
+                // The first creationTimestamp of the resource stays, as
+                // the API path keeps the time it was first applied.
+                if let Some((old, _)) = self.desired.get(&key) {
+                    if let (Some(ts), Some(m)) = (
+                        old.pointer("/metadata/creationTimestamp").cloned(),
+                        doc.get_mut("metadata").and_then(|m| m.as_object_mut()),
+                    ) {
+                        m.insert("creationTimestamp".into(), ts);
+                    }
+                }
+                self.desired.insert(key, (doc, me));
+                None
+            }
+        }
+    }
+
+    fn check_conflicts(&self, key: &str, doc: &Value) -> Result<(), Invalid> {
+        let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        let (kind, others_prefix): (&'static str, String) = match kind {
+            VirtualIp::KIND => (VirtualIp::KIND, keys::resources_of(VirtualIp::KIND)),
+            VlanConfig::KIND => (VlanConfig::KIND, keys::resources_of(VlanConfig::KIND)),
+            _ => return Ok(()),
+        };
+        let others: Vec<&Value> = self
+            .desired
+            .iter()
+            .filter(|(k, _)| k.starts_with(&others_prefix) && k.as_str() != key)
+            .map(|(_, (d, _))| d)
+            .collect();
+        let vips: Vec<VirtualIp> = others
+            .iter()
+            .filter_map(|d| serde_json::from_value((*d).clone()).ok())
+            .collect();
+        let vcs: Vec<VlanConfig> = others
+            .iter()
+            .filter_map(|d| serde_json::from_value((*d).clone()).ok())
+            .collect();
+        let v = Validated {
+            kind,
+            name: doc
+                .pointer("/metadata/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("")
+                .to_string(),
+            doc: doc.clone(),
+        };
+        check_conflicts(&v, &vips, &vcs, &self.node, &self.node_labels)
+            .map_err(|e| Invalid::new("", e.msg))
+    }
+
+    fn delete(&mut self, obj: Value, out: &mut Outcome) {
+        let info = match object_info(&obj) {
+            Ok(i) => i,
+            Err(reason) => {
+                out.rejected.push(Rejection {
+                    object: None,
+                    reason,
+                });
+                return;
+            }
+        };
+        if self.is_stale(&info) {
+            out.stale.push(info.obj);
+            return;
+        }
+        self.advance(&info.obj.collection, info.resource_version);
+        self.forget(&info.obj, info.resource_version);
+    }
+
+    /// The object is gone as of `rv`: its document goes with it.
+    fn forget(&mut self, obj: &ObjectRef, rv: u64) {
+        self.objects.remove(obj);
+        self.tombstones.insert(obj.clone(), rv);
+        let me = Owner::Object(obj.clone());
+        self.desired.retain(|_, (_, o)| *o != me);
+    }
+
+    fn relist(
+        &mut self,
+        collection: Collection,
+        items: Vec<Value>,
+        list_rv: Option<u64>,
+        out: &mut Outcome,
+    ) {
+        let mut listed = Vec::new();
+        for mut item in items {
+            // List items of built-in kinds come without apiVersion/kind.
+            if let Some(o) = item.as_object_mut() {
+                o.entry("apiVersion")
+                    .or_insert_with(|| Value::String(collection.api_version.clone()));
+                o.entry("kind")
+                    .or_insert_with(|| Value::String(collection.kind.clone()));
+            }
+            match object_info(&item) {
+                Ok(i) if i.obj.collection == collection => listed.push((i, item)),
+                Ok(i) => out.rejected.push(Rejection {
+                    object: Some(i.obj),
+                    reason: Invalid::new("kind", format!("not in a list of {}", collection.kind)),
+                }),
+                Err(reason) => out.rejected.push(Rejection {
+                    object: None,
+                    reason,
+                }),
+            }
+        }
+        let present: std::collections::BTreeSet<&ObjectRef> =
+            listed.iter().map(|(i, _)| &i.obj).collect();
+        let gone: Vec<(ObjectRef, u64)> = self
+            .objects
+            .iter()
+            .filter(|(o, t)| {
+                o.collection == collection
+                    && !present.contains(o)
+                    // Seen after the list was taken: the list cannot know it.
+                    && list_rv.is_none_or(|rv| t.info.resource_version <= rv)
+            })
+            .map(|(o, t)| (o.clone(), list_rv.unwrap_or(t.info.resource_version)))
+            .collect();
+        for (o, rv) in gone {
+            self.forget(&o, rv);
+        }
+        // Oldest first, so that of two conflicting objects the one created
+        // first is the one in effect, as when they were applied in order.
+        listed.sort_by(|(a, _), (b, _)| {
+            (&a.creation_timestamp, a.resource_version)
+                .cmp(&(&b.creation_timestamp, b.resource_version))
+        });
+        for (info, item) in listed {
+            let unchanged = self
+                .objects
+                .get(&info.obj)
+                .is_some_and(|t| t.info.resource_version == info.resource_version);
+            if unchanged {
+                continue;
+            }
+            self.upsert(item, out);
+        }
+        // Documents from the store that no listed object claimed are gone.
+        self.desired.retain(|k, (_, owner)| {
+            *owner != Owner::Seeded || Collection::of_key(k).as_ref() != Some(&collection)
+        });
+        // The list is the truth as of its version: older deletions are moot.
+        let rv = list_rv.unwrap_or(u64::MAX);
+        self.tombstones
+            .retain(|o, del| o.collection != collection || *del > rv);
+        if let Some(rv) = list_rv {
+            self.advance(&collection, rv);
+        }
+    }
+
+    /// Objects refused for a conflict may be fine now; oldest first.
+    fn retry_refused(&mut self, out: &mut Outcome) {
+        let mut waiting: Vec<(ObjectInfo, Value)> = self
+            .objects
+            .values()
+            .filter(|t| t.problem.is_some())
+            .map(|t| (t.info.clone(), t.raw.clone()))
+            .collect();
+        waiting.sort_by(|(a, _), (b, _)| {
+            (&a.creation_timestamp, a.resource_version)
+                .cmp(&(&b.creation_timestamp, b.resource_version))
+        });
+        for (info, raw) in waiting {
+            let problem = self.take_in(&info, &raw);
+            if problem.is_none() {
+                out.rejected
+                    .retain(|r| r.object.as_ref() != Some(&info.obj));
+            }
+            if let Some(t) = self.objects.get_mut(&info.obj) {
+                t.problem = problem;
+            }
+        }
+    }
+}
+
+/// Where an object's document lives, whether or not it translates.
+fn key_of(o: &ObjectRef) -> Option<String> {
+    if o.collection == Collection::nads() {
+        let ns = o.namespace.as_deref().unwrap_or("default");
+        return Some(keys::network_attachment(ns, &o.name));
+    }
+    (o.collection.api_version == furrow_api::resource::API_VERSION)
+        .then(|| keys::resource(&o.collection.kind, &o.name))
+}
+
+/// The store changes that turn `before` into `after`, in key order.
+fn diff(before: &BTreeMap<String, Value>, after: &BTreeMap<String, Value>) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (k, d) in after {
+        if before.get(k) != Some(d) {
+            out.push(Change::Put {
+                key: k.clone(),
+                doc: d.clone(),
+            });
+        }
+    }
+    for k in before.keys() {
+        if !after.contains_key(k) {
+            out.push(Change::Delete { key: k.clone() });
+        }
+    }
+    out
+}
+
+/// A watch event as the API server sends it (`{"type": ..., "object":
+/// ...}`, one per line of a `?watch=1` response) → [`KubeEvent`].
+pub fn parse_watch_event(v: &Value, collection: &Collection) -> Result<KubeEvent, Invalid> {
+    let obj = v
+        .get("object")
+        .cloned()
+        .ok_or_else(|| Invalid::new("object", "missing"))?;
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("ADDED") => Ok(KubeEvent::Added(obj)),
+        Some("MODIFIED") => Ok(KubeEvent::Modified(obj)),
+        Some("DELETED") => Ok(KubeEvent::Deleted(obj)),
+        Some("BOOKMARK") => {
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(|r| r.as_str())
+                .ok_or_else(|| Invalid::new("object.metadata.resourceVersion", "missing"))?;
+            Ok(KubeEvent::Bookmark {
+                collection: collection.clone(),
+                resource_version: parse_resource_version(rv)?,
+            })
+        }
+        Some("ERROR") => match obj.get("code").and_then(|c| c.as_u64()) {
+            Some(410) => Ok(KubeEvent::Expired {
+                collection: collection.clone(),
+            }),
+            code => Err(Invalid::new(
+                "object",
+                format!(
+                    "watch error {}: {}",
+                    code.map_or("(no code)".to_string(), |c| c.to_string()),
+                    obj.get("message").and_then(|m| m.as_str()).unwrap_or("")
+                ),
+            )),
+        },
+        other => Err(Invalid::new(
+            "type",
+            format!("{other:?}: expected ADDED, MODIFIED, DELETED, BOOKMARK or ERROR"),
+        )),
+    }
+}
+
+/// A list response (`{"kind": "<Kind>List", "metadata":
+/// {"resourceVersion": ...}, "items": [...]}`) → a re-list.
+pub fn parse_list(v: &Value) -> Result<KubeEvent, Invalid> {
+    let api_version = v
+        .get("apiVersion")
+        .and_then(|a| a.as_str())
+        .ok_or_else(|| Invalid::new("apiVersion", "missing"))?;
+    let kind = v
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .and_then(|k| k.strip_suffix("List"))
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| Invalid::new("kind", "expected <Kind>List"))?;
+    let items = match v.get("items") {
+        Some(Value::Array(items)) => items.clone(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(_) => return Err(Invalid::new("items", "expected a list")),
+    };
+    let resource_version = v
+        .pointer("/metadata/resourceVersion")
+        .and_then(|r| r.as_str())
+        .map(parse_resource_version)
+        .transpose()?;
+    Ok(KubeEvent::Relist {
+        collection: Collection::new(api_version, kind),
+        items,
+        resource_version,
+    })
+}

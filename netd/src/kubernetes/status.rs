@@ -1,0 +1,95 @@
+//! What netd writes back to the objects' `/status` subresource, as JSON
+//! merge patches (RFC 7386). Each node patches only its own entries, so
+//! nodes never overwrite each other's and need no read-modify-write.
+
+use std::collections::BTreeMap;
+
+use ipnet::Ipv4Net;
+use serde_json::{json, Map, Value};
+
+/// This node's subnet of a ManagementNetwork (None: it holds none any
+/// more) as a patch of `status.nodeSubnets.<node>`; None when the status
+/// already says so.
+pub fn node_subnet_patch(current: &Value, node: &str, subnet: Option<Ipv4Net>) -> Option<Value> {
+    let have = current
+        .pointer("/status/nodeSubnets")
+        .and_then(|m| m.get(node))
+        .and_then(|s| s.as_str());
+    let want = subnet.map(|s| s.to_string());
+    if have == want.as_deref() {
+        return None;
+    }
+    Some(json!({"status": {"nodeSubnets": {node: want}}}))
+}
+
+/// Subnets released for nodes that are gone (their entries removed by the
+/// node that released them).
+pub fn gone_nodes_patch(current: &Value, gone: &[&str]) -> Option<Value> {
+    let have = current.pointer("/status/nodeSubnets")?.as_object()?;
+    let m: Map<String, Value> = gone
+        .iter()
+        .filter(|n| have.contains_key(**n))
+        .map(|n| (n.to_string(), Value::Null))
+        .collect();
+    (!m.is_empty()).then(|| json!({"status": {"nodeSubnets": m}}))
+}
+
+/// A VirtualIP's holder as this node sees it from the election.
+pub fn vip_holder_patch(current: &Value, holder: Option<&str>) -> Option<Value> {
+    let have = current.pointer("/status/holder").and_then(|h| h.as_str());
+    (have != holder).then(|| json!({"status": {"holder": holder}}))
+}
+
+/// The merge patch turning `from` into `to` (RFC 7386: objects merge
+/// key by key, null deletes, anything else replaces); None when equal.
+pub fn merge_patch(from: &Value, to: &Value) -> Option<Value> {
+    if from == to {
+        return None;
+    }
+    match (from, to) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut out = Map::new();
+            for (k, vb) in b {
+                let va = a.get(k).unwrap_or(&Value::Null);
+                if let Some(p) = merge_patch(va, vb) {
+                    out.insert(k.clone(), p);
+                }
+            }
+            for k in a.keys() {
+                if !b.contains_key(k) {
+                    out.insert(k.clone(), Value::Null);
+                }
+            }
+            Some(Value::Object(out))
+        }
+        // An object replacing a non-object must carry all of itself.
+        _ => Some(to.clone()),
+    }
+}
+
+/// Applies a merge patch (RFC 7386), as the API server does.
+pub fn apply_merge_patch(target: &Value, patch: &Value) -> Value {
+    let Value::Object(p) = patch else {
+        return patch.clone();
+    };
+    let mut out = match target {
+        Value::Object(t) => t.clone(),
+        _ => Map::new(),
+    };
+    for (k, v) in p {
+        if v.is_null() {
+            out.remove(k);
+        } else {
+            let cur = out.get(k).cloned().unwrap_or(Value::Null);
+            out.insert(k.clone(), apply_merge_patch(&cur, v));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The status netd would write for a whole ManagementNetwork, from the
+/// subnet leases (network → node → subnet) — what every node's patches
+/// add up to.
+pub fn management_status(leases: &BTreeMap<String, Ipv4Net>) -> Value {
+    json!({"nodeSubnets": leases.iter().map(|(n, s)| (n.clone(), json!(s.to_string()))).collect::<Map<_, _>>()})
+}
