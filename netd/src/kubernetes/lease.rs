@@ -179,18 +179,19 @@ pub fn new_lease(name: &str, namespace: &str, me: &str, now: &str, duration_secs
 }
 
 /// `current` taken over by `me`: a replace conditioned on its
-/// resourceVersion. A change of holder counts a transition.
+/// resourceVersion. Every acquisition by another node than the recorded
+/// holder counts a transition (a released lease included), as client-go
+/// counts them.
 pub fn take_over(current: &Value, me: &str, now: &str, duration_secs: u32) -> Value {
     let mut out = current.clone();
     let prev_holder = current
         .pointer("/spec/holderIdentity")
-        .and_then(|h| h.as_str())
-        .filter(|h| !h.is_empty());
+        .and_then(|h| h.as_str());
     let transitions = current
         .pointer("/spec/leaseTransitions")
         .and_then(|t| t.as_u64())
         .unwrap_or(0);
-    let transitions = if prev_holder.is_some_and(|h| h != me) {
+    let transitions = if prev_holder != Some(me) {
         transitions + 1
     } else {
         transitions
@@ -230,4 +231,112 @@ pub fn micro_time(unix_micros: u64) -> String {
     // rfc3339 gives "YYYY-MM-DDTHH:MM:SSZ"; insert the fraction.
     let stem = base.trim_end_matches('Z');
     format!("{stem}.{:06}Z", unix_micros % 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/kube/leases")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn reads_recorded_leases() {
+        let l = parse_lease(&fixture("held-node2.json")).unwrap();
+        assert_eq!(l.holder.as_deref(), Some("node2"));
+        assert_eq!(l.duration_secs, 2);
+        assert_eq!(l.transitions, 3);
+        assert_eq!(l.resource_version, "48213");
+        let r = parse_lease(&fixture("released.json")).unwrap();
+        assert_eq!(r.holder, None);
+        let e = parse_lease(&fixture("bad-duration.json")).unwrap_err();
+        assert_eq!(e.field, "spec.leaseDurationSeconds");
+        let mut not_lease = fixture("held-node2.json");
+        not_lease["kind"] = "ConfigMap".into();
+        assert_eq!(parse_lease(&not_lease).unwrap_err().field, "apiVersion");
+    }
+
+    #[test]
+    fn a_live_holder_is_waited_for_and_a_silent_one_replaced() {
+        let held = fixture("held-node2.json");
+        let l = parse_lease(&held).unwrap();
+        let mut seen = None;
+        // First sight: wait the whole duration from now, whatever renewTime says.
+        assert_eq!(
+            decide("node1", Some(&l), &mut seen, 10_000),
+            Decision::Wait { retry_in_ms: 2000 }
+        );
+        assert_eq!(
+            decide("node1", Some(&l), &mut seen, 11_500),
+            Decision::Wait { retry_in_ms: 500 }
+        );
+        // The holder renews: the clock starts again.
+        let renewed = parse_lease(&{
+            let mut v = renew(&held, "2026-11-20T09:30:42.208117Z");
+            v["metadata"]["resourceVersion"] = "48220".into();
+            v
+        })
+        .unwrap();
+        assert_eq!(
+            decide("node1", Some(&renewed), &mut seen, 11_900),
+            Decision::Wait { retry_in_ms: 2000 }
+        );
+        // Silent for the duration: take over.
+        assert_eq!(
+            decide("node1", Some(&renewed), &mut seen, 13_900),
+            Decision::TakeOver
+        );
+        // The holder itself renews; a released lease is free at once;
+        // no lease is created.
+        assert_eq!(decide("node2", Some(&l), &mut None, 0), Decision::Renew);
+        let free = parse_lease(&fixture("released.json")).unwrap();
+        assert_eq!(
+            decide("node1", Some(&free), &mut None, 0),
+            Decision::TakeOver
+        );
+        assert_eq!(decide("node1", None, &mut seen, 0), Decision::Create);
+        assert_eq!(seen, None);
+    }
+
+    #[test]
+    fn writes_are_conditioned_and_count_transitions() {
+        let held = fixture("held-node2.json");
+        let t = take_over(&held, "node1", "2026-11-20T09:30:44.000001Z", 2);
+        // Replace conditioned on the version read.
+        assert_eq!(t["metadata"]["resourceVersion"], "48213");
+        assert_eq!(t["spec"]["holderIdentity"], "node1");
+        assert_eq!(t["spec"]["leaseTransitions"], 4);
+        assert_eq!(t["spec"]["acquireTime"], "2026-11-20T09:30:44.000001Z");
+        let r = take_over(&fixture("released.json"), "node1", "x", 2);
+        assert_eq!(r["spec"]["leaseTransitions"], 4);
+        // Re-taking one's own lease is no transition.
+        let again = take_over(&t, "node1", "y", 2);
+        assert_eq!(again["spec"]["leaseTransitions"], 4);
+        let rel = release(&t, "2026-11-20T09:30:45.000000Z");
+        assert!(rel["spec"].get("holderIdentity").is_none());
+        assert_eq!(parse_lease(&rel).unwrap().holder, None);
+        let n = new_lease("furrow-vip-a", "furrow-system", "node1", "t", 2);
+        let l = parse_lease(&{
+            let mut n = n.clone();
+            n["metadata"]["resourceVersion"] = "1".into();
+            n
+        })
+        .unwrap();
+        assert_eq!(l.holder.as_deref(), Some("node1"));
+        assert!(n["metadata"].get("resourceVersion").is_none());
+    }
+
+    #[test]
+    fn fencing_deadline_and_times() {
+        assert_eq!(hold_deadline_ms(5000, 2, 300), 6700);
+        assert_eq!(hold_deadline_ms(0, 1, 5000), 0);
+        assert_eq!(
+            micro_time(1_000_000_000_123_456),
+            "2001-09-09T01:46:40.123456Z"
+        );
+    }
 }

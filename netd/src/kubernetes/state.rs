@@ -562,3 +562,199 @@ pub fn parse_list(v: &Value) -> Result<KubeEvent, Invalid> {
         resource_version,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cn(name: &str, rv: u64, aging: u32) -> Value {
+        json!({"apiVersion": "network.furrow.io/v1alpha1", "kind": "ClusterNetwork",
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": rv.to_string(),
+                         "creationTimestamp": "2026-11-20T09:00:00Z"},
+            "spec": {"macAgingSeconds": aging}})
+    }
+
+    fn cns() -> Collection {
+        Collection::new("network.furrow.io/v1alpha1", "ClusterNetwork")
+    }
+
+    fn state() -> KubeState {
+        KubeState::new(
+            "node1",
+            BTreeMap::from([("kubernetes.io/hostname".into(), "node1".into())]),
+        )
+    }
+
+    fn key(name: &str) -> String {
+        keys::resource("ClusterNetwork", name)
+    }
+
+    #[test]
+    fn bookmarks_and_expiry_change_nothing() {
+        let mut s = state();
+        s.apply(KubeEvent::Added(cn("a", 10, 300)));
+        let out = s.apply(KubeEvent::Bookmark {
+            collection: cns(),
+            resource_version: 40,
+        });
+        assert_eq!(out, Outcome::default());
+        assert_eq!(s.progress(&cns()), Some(40));
+        let out = s.apply(KubeEvent::Expired { collection: cns() });
+        assert!(out.relist && out.changes.is_empty());
+        assert_eq!(s.desired().len(), 1);
+    }
+
+    #[test]
+    fn a_relist_keeps_what_came_after_it() {
+        let mut s = state();
+        s.apply(KubeEvent::Added(cn("a", 10, 300)));
+        s.apply(KubeEvent::Added(cn("b", 30, 300)));
+        // A list taken at 20 does not know b (added at 30): b stays; a
+        // list at 35 without b means b is gone.
+        let out = s.apply(KubeEvent::Relist {
+            collection: cns(),
+            items: vec![cn("a", 10, 300)],
+            resource_version: Some(20),
+        });
+        assert!(out.changes.is_empty(), "{out:?}");
+        let out = s.apply(KubeEvent::Relist {
+            collection: cns(),
+            items: vec![cn("a", 10, 300)],
+            resource_version: Some(35),
+        });
+        assert_eq!(out.changes, vec![Change::Delete { key: key("b") }]);
+        // Another collection's re-list leaves ClusterNetworks alone.
+        let out = s.apply(KubeEvent::Relist {
+            collection: Collection::new("network.furrow.io/v1alpha1", "VlanConfig"),
+            items: vec![],
+            resource_version: Some(50),
+        });
+        assert!(out.changes.is_empty());
+        assert!(s.desired().contains_key(&key("a")));
+    }
+
+    #[test]
+    fn deletes_are_ordered_by_resource_version() {
+        let mut s = state();
+        s.apply(KubeEvent::Added(cn("a", 10, 300)));
+        // A delete older than what was seen is stale.
+        let out = s.apply(KubeEvent::Deleted(cn("a", 9, 300)));
+        assert_eq!(out.stale.len(), 1);
+        let out = s.apply(KubeEvent::Deleted(cn("a", 12, 300)));
+        assert_eq!(out.changes, vec![Change::Delete { key: key("a") }]);
+        // Re-created under a new uid, later: in effect again.
+        let mut again = cn("a", 15, 600);
+        again["metadata"]["uid"] = "uid-a-2".into();
+        let out = s.apply(KubeEvent::Added(again));
+        assert_eq!(out.changes.len(), 1);
+        assert_eq!(s.desired()[&key("a")]["spec"]["macAgingSeconds"], 600);
+    }
+
+    #[test]
+    fn one_name_in_two_namespaces_is_refused() {
+        let mut s = state();
+        let mut a = cn("a", 10, 300);
+        a["metadata"]["namespace"] = "one".into();
+        let mut b = cn("a", 11, 600);
+        b["metadata"]["namespace"] = "two".into();
+        b["metadata"]["uid"] = "other".into();
+        s.apply(KubeEvent::Added(a));
+        let out = s.apply(KubeEvent::Added(b.clone()));
+        assert_eq!(out.rejected.len(), 1);
+        assert_eq!(out.rejected[0].reason.field, "metadata.name");
+        assert_eq!(s.desired()[&key("a")]["spec"]["macAgingSeconds"], 300);
+        // The first goes: the second takes the name.
+        let mut gone = cn("a", 12, 300);
+        gone["metadata"]["namespace"] = "one".into();
+        let out = s.apply(KubeEvent::Deleted(gone));
+        assert!(out.rejected.is_empty());
+        assert_eq!(s.desired()[&key("a")]["spec"]["macAgingSeconds"], 600);
+        assert!(s.problems().is_empty());
+    }
+
+    #[test]
+    fn a_nad_that_stops_being_furrows_goes() {
+        let nad = |rv: u64, ty: &str| {
+            json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "n", "namespace": "vms", "uid": "u", "resourceVersion": rv.to_string()},
+                "spec": {"config": json!({"name": "n", "type": ty, "bridge": "d-br", "vlan": 5}).to_string()}})
+        };
+        let mut s = state();
+        let out = s.apply(KubeEvent::Added(nad(1, "furrow")));
+        assert_eq!(out.changes.len(), 1);
+        let out = s.apply(KubeEvent::Modified(nad(2, "bridge")));
+        assert_eq!(
+            out.changes,
+            vec![Change::Delete {
+                key: keys::network_attachment("vms", "n")
+            }]
+        );
+    }
+
+    #[test]
+    fn parses_watch_lines_and_lists() {
+        let c = cns();
+        for (line, ok) in [
+            (json!({"type": "ADDED", "object": cn("a", 1, 300)}), true),
+            (
+                json!({"type": "BOOKMARK", "object": {"kind": "ClusterNetwork", "metadata": {"resourceVersion": "77"}}}),
+                true,
+            ),
+            (
+                json!({"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}),
+                true,
+            ),
+            (
+                json!({"type": "ERROR", "object": {"kind": "Status", "code": 500, "message": "boom"}}),
+                false,
+            ),
+            (json!({"type": "SOMETHING", "object": {}}), false),
+            (json!({"type": "ADDED"}), false),
+        ] {
+            assert_eq!(parse_watch_event(&line, &c).is_ok(), ok, "{line}");
+        }
+        assert_eq!(
+            parse_watch_event(
+                &json!({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "77"}}}),
+                &c
+            )
+            .unwrap(),
+            KubeEvent::Bookmark {
+                collection: c.clone(),
+                resource_version: 77
+            }
+        );
+        let l = parse_list(
+            &json!({"apiVersion": "network.furrow.io/v1alpha1", "kind": "ClusterNetworkList",
+            "metadata": {"resourceVersion": "90"}, "items": [cn("a", 1, 300)]}),
+        )
+        .unwrap();
+        let KubeEvent::Relist {
+            collection,
+            items,
+            resource_version,
+        } = l
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (collection, items.len(), resource_version),
+            (c, 1, Some(90))
+        );
+        assert_eq!(
+            parse_list(&json!({"apiVersion": "v1", "kind": "List", "items": []}))
+                .unwrap_err()
+                .field,
+            "kind"
+        );
+        assert_eq!(
+            parse_list(
+                &json!({"apiVersion": "v1", "kind": "XList", "metadata": {"resourceVersion": "z"}})
+            )
+            .unwrap_err()
+            .field,
+            "metadata.resourceVersion"
+        );
+    }
+}

@@ -93,3 +93,70 @@ pub fn apply_merge_patch(target: &Value, patch: &Value) -> Value {
 pub fn management_status(leases: &BTreeMap<String, Ipv4Net>) -> Value {
     json!({"nodeSubnets": leases.iter().map(|(n, s)| (n.clone(), json!(s.to_string()))).collect::<Map<_, _>>()})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patches_round_trip() {
+        let cases = [
+            (
+                json!({}),
+                json!({"status": {"nodeSubnets": {"n1": "10.52.1.0/24"}}}),
+            ),
+            (
+                json!({"status": {"nodeSubnets": {"n1": "10.52.1.0/24", "n2": "10.52.2.0/24"}}}),
+                json!({"status": {"nodeSubnets": {"n2": "10.52.2.0/24"}}}),
+            ),
+            (
+                json!({"a": [1, 2], "b": {"c": 1}}),
+                json!({"a": [2], "b": 3}),
+            ),
+            (json!({"a": 1}), json!({"a": 1})),
+        ];
+        for (from, to) in cases {
+            match merge_patch(&from, &to) {
+                None => assert_eq!(from, to),
+                Some(p) => assert_eq!(apply_merge_patch(&from, &p), to, "{from} -> {to}: {p}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_patches_only_its_own_entry() {
+        let obj = json!({"status": {"nodeSubnets": {"node2": "10.52.2.0/24"}}});
+        let p = node_subnet_patch(&obj, "node1", Some("10.52.1.0/24".parse().unwrap())).unwrap();
+        assert_eq!(
+            p,
+            json!({"status": {"nodeSubnets": {"node1": "10.52.1.0/24"}}})
+        );
+        let after = apply_merge_patch(&obj, &p);
+        assert_eq!(after["status"]["nodeSubnets"]["node2"], "10.52.2.0/24");
+        assert_eq!(
+            node_subnet_patch(&after, "node1", Some("10.52.1.0/24".parse().unwrap())),
+            None
+        );
+        let gone = node_subnet_patch(&after, "node1", None).unwrap();
+        assert_eq!(
+            apply_merge_patch(&after, &gone),
+            json!({"status": {"nodeSubnets": {"node2": "10.52.2.0/24"}}})
+        );
+        let g = gone_nodes_patch(&after, &["node2", "node9"]).unwrap();
+        assert_eq!(g, json!({"status": {"nodeSubnets": {"node2": null}}}));
+        assert_eq!(gone_nodes_patch(&obj, &["node9"]), None);
+        let leases = BTreeMap::from([("node1".to_string(), "10.52.1.0/24".parse().unwrap())]);
+        assert_eq!(
+            management_status(&leases),
+            json!({"nodeSubnets": {"node1": "10.52.1.0/24"}})
+        );
+        assert_eq!(
+            vip_holder_patch(&json!({}), Some("node1")),
+            Some(json!({"status": {"holder": "node1"}}))
+        );
+        assert_eq!(
+            vip_holder_patch(&json!({"status": {"holder": "node1"}}), Some("node1")),
+            None
+        );
+    }
+}

@@ -626,3 +626,279 @@ fn route_annotation(obj: &Value) -> Result<Option<Route>, Invalid> {
         gateway,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nad(config: Value, labels: Value, annotations: Value) -> Value {
+        json!({
+            "apiVersion": NAD_API_VERSION, "kind": NAD_KIND,
+            "metadata": {"name": "net", "namespace": "vms", "uid": "u1", "resourceVersion": "5",
+                         "labels": labels, "annotations": annotations},
+            "spec": {"config": config.to_string()},
+        })
+    }
+
+    fn attach(config: Value) -> Result<Option<NetworkAttachment>, Invalid> {
+        network_attachment(&nad(config, json!({}), json!({})), "vms", "net")
+    }
+
+    #[test]
+    fn harvester_configs_with_type_furrow() {
+        let base = json!({"cniVersion": "0.3.1", "name": "v", "type": "furrow", "bridge": "data-br", "promiscMode": true, "ipam": {}});
+        let mut vlan = base.clone();
+        vlan["vlan"] = 100.into();
+        let a = attach(vlan).unwrap().unwrap();
+        assert_eq!((a.attachment_type, a.vlan), (AttachmentType::Vlan, 100));
+        assert_eq!(a.cluster_network.as_deref(), Some("data"));
+        let u = attach(base.clone()).unwrap().unwrap();
+        assert_eq!(u.attachment_type, AttachmentType::Untagged);
+        let mut trunk = base.clone();
+        trunk["vlan"] = 0.into();
+        trunk["vlanTrunk"] =
+            json!([{"minID": 3100, "maxID": 3104}, {"id": 200}, {"id": 3105}, {"id": 201}]);
+        let t = attach(trunk).unwrap().unwrap();
+        assert_eq!(t.attachment_type, AttachmentType::Trunk);
+        // Sorted and merged.
+        assert_eq!(
+            t.trunk,
+            vec![
+                VlanRange { min: 200, max: 201 },
+                VlanRange {
+                    min: 3100,
+                    max: 3105
+                }
+            ]
+        );
+        // Only the last "-br" is the suffix; clusterNetwork wins over bridge.
+        let mut b = base.clone();
+        b["bridge"] = "a-br-br".into();
+        assert_eq!(
+            attach(b).unwrap().unwrap().cluster_network.as_deref(),
+            Some("a-br")
+        );
+        let mut c = base.clone();
+        c["clusterNetwork"] = "other".into();
+        assert_eq!(
+            attach(c).unwrap().unwrap().cluster_network.as_deref(),
+            Some("other")
+        );
+        // The management network.
+        let m = attach(
+            json!({"cniVersion": "1.0.0", "name": "pods", "type": "furrow", "network": "mgmt"}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(m.attachment_type, AttachmentType::Management);
+        assert_eq!(m.management_network.as_deref(), Some("mgmt"));
+        // A conflist whose furrow plugin is second; the name is the list's.
+        let list = json!({"cniVersion": "1.0.0", "name": "chained", "plugins": [
+            {"type": "tuning"}, {"type": "furrow", "clusterNetwork": "data", "vlan": 7}]});
+        let l = attach(list).unwrap().unwrap();
+        assert_eq!((l.network_name.as_str(), l.vlan), ("chained", 7));
+    }
+
+    #[test]
+    fn other_plugins_are_not_ours() {
+        assert_eq!(
+            attach(json!({"name": "b", "type": "bridge", "bridge": "x-br"})).unwrap(),
+            None
+        );
+        assert_eq!(
+            attach(json!({"name": "l", "plugins": [{"type": "macvlan"}]})).unwrap(),
+            None
+        );
+        let mut empty = nad(json!({}), json!({}), json!({}));
+        empty["spec"] = json!({});
+        assert_eq!(network_attachment(&empty, "vms", "net").unwrap(), None);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases = [
+            (
+                json!({"name": "v", "type": "furrow", "bridge": "cni0"}),
+                "spec.config.bridge",
+            ),
+            (
+                json!({"name": "v", "type": "furrow", "clusterNetwork": "Data"}),
+                "spec.config.clusterNetwork",
+            ),
+            (
+                json!({"name": "v", "type": "furrow", "bridge": "d-br", "vlan": 4095}),
+                "spec.config.vlan",
+            ),
+            (
+                json!({"name": "v", "type": "furrow", "bridge": "d-br", "vlan": 5, "vlanTrunk": [{"id": 6}]}),
+                "spec.config.vlanTrunk",
+            ),
+            (
+                json!({"name": "v", "type": "furrow", "bridge": "d-br", "vlanTrunk": [{"minID": 9, "maxID": 3}]}),
+                "spec.config.vlanTrunk[0].maxID",
+            ),
+            (
+                json!({"name": "v", "type": "furrow", "bridge": "d-br", "vlanTrunk": [{"id": 0}]}),
+                "spec.config.vlanTrunk[0].id",
+            ),
+            (
+                json!({"name": "v", "type": "furrow", "bridge": "d-br", "mtu": 100}),
+                "spec.config.mtu",
+            ),
+            (
+                json!({"name": "v", "type": "furrow", "vlan": 5}),
+                "spec.config.clusterNetwork",
+            ),
+            (
+                json!({"type": "furrow", "bridge": "d-br"}),
+                "spec.config.name",
+            ),
+            (
+                json!({"name": "l", "plugins": [{"type": "x"}, {"type": "furrow", "vlan": "7", "bridge": "d-br"}]}),
+                "spec.config.plugins[1].vlan",
+            ),
+        ];
+        for (conf, field) in cases {
+            let e = attach(conf.clone()).unwrap_err();
+            assert_eq!(e.field, field, "{conf}: {e}");
+        }
+        let mut not_json = nad(json!({}), json!({}), json!({}));
+        not_json["spec"]["config"] = "{".into();
+        assert_eq!(
+            network_attachment(&not_json, "vms", "net")
+                .unwrap_err()
+                .field,
+            "spec.config"
+        );
+    }
+
+    #[test]
+    fn harvester_labels_must_agree_with_the_config() {
+        let conf = json!({"name": "v", "type": "furrow", "bridge": "data-br", "vlan": 100});
+        let ok = json!({LABEL_CLUSTER_NETWORK: "data", LABEL_TYPE: "L2VlanNetwork", LABEL_VLAN_ID: "100"});
+        assert!(network_attachment(&nad(conf.clone(), ok, json!({})), "vms", "net").is_ok());
+        for (labels, label) in [
+            (
+                json!({LABEL_CLUSTER_NETWORK: "mgmt"}),
+                LABEL_CLUSTER_NETWORK,
+            ),
+            (json!({LABEL_TYPE: "UntaggedNetwork"}), LABEL_TYPE),
+            (json!({LABEL_TYPE: "L3Network"}), LABEL_TYPE),
+            (json!({LABEL_VLAN_ID: "101"}), LABEL_VLAN_ID),
+            (json!({LABEL_VLAN_ID: "x"}), LABEL_VLAN_ID),
+        ] {
+            let e = network_attachment(&nad(conf.clone(), labels, json!({})), "vms", "net")
+                .unwrap_err();
+            assert_eq!(e.field, format!("metadata.labels[{label:?}]"), "{e}");
+        }
+    }
+
+    #[test]
+    fn route_annotation() {
+        let conf = json!({"name": "v", "type": "furrow", "bridge": "data-br", "vlan": 100});
+        let route = |r: Value| {
+            network_attachment(
+                &nad(
+                    conf.clone(),
+                    json!({}),
+                    json!({ANNOTATION_ROUTE: r.to_string()}),
+                ),
+                "vms",
+                "net",
+            )
+        };
+        let r = route(json!({"mode": "manual", "cidr": "10.1.0.0/24", "gateway": "10.1.0.1", "connectivity": "true", "serverIPAddr": ""}))
+            .unwrap()
+            .unwrap()
+            .route
+            .unwrap();
+        assert_eq!(r.mode, RouteMode::Manual);
+        assert_eq!(r.gateway, Some("10.1.0.1".parse().unwrap()));
+        let a = route(json!({"mode": "auto", "cidr": "", "gateway": ""}))
+            .unwrap()
+            .unwrap()
+            .route
+            .unwrap();
+        assert_eq!(
+            a,
+            Route {
+                mode: RouteMode::Auto,
+                cidr: None,
+                gateway: None
+            }
+        );
+        let field = |k: &str| format!("metadata.annotations[{ANNOTATION_ROUTE:?}].{k}");
+        for (r, f) in [
+            (json!({"mode": "static"}), field("mode")),
+            (
+                json!({"mode": "manual", "cidr": "10.1.0.0/24"}),
+                field("gateway"),
+            ),
+            (
+                json!({"mode": "manual", "gateway": "10.1.0.1"}),
+                field("cidr"),
+            ),
+            (
+                json!({"mode": "manual", "cidr": "10.1.0.5/24", "gateway": "10.1.0.1"}),
+                field("cidr"),
+            ),
+            (
+                json!({"mode": "manual", "cidr": "10.1.0.0/24", "gateway": "10.2.0.1"}),
+                field("gateway"),
+            ),
+            (json!({"mode": "auto", "gateway": 5}), field("gateway")),
+        ] {
+            assert_eq!(route(r.clone()).unwrap_err().field, f, "{r}");
+        }
+    }
+
+    #[test]
+    fn object_identity_is_checked() {
+        let obj = json!({"apiVersion": resource::API_VERSION, "kind": "ClusterNetwork",
+            "metadata": {"name": "data", "uid": "u", "resourceVersion": "12"}, "spec": {}});
+        let i = object_info(&obj).unwrap();
+        assert_eq!((i.resource_version, i.obj.namespace), (12, None));
+        for (ptr, field) in [
+            ("/metadata/uid", "metadata.uid"),
+            ("/metadata/name", "metadata.name"),
+            ("/metadata/resourceVersion", "metadata.resourceVersion"),
+        ] {
+            let mut o = obj.clone();
+            *o.pointer_mut(ptr).unwrap() = Value::Null;
+            assert_eq!(object_info(&o).unwrap_err().field, field);
+        }
+        let mut o = obj.clone();
+        o["metadata"]["resourceVersion"] = "abc".into();
+        assert_eq!(
+            object_info(&o).unwrap_err().field,
+            "metadata.resourceVersion"
+        );
+        let mut o = obj.clone();
+        o["apiVersion"] = "v1".into();
+        o["kind"] = "ConfigMap".into();
+        assert_eq!(translate(&o).unwrap_err().field, "apiVersion");
+    }
+
+    #[test]
+    fn resource_documents_drop_kubernetes_bookkeeping() {
+        let obj = json!({"apiVersion": resource::API_VERSION, "kind": "ClusterNetwork",
+            "metadata": {"name": "data", "uid": "u", "resourceVersion": "12", "generation": 3,
+                         "namespace": "x", "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "annotations": {LAST_APPLIED: "{}", "team": "net"},
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {}, "status": {"x": 1}});
+        let (key, doc) = resource_document(&obj).unwrap();
+        assert_eq!(key, "/furrow/resources/ClusterNetwork/data");
+        assert_eq!(
+            doc["metadata"],
+            json!({"name": "data", "annotations": {"team": "net"}, "creationTimestamp": "2026-01-01T00:00:00Z"})
+        );
+        assert!(doc.get("status").is_none());
+        assert_eq!(doc["spec"]["macAgingSeconds"], 300, "defaults filled in");
+        let mut bad = obj.clone();
+        bad["spec"]["macAgingSeconds"] = 5.into();
+        let e = resource_document(&bad).unwrap_err();
+        assert!(e.to_string().contains("spec.macAgingSeconds"), "{e}");
+    }
+}
