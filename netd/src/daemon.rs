@@ -129,6 +129,10 @@ impl Daemon {
             reconcile_lock: Default::default(),
         });
         let any = |e: ApiError| anyhow::anyhow!(e);
+        #[cfg(feature = "kubernetes")]
+        if daemon.from_kubernetes() {
+            daemon.start_kubernetes().await?;
+        }
         if vip_only {
             tracing::info!("--vip-only: running the VIP controller alone");
             daemon.load_config_dir().await;
@@ -189,9 +193,56 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// Resources come from Kubernetes (`--resources kubernetes`).
+    pub fn from_kubernetes(&self) -> bool {
+        self.node.cfg.resources == crate::options::ResourceSource::Kubernetes
+    }
+
+    /// Mirrors Kubernetes' resources into the store and waits (a while)
+    /// for the first complete list, so the first reconcile sees them.
+    #[cfg(feature = "kubernetes")]
+    async fn start_kubernetes(&self) -> anyhow::Result<()> {
+        let (client, mut synced) = crate::kubernetes::client::start_source(
+            self.node.store.clone(),
+            &self.node.cfg.node,
+            self.node.cfg.node_labels.clone(),
+        )
+        .await
+        .context("connecting to the Kubernetes API server")?;
+        let wait = std::time::Duration::from_secs(30);
+        if tokio::time::timeout(wait, synced.wait_for(|s| *s))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "resources not listed from Kubernetes within 30 s (CRDs installed? RBAC?); starting with the stored ones"
+            );
+        }
+        crate::kubernetes::client::spawn_status_writer(
+            client,
+            self.node.store.clone(),
+            self.node.cfg.node.clone(),
+        );
+        Ok(())
+    }
+
+    fn refuse_if_kubernetes(&self) -> Result<(), ApiError> {
+        if self.from_kubernetes() {
+            return Err(ApiError::new(
+                code::INVALID_CONFIG,
+                "resources come from Kubernetes (--resources kubernetes): change them with kubectl",
+            ));
+        }
+        Ok(())
+    }
+
     /// Applies the config directory's documents. A bad document is
     /// reported (log and status) and skipped; the rest still apply.
     pub async fn load_config_dir(&self) {
+        if self.from_kubernetes() {
+            tracing::info!("resources come from Kubernetes: the config directory is not read");
+            return;
+        }
         let dir = self.node.cfg.config_dir.clone();
         let mut errors = Vec::new();
         match resources::read_config_dir(&dir) {
@@ -252,6 +303,12 @@ impl Daemon {
     }
 
     async fn ensure_default_network(&self) -> Result<(), ApiError> {
+        if self.from_kubernetes() {
+            // Kubernetes holds every resource; a default netd made up here
+            // would be dropped by the next re-list.
+            tracing::info!("resources come from Kubernetes: no default networks are created");
+            return Ok(());
+        }
         // Harvester's built-in cluster network: NADs with "bridge": "mgmt-br"
         // refer to it. It gets an uplink from a VlanConfig like any other.
         if self
@@ -459,6 +516,7 @@ impl Daemon {
     }
 
     pub async fn apply(&self, doc: Value) -> Result<Value, ApiError> {
+        self.refuse_if_kubernetes()?;
         let stored = self.apply_doc(doc).await?;
         self.reconcile("api").await.map_err(|e| {
             ApiError::new(
@@ -473,6 +531,7 @@ impl Daemon {
     }
 
     pub async fn delete_resource(&self, kind: &str, name: &str) -> Result<(), ApiError> {
+        self.refuse_if_kubernetes()?;
         if kind == ManagementNetwork::KIND {
             let users = self.ports_using(name).await?;
             if users > 0 {

@@ -18,6 +18,17 @@ pub enum StoreBackend {
     Etcd,
 }
 
+/// Where netd's resources (ManagementNetwork, VlanConfig, ...) come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResourceSource {
+    /// Applied through netd's API and config directory, kept in the store.
+    Store,
+    /// Kubernetes: Furrow's custom resources and NetworkAttachmentDefinitions
+    /// (in-cluster credentials, or KUBECONFIG), mirrored into the store;
+    /// netd's API and config directory cannot change them.
+    Kubernetes,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -57,6 +68,11 @@ pub struct Options {
     /// Where netd keeps its state.
     #[arg(long, value_enum, default_value = "embedded", env = "FURROW_STORE")]
     pub store: StoreBackend,
+    /// Where resources come from. `kubernetes` takes them from the API
+    /// server; state (leases, addresses, ports, VIP election) stays in
+    /// --store, so nodes sharing state still need --store etcd.
+    #[arg(long, value_enum, default_value = "store", env = "FURROW_RESOURCES")]
+    pub resources: ResourceSource,
     /// etcd client URLs, comma-separated (with --store etcd).
     #[arg(
         long,
@@ -135,6 +151,7 @@ pub struct Resolved {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub store: StoreConfig,
+    pub resources: ResourceSource,
     pub config_dir: PathBuf,
     pub bpf_dir: PathBuf,
     pub nft_table: String,
@@ -229,6 +246,12 @@ impl Options {
             }
         });
         let store = self.store_config(&state_dir)?;
+        if self.resources == ResourceSource::Kubernetes && !cfg!(feature = "kubernetes") {
+            return Err(OptionsError {
+                flag: "resources",
+                msg: "kubernetes: this netd was built without the `kubernetes` feature".into(),
+            });
+        }
         Ok(Resolved {
             instance: inst.clone(),
             node,
@@ -239,6 +262,7 @@ impl Options {
                 .unwrap_or_else(|| sub("/run/furrow", "netd.sock")),
             state_dir,
             store,
+            resources: self.resources,
             config_dir: self
                 .config_dir
                 .clone()
@@ -386,6 +410,18 @@ mod tests {
                 .flag,
             "node-label"
         );
+    }
+
+    #[test]
+    fn resources_come_from_the_store_unless_asked() {
+        let r = parse(&["--node-name", "n1"]).resolve().unwrap();
+        assert_eq!(r.resources, ResourceSource::Store);
+        let r = parse(&["--node-name", "n1", "--resources", "kubernetes"]).resolve();
+        if cfg!(feature = "kubernetes") {
+            assert_eq!(r.unwrap().resources, ResourceSource::Kubernetes);
+        } else {
+            assert_eq!(r.unwrap_err().flag, "resources");
+        }
     }
 
     #[test]

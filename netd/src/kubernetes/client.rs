@@ -72,6 +72,7 @@ pub async fn run_source(
     client: kube::Client,
     store: Arc<dyn Store>,
     mut state: KubeState,
+    synced: tokio::sync::watch::Sender<bool>,
 ) -> Result<(), KubeError> {
     let mut seed = Vec::new();
     for prefix in ["/furrow/resources/", keys::NETWORK_ATTACHMENTS] {
@@ -90,6 +91,8 @@ pub async fn run_source(
     });
     let mut all = stream::select_all(watches);
     let mut listing: HashMap<Collection, Vec<Value>> = HashMap::new();
+    let mut unlisted: std::collections::BTreeSet<Collection> =
+        Collection::all().into_iter().collect();
     while let Some((c, ev)) = all.next().await {
         let ev = match ev {
             Ok(ev) => ev,
@@ -108,11 +111,14 @@ pub async fn run_source(
                 listing.entry(c).or_default().push(v);
                 continue;
             }
-            Event::InitDone => KubeEvent::Relist {
-                items: listing.remove(&c).unwrap_or_default(),
-                collection: c,
-                resource_version: None,
-            },
+            Event::InitDone => {
+                unlisted.remove(&c);
+                KubeEvent::Relist {
+                    items: listing.remove(&c).unwrap_or_default(),
+                    collection: c,
+                    resource_version: None,
+                }
+            }
             Event::Apply(o) => KubeEvent::Modified(to_value(o, &c)?),
             Event::Delete(o) => KubeEvent::Deleted(to_value(o, &c)?),
         };
@@ -121,8 +127,86 @@ pub async fn run_source(
             tracing::warn!(object = %r, "Kubernetes object not applied");
         }
         commit(store.as_ref(), &out.changes).await;
+        if unlisted.is_empty() && !*synced.borrow() {
+            tracing::info!("resources listed from Kubernetes");
+            synced.send_replace(true);
+        }
     }
     Ok(())
+}
+
+/// Connects (in-cluster credentials, or KUBECONFIG) and starts mirroring
+/// resources into `store`. The receiver turns true once every collection
+/// was listed once.
+pub async fn start_source(
+    store: Arc<dyn Store>,
+    node: &str,
+    node_labels: std::collections::BTreeMap<String, String>,
+) -> Result<(kube::Client, tokio::sync::watch::Receiver<bool>), KubeError> {
+    let client = kube::Client::try_default().await?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let state = KubeState::new(node, node_labels);
+    let c = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = run_source(c, store, state, tx).await {
+            tracing::error!(error = %e, "the Kubernetes resource source stopped");
+        }
+    });
+    Ok((client, rx))
+}
+
+/// Keeps `status.nodeSubnets.<node>` of each ManagementNetwork current
+/// with this node's subnet leases.
+pub fn spawn_status_writer(client: kube::Client, store: Arc<dyn Store>, node: String) {
+    use crate::store::WatchError;
+    use furrow_api::resource::{ManagementNetwork, API_VERSION};
+    tokio::spawn(async move {
+        let mgmt = Collection::new(API_VERSION, ManagementNetwork::KIND);
+        let mut written: std::collections::BTreeMap<String, Option<ipnet::Ipv4Net>> =
+            Default::default();
+        let mut w = store.watch("/furrow/subnets/");
+        loop {
+            match crate::store::list_json::<crate::subnets::SubnetLease>(
+                store.as_ref(),
+                "/furrow/subnets/",
+            )
+            .await
+            {
+                Ok(leases) => {
+                    let mine = super::status::node_subnets(&leases, &node);
+                    let nets: std::collections::BTreeSet<String> =
+                        mine.keys().chain(written.keys()).cloned().collect();
+                    for net in nets {
+                        let want = mine.get(&net).copied();
+                        let have = written.get(&net).copied().flatten();
+                        let current = serde_json::json!({"status": {"nodeSubnets": {&node: have.map(|s| s.to_string())}}});
+                        let Some(patch) = super::status::node_subnet_patch(&current, &node, want)
+                        else {
+                            written.insert(net, want);
+                            continue;
+                        };
+                        match patch_status(client.clone(), &mgmt, None, &net, &patch).await {
+                            Ok(()) => {
+                                written.insert(net, want);
+                            }
+                            // Not a Kubernetes object (netd's default network).
+                            Err(KubeError::Api(kube::Error::Api(s))) if s.code == 404 => {
+                                written.insert(net, want);
+                            }
+                            Err(e) => {
+                                tracing::warn!(network = %net, error = %e, "writing ManagementNetwork status failed")
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading subnet leases for status failed"),
+            }
+            match w.next().await {
+                Ok(_) | Err(WatchError::Lagged(_)) => {}
+                Err(WatchError::Closed) => return,
+            }
+        }
+    });
 }
 
 /// Writes the core's changes; retried until the store takes them, since

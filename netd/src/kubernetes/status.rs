@@ -87,6 +87,22 @@ pub fn apply_merge_patch(target: &Value, patch: &Value) -> Value {
     Value::Object(out)
 }
 
+/// This node's subnet of each management network, from the subnet lease
+/// records (`/furrow/subnets/<network>/<subnet>` → its lease).
+pub fn node_subnets(
+    leases: &[(String, crate::subnets::SubnetLease, crate::store::Revision)],
+    node: &str,
+) -> BTreeMap<String, Ipv4Net> {
+    leases
+        .iter()
+        .filter(|(_, l, _)| l.node == node)
+        .filter_map(|(k, l, _)| {
+            let network = k.strip_prefix("/furrow/subnets/")?.split('/').next()?;
+            Some((network.to_string(), l.subnet))
+        })
+        .collect()
+}
+
 /// The status netd would write for a whole ManagementNetwork, from the
 /// subnet leases (network → node → subnet) — what every node's patches
 /// add up to.
