@@ -444,6 +444,63 @@ mod tests {
     }
 
     #[test]
+    fn conflicts_between_documents_are_refused_naming_the_field() {
+        let labels = BTreeMap::from([("kubernetes.io/hostname".to_string(), "n1".to_string())]);
+        let vip = |name: &str, addr: &str| {
+            json!({"apiVersion": resource::API_VERSION, "kind": "VirtualIP",
+                "metadata": {"name": name}, "spec": {"address": addr, "interface": "eth0"}})
+        };
+        fn typed<T: serde::de::DeserializeOwned>(d: &Value) -> T {
+            serde_json::from_value(validate(d).unwrap().doc).unwrap()
+        }
+        let vips: Vec<VirtualIp> = vec![typed(&vip("a", "10.0.0.1"))];
+        let e = check_conflicts(
+            &validate(&vip("b", "10.0.0.1")).unwrap(),
+            &vips,
+            &[],
+            "n1",
+            &labels,
+        )
+        .unwrap_err();
+        assert!(e.msg.starts_with("spec.address"), "{}", e.msg);
+        // The same VIP again, or another address, is fine.
+        assert!(check_conflicts(
+            &validate(&vip("a", "10.0.0.1")).unwrap(),
+            &vips,
+            &[],
+            "n1",
+            &labels
+        )
+        .is_ok());
+        assert!(check_conflicts(
+            &validate(&vip("b", "10.0.0.2")).unwrap(),
+            &vips,
+            &[],
+            "n1",
+            &labels
+        )
+        .is_ok());
+        let vc = |name: &str, sel: Value, mtu: u32| {
+            json!({"apiVersion": resource::API_VERSION, "kind": "VlanConfig", "metadata": {"name": name},
+                "spec": {"clusterNetwork": "data", "nodeSelector": sel,
+                         "uplink": {"nics": ["eth1"], "linkAttributes": {"mtu": mtu}}}})
+        };
+        let vcs: Vec<VlanConfig> = vec![typed(&vc("all", json!({}), 1500))];
+        let check = |d: Value| check_conflicts(&validate(&d).unwrap(), &[], &vcs, "n1", &labels);
+        let e = check(vc("n1", json!({"kubernetes.io/hostname": "n1"}), 1500)).unwrap_err();
+        assert_eq!(e.code, code::CONFLICT);
+        assert!(e.msg.starts_with("spec.nodeSelector"), "{}", e.msg);
+        let e = check(vc("n2", json!({"kubernetes.io/hostname": "n2"}), 9000)).unwrap_err();
+        assert!(
+            e.msg.starts_with("spec.uplink.linkAttributes.mtu"),
+            "{}",
+            e.msg
+        );
+        // Another node's uplink with the same MTU does not cover this node.
+        assert!(check(vc("n2", json!({"kubernetes.io/hostname": "n2"}), 1500)).is_ok());
+    }
+
+    #[test]
     fn parses_multi_document_yaml_and_json_lists() {
         let y = "apiVersion: a\nkind: X\n---\napiVersion: b\nkind: Y\n---\n";
         assert_eq!(parse_documents(y, false).unwrap().len(), 2);
