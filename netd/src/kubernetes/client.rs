@@ -90,9 +90,7 @@ pub async fn run_source(
             .boxed()
     });
     let mut all = stream::select_all(watches);
-    let mut listing: HashMap<Collection, Vec<Value>> = HashMap::new();
-    let mut unlisted: std::collections::BTreeSet<Collection> =
-        Collection::all().into_iter().collect();
+    let mut lister = Lister::default();
     while let Some((c, ev)) = all.next().await {
         let ev = match ev {
             Ok(ev) => ev,
@@ -101,38 +99,83 @@ pub async fn run_source(
                 continue;
             }
         };
-        let kev = match ev {
-            Event::Init => {
-                listing.insert(c, Vec::new());
+        let ev = match as_values(ev, &c) {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "Kubernetes object skipped");
                 continue;
             }
-            Event::InitApply(o) => {
-                let v = to_value(o, &c)?;
-                listing.entry(c).or_default().push(v);
-                continue;
-            }
-            Event::InitDone => {
-                unlisted.remove(&c);
-                KubeEvent::Relist {
-                    items: listing.remove(&c).unwrap_or_default(),
-                    collection: c,
-                    resource_version: None,
-                }
-            }
-            Event::Apply(o) => KubeEvent::Modified(to_value(o, &c)?),
-            Event::Delete(o) => KubeEvent::Deleted(to_value(o, &c)?),
+        };
+        let Some(kev) = lister.on_event(c, ev) else {
+            continue;
         };
         let out = state.apply(kev);
         for r in &out.rejected {
             tracing::warn!(object = %r, "Kubernetes object not applied");
         }
         commit(store.as_ref(), &out.changes).await;
-        if unlisted.is_empty() && !*synced.borrow() {
+        if lister.all_listed() && !*synced.borrow() {
             tracing::info!("resources listed from Kubernetes");
             synced.send_replace(true);
         }
     }
     Ok(())
+}
+
+fn as_values(ev: Event<DynamicObject>, c: &Collection) -> Result<Event<Value>, KubeError> {
+    Ok(match ev {
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+        Event::InitApply(o) => Event::InitApply(to_value(o, c)?),
+        Event::Apply(o) => Event::Apply(to_value(o, c)?),
+        Event::Delete(o) => Event::Delete(to_value(o, c)?),
+    })
+}
+
+/// kube-runtime's watcher events → the core's: the objects between
+/// `Init` and `InitDone` are one re-list.
+pub struct Lister {
+    listing: HashMap<Collection, Vec<Value>>,
+    unlisted: std::collections::BTreeSet<Collection>,
+}
+
+impl Default for Lister {
+    fn default() -> Self {
+        Lister {
+            listing: HashMap::new(),
+            unlisted: Collection::all().into_iter().collect(),
+        }
+    }
+}
+
+impl Lister {
+    pub fn on_event(&mut self, c: Collection, ev: Event<Value>) -> Option<KubeEvent> {
+        match ev {
+            Event::Init => {
+                self.listing.insert(c, Vec::new());
+                None
+            }
+            Event::InitApply(v) => {
+                self.listing.entry(c).or_default().push(v);
+                None
+            }
+            Event::InitDone => {
+                self.unlisted.remove(&c);
+                Some(KubeEvent::Relist {
+                    items: self.listing.remove(&c).unwrap_or_default(),
+                    collection: c,
+                    resource_version: None,
+                })
+            }
+            Event::Apply(v) => Some(KubeEvent::Modified(v)),
+            Event::Delete(v) => Some(KubeEvent::Deleted(v)),
+        }
+    }
+
+    /// Every collection was listed at least once.
+    pub fn all_listed(&self) -> bool {
+        self.unlisted.is_empty()
+    }
 }
 
 /// Connects (in-cluster credentials, or KUBECONFIG) and starts mirroring
@@ -144,6 +187,11 @@ pub async fn start_source(
     node_labels: std::collections::BTreeMap<String, String>,
 ) -> Result<(kube::Client, tokio::sync::watch::Receiver<bool>), KubeError> {
     let client = kube::Client::try_default().await?;
+    if store.backend() == "embedded" {
+        tracing::warn!(
+            "resources from Kubernetes with the embedded store: this node elects itself for every VIP and leases subnets on its own; nodes sharing a cluster need --store etcd"
+        );
+    }
     let (tx, rx) = tokio::sync::watch::channel(false);
     let state = KubeState::new(node, node_labels);
     let c = client.clone();
@@ -371,4 +419,73 @@ fn lease_value(l: &Lease) -> Result<Value, KubeError> {
         m.insert("kind".into(), Value::String(lease::KIND.into()));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn api_resources_of_every_collection() {
+        let ar = api_resource(&Collection::nads());
+        assert_eq!(
+            (ar.group.as_str(), ar.version.as_str()),
+            ("k8s.cni.cncf.io", "v1")
+        );
+        assert_eq!(ar.plural, "network-attachment-definitions");
+        let ar = api_resource(&Collection::new(
+            furrow_api::resource::API_VERSION,
+            "IPPool",
+        ));
+        assert_eq!(
+            (ar.group.as_str(), ar.version.as_str()),
+            ("network.furrow.io", "v1alpha1")
+        );
+        assert_eq!(
+            (ar.kind.as_str(), ar.plural.as_str()),
+            ("IPPool", "ippools")
+        );
+        assert_eq!(
+            Collection::all().len(),
+            furrow_api::resource::KINDS.len() + 1
+        );
+    }
+
+    #[test]
+    fn watcher_events_become_relists_and_changes() {
+        let c = Collection::new(furrow_api::resource::API_VERSION, "ClusterNetwork");
+        let obj = |name: &str, rv: &str| {
+            json!({"apiVersion": c.api_version, "kind": "ClusterNetwork",
+                "metadata": {"name": name, "uid": name, "resourceVersion": rv}, "spec": {}})
+        };
+        let mut l = Lister::default();
+        let mut state = KubeState::new("n1", Default::default());
+        assert_eq!(l.on_event(c.clone(), Event::Init), None);
+        assert_eq!(l.on_event(c.clone(), Event::InitApply(obj("a", "3"))), None);
+        assert_eq!(l.on_event(c.clone(), Event::InitApply(obj("b", "4"))), None);
+        let relist = l.on_event(c.clone(), Event::InitDone).unwrap();
+        assert_eq!(state.apply(relist).changes.len(), 2);
+        assert!(!l.all_listed(), "other kinds not listed yet");
+        for other in Collection::all() {
+            if other != c {
+                l.on_event(other.clone(), Event::Init);
+                l.on_event(other, Event::InitDone);
+            }
+        }
+        assert!(l.all_listed());
+        // A watch restarted after 410: b is gone from the new list.
+        l.on_event(c.clone(), Event::Init);
+        l.on_event(c.clone(), Event::InitApply(obj("a", "3")));
+        let out = state.apply(l.on_event(c.clone(), Event::InitDone).unwrap());
+        assert_eq!(
+            out.changes,
+            vec![Change::Delete {
+                key: "/furrow/resources/ClusterNetwork/b".into()
+            }]
+        );
+        let del = l.on_event(c.clone(), Event::Delete(obj("a", "9"))).unwrap();
+        assert_eq!(state.apply(del).changes.len(), 1);
+        assert!(state.desired().is_empty());
+    }
 }
