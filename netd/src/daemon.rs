@@ -66,7 +66,9 @@ pub struct Daemon {
     pub vip: crate::vip::VipService,
     pub members: Arc<crate::membership::Membership>,
     pub started_at: u64,
-    config_errors: std::sync::Mutex<Vec<String>>,
+    /// Config directory documents not applied, or (`--resources
+    /// kubernetes`) the Kubernetes objects not in effect, with the reason.
+    config_errors: Arc<std::sync::Mutex<Vec<String>>>,
     reconcile_lock: tokio::sync::Mutex<()>,
 }
 
@@ -206,6 +208,7 @@ impl Daemon {
             self.node.store.clone(),
             &self.node.cfg.node,
             self.node.cfg.node_labels.clone(),
+            self.config_errors.clone(),
         )
         .await
         .context("connecting to the Kubernetes API server")?;
@@ -847,7 +850,12 @@ impl Daemon {
         let config_errors = self.config_errors.lock().expect("poisoned").clone();
         let mut store = store;
         if !config_errors.is_empty() {
-            store.message = format!("config directory: {}", config_errors.join("; "));
+            let origin = if self.from_kubernetes() {
+                "Kubernetes objects not in effect"
+            } else {
+                "config directory"
+            };
+            store.message = format!("{origin}: {}", config_errors.join("; "));
         }
         let firewall = FirewallStatus {
             backend: self.node.firewall.name().into(),

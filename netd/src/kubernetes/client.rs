@@ -73,6 +73,7 @@ pub async fn run_source(
     store: Arc<dyn Store>,
     mut state: KubeState,
     synced: tokio::sync::watch::Sender<bool>,
+    problems: Arc<std::sync::Mutex<Vec<String>>>,
 ) -> Result<(), KubeError> {
     let mut seed = Vec::new();
     for prefix in ["/furrow/resources/", keys::NETWORK_ATTACHMENTS] {
@@ -114,6 +115,9 @@ pub async fn run_source(
             tracing::warn!(object = %r, "Kubernetes object not applied");
         }
         commit(store.as_ref(), &out.changes).await;
+        // What `netctl status` shows: every object not in effect now.
+        *problems.lock().expect("poisoned") =
+            state.problems().iter().map(|r| r.to_string()).collect();
         if lister.all_listed() && !*synced.borrow() {
             tracing::info!("resources listed from Kubernetes");
             synced.send_replace(true);
@@ -185,6 +189,7 @@ pub async fn start_source(
     store: Arc<dyn Store>,
     node: &str,
     node_labels: std::collections::BTreeMap<String, String>,
+    problems: Arc<std::sync::Mutex<Vec<String>>>,
 ) -> Result<(kube::Client, tokio::sync::watch::Receiver<bool>), KubeError> {
     let client = kube::Client::try_default().await?;
     if store.backend() == "embedded" {
@@ -196,7 +201,7 @@ pub async fn start_source(
     let state = KubeState::new(node, node_labels);
     let c = client.clone();
     tokio::spawn(async move {
-        if let Err(e) = run_source(c, store, state, tx).await {
+        if let Err(e) = run_source(c, store, state, tx, problems).await {
             tracing::error!(error = %e, "the Kubernetes resource source stopped");
         }
     });

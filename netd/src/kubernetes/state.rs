@@ -652,6 +652,32 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_version_is_reported_until_fixed_and_the_last_valid_one_stays() {
+        let mut s = state();
+        s.apply(KubeEvent::Added(cn("a", 10, 300)));
+        let out = s.apply(KubeEvent::Modified(cn("a", 11, 5)));
+        assert!(out.changes.is_empty());
+        assert_eq!(out.rejected.len(), 1);
+        let p = s.problems();
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].to_string().contains("spec.macAgingSeconds"),
+            "{}",
+            p[0]
+        );
+        assert_eq!(s.desired()[&key("a")]["spec"]["macAgingSeconds"], 300);
+        let out = s.apply(KubeEvent::Modified(cn("a", 12, 900)));
+        assert_eq!(out.changes.len(), 1);
+        assert!(s.problems().is_empty());
+        // Deleting the object takes its last valid version with it.
+        let out = s.apply(KubeEvent::Modified(cn("a", 13, 5)));
+        assert!(out.changes.is_empty());
+        let out = s.apply(KubeEvent::Deleted(cn("a", 14, 5)));
+        assert_eq!(out.changes, vec![Change::Delete { key: key("a") }]);
+        assert!(s.problems().is_empty());
+    }
+
+    #[test]
     fn one_name_in_two_namespaces_is_refused() {
         let mut s = state();
         let mut a = cn("a", 10, 300);
