@@ -73,7 +73,30 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub async fn start(cfg: Resolved) -> anyhow::Result<Arc<Daemon>> {
+    pub async fn start(#[allow(unused_mut)] mut cfg: Resolved) -> anyhow::Result<Arc<Daemon>> {
+        #[cfg(feature = "kubernetes")]
+        let kube_client = if cfg.resources == crate::options::ResourceSource::Kubernetes {
+            let client = crate::kubernetes::client::connect()
+                .await
+                .context("connecting to the Kubernetes API server")?;
+            // Selectors match the Node's labels too; --node-label flags and
+            // kubernetes.io/hostname (the node name) win over them.
+            match crate::kubernetes::client::node_labels(&client, &cfg.node).await {
+                Ok(labels) => {
+                    for (k, v) in labels {
+                        cfg.node_labels.entry(k).or_insert(v);
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    node = %cfg.node,
+                    error = %e,
+                    "reading this node's labels from Kubernetes failed; using --node-label only"
+                ),
+            }
+            Some(client)
+        } else {
+            None
+        };
         let vip_only = cfg.vip_only;
         if !vip_only {
             // Pods' traffic is routed through the node.
@@ -132,8 +155,8 @@ impl Daemon {
         });
         let any = |e: ApiError| anyhow::anyhow!(e);
         #[cfg(feature = "kubernetes")]
-        if daemon.from_kubernetes() {
-            daemon.start_kubernetes().await?;
+        if let Some(client) = kube_client {
+            daemon.start_kubernetes(client).await?;
         }
         if vip_only {
             tracing::info!("--vip-only: running the VIP controller alone");
@@ -203,15 +226,14 @@ impl Daemon {
     /// Mirrors Kubernetes' resources into the store and waits (a while)
     /// for the first complete list, so the first reconcile sees them.
     #[cfg(feature = "kubernetes")]
-    async fn start_kubernetes(&self) -> anyhow::Result<()> {
-        let (client, mut synced) = crate::kubernetes::client::start_source(
+    async fn start_kubernetes(&self, client: kube::Client) -> anyhow::Result<()> {
+        let mut synced = crate::kubernetes::client::start_source(
+            client.clone(),
             self.node.store.clone(),
             &self.node.cfg.node,
             self.node.cfg.node_labels.clone(),
             self.config_errors.clone(),
-        )
-        .await
-        .context("connecting to the Kubernetes API server")?;
+        );
         let wait = std::time::Duration::from_secs(30);
         if tokio::time::timeout(wait, synced.wait_for(|s| *s))
             .await
@@ -220,6 +242,45 @@ impl Daemon {
             tracing::warn!(
                 "resources not listed from Kubernetes within 30 s (CRDs installed? RBAC?); starting with the stored ones"
             );
+        }
+        // The defaults the API path makes up, made in Kubernetes (create
+        // only): Harvester's ClusterNetwork `mgmt` and a ManagementNetwork.
+        let mut defaults = Vec::new();
+        if self
+            .resources
+            .get(ClusterNetwork::KIND, "mgmt")
+            .await?
+            .is_none()
+        {
+            defaults.push(serde_json::to_value(ClusterNetwork::new(
+                "mgmt",
+                ClusterNetworkSpec::default(),
+            ))?);
+        }
+        if self
+            .resources
+            .list(ManagementNetwork::KIND)
+            .await?
+            .is_empty()
+        {
+            defaults.push(serde_json::to_value(ManagementNetwork::new(
+                ManagementNetwork::DEFAULT_NAME,
+                ManagementNetworkSpec::default(),
+            ))?);
+        }
+        for d in defaults {
+            match crate::kubernetes::client::create_if_missing(&client, &d).await {
+                Ok(true) => tracing::info!(
+                    kind = d["kind"].as_str().unwrap_or(""),
+                    "created the default in Kubernetes"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    kind = d["kind"].as_str().unwrap_or(""),
+                    error = %e,
+                    "creating the default in Kubernetes failed"
+                ),
+            }
         }
         crate::kubernetes::client::spawn_status_writer(
             client,
@@ -307,9 +368,8 @@ impl Daemon {
 
     async fn ensure_default_network(&self) -> Result<(), ApiError> {
         if self.from_kubernetes() {
-            // Kubernetes holds every resource; a default netd made up here
-            // would be dropped by the next re-list.
-            tracing::info!("resources come from Kubernetes: no default networks are created");
+            // Made in Kubernetes instead (start_kubernetes): one written
+            // here would be dropped by the next re-list.
             return Ok(());
         }
         // Harvester's built-in cluster network: NADs with "bridge": "mgmt-br"

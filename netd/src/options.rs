@@ -16,6 +16,10 @@ pub enum StoreBackend {
     Embedded,
     /// An etcd cluster several nodes share.
     Etcd,
+    /// Refused with what to use instead: state (subnet and DHCP leases,
+    /// ports, VIP election) cannot live in Kubernetes yet; resources can
+    /// (--resources kubernetes).
+    Kubernetes,
 }
 
 /// Where netd's resources (ManagementNetwork, VlanConfig, ...) come from.
@@ -328,6 +332,10 @@ impl Options {
             StoreBackend::Embedded => Ok(StoreConfig::Embedded {
                 path: state_dir.join("store.redb"),
             }),
+            StoreBackend::Kubernetes => Err(OptionsError {
+                flag: "store",
+                msg: "kubernetes: netd's state (subnet and DHCP leases, ports, VIP election) cannot live in Kubernetes yet; take resources from Kubernetes with --resources=kubernetes and keep state with --store=etcd (nodes sharing state) or --store=embedded (a single node)".into(),
+            }),
             StoreBackend::Etcd => {
                 let cfg = EtcdConfig {
                     endpoints: self
@@ -410,6 +418,15 @@ mod tests {
                 .flag,
             "node-label"
         );
+    }
+
+    #[test]
+    fn store_kubernetes_says_what_to_use_instead() {
+        let e = parse(&["--node-name", "n1", "--store", "kubernetes"])
+            .resolve()
+            .unwrap_err();
+        assert_eq!(e.flag, "store");
+        assert!(e.msg.contains("--resources=kubernetes"), "{}", e.msg);
     }
 
     #[test]

@@ -182,16 +182,50 @@ impl Lister {
     }
 }
 
-/// Connects (in-cluster credentials, or KUBECONFIG) and starts mirroring
-/// resources into `store`. The receiver turns true once every collection
-/// was listed once.
-pub async fn start_source(
+/// A client from in-cluster credentials, or KUBECONFIG.
+pub async fn connect() -> Result<kube::Client, KubeError> {
+    Ok(kube::Client::try_default().await?)
+}
+
+/// This node's labels from its Node object.
+pub async fn node_labels(
+    client: &kube::Client,
+    node: &str,
+) -> Result<std::collections::BTreeMap<String, String>, KubeError> {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    Ok(api.get(node).await?.metadata.labels.unwrap_or_default())
+}
+
+/// Creates an object unless it exists (never updates one: 409 means it
+/// is there). Returns whether it was created.
+pub async fn create_if_missing(client: &kube::Client, doc: &Value) -> Result<bool, KubeError> {
+    let convert = |msg: String| KubeError::Convert {
+        what: "default resource".into(),
+        msg,
+    };
+    let c = Collection::new(
+        doc["apiVersion"].as_str().unwrap_or_default(),
+        doc["kind"].as_str().unwrap_or_default(),
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(&c));
+    let obj: DynamicObject =
+        serde_json::from_value(doc.clone()).map_err(|e| convert(e.to_string()))?;
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Starts mirroring resources into `store`. The receiver turns true once
+/// every collection was listed once.
+pub fn start_source(
+    client: kube::Client,
     store: Arc<dyn Store>,
     node: &str,
     node_labels: std::collections::BTreeMap<String, String>,
     problems: Arc<std::sync::Mutex<Vec<String>>>,
-) -> Result<(kube::Client, tokio::sync::watch::Receiver<bool>), KubeError> {
-    let client = kube::Client::try_default().await?;
+) -> tokio::sync::watch::Receiver<bool> {
     if store.backend() == "embedded" {
         tracing::warn!(
             "resources from Kubernetes with the embedded store: this node elects itself for every VIP and leases subnets on its own; nodes sharing a cluster need --store etcd"
@@ -199,13 +233,12 @@ pub async fn start_source(
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
     let state = KubeState::new(node, node_labels);
-    let c = client.clone();
     tokio::spawn(async move {
-        if let Err(e) = run_source(c, store, state, tx, problems).await {
+        if let Err(e) = run_source(client, store, state, tx, problems).await {
             tracing::error!(error = %e, "the Kubernetes resource source stopped");
         }
     });
-    Ok((client, rx))
+    rx
 }
 
 /// Keeps `status.nodeSubnets.<node>` of each ManagementNetwork current
