@@ -11,8 +11,8 @@ use furrow_api::cni::{AttachmentSpec, CniResult};
 use furrow_api::error::code;
 use furrow_api::resource::{
     selects, BgpPeer, ClusterNetwork, ClusterNetworkSpec, IpPool, ManagementNetwork,
-    ManagementNetworkSpec, VirtualIp, VirtualIpPool, VirtualMachineNetworkConfig, VlanConfig,
-    VlanInterface,
+    ManagementNetworkSpec, MgmtBackend, VirtualIp, VirtualIpPool, VirtualMachineNetworkConfig,
+    VlanConfig, VlanInterface,
 };
 use furrow_api::wire::{
     AttachmentRef, AttachmentRequest, DatapathStatus, FirewallStatus, GcRequest, GcResponse,
@@ -372,6 +372,30 @@ impl Daemon {
                 }
             }
         });
+        if !self.node.cfg.vip_only {
+            let me = self.clone();
+            tokio::spawn(async move {
+                // Other nodes' subnet leases (joins, departures, moved
+                // underlay addresses) become routes here; the timer also
+                // repairs kernel drift and follows underlay changes.
+                let mut w = me.node.store.watch("/furrow/subnets/");
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tokio::select! {
+                        ev = w.next() => {
+                            if let Err(WatchError::Closed) = ev {
+                                return;
+                            }
+                        }
+                        _ = tick.tick() => {}
+                    }
+                    if let Err(e) = me.mgmt.sync_overlay().await {
+                        tracing::warn!(error = %e, "syncing cross-node routes");
+                    }
+                }
+            });
+        }
         let me = self.clone();
         tokio::spawn(async move {
             let mut w = me.node.store.watch("/furrow/resources/");
@@ -392,6 +416,29 @@ impl Daemon {
     /// strand existing ports.
     pub async fn apply_doc(&self, doc: Value) -> Result<Value, ApiError> {
         let v = resources::validate(&doc)?;
+        if v.kind == IpPool::KIND {
+            let new: IpPool = serde_json::from_value(v.doc.clone())
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            // One pool per VLAN network: two would hand out addresses
+            // from two ranges under two server identities on one segment.
+            for o in self.resources.typed::<IpPool>(IpPool::KIND).await? {
+                if o.metadata.name != v.name && o.cni_network() == new.cni_network() {
+                    return Err(ApiError::invalid_field(
+                        "spec.networkName",
+                        format!(
+                            "network {:?} is already served by IPPool {:?}: expected one pool per network",
+                            new.cni_network(),
+                            o.metadata.name
+                        ),
+                    ));
+                }
+            }
+        }
+        if v.kind == VirtualMachineNetworkConfig::KIND {
+            let new: VirtualMachineNetworkConfig = serde_json::from_value(v.doc.clone())
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            self.check_reservations(&new).await?;
+        }
         if v.kind == VirtualIp::KIND {
             let new: VirtualIp = serde_json::from_value(v.doc.clone())
                 .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -409,6 +456,26 @@ impl Daemon {
             }
         }
         if v.kind == ManagementNetwork::KIND {
+            let new: ManagementNetwork = serde_json::from_value(v.doc.clone())
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            // One VXLAN device per VNI on a node: two networks sharing one
+            // would mix their pods.
+            if new.spec.backend == MgmtBackend::Vxlan {
+                for o in self.resources.management_networks().await? {
+                    if o.metadata.name != v.name
+                        && o.spec.backend == MgmtBackend::Vxlan
+                        && o.spec.vxlan_vni == new.spec.vxlan_vni
+                    {
+                        return Err(ApiError::invalid_field(
+                            "spec.vxlanVNI",
+                            format!(
+                                "{} is already ManagementNetwork {:?}'s VNI: expected a VNI of its own",
+                                new.spec.vxlan_vni, o.metadata.name
+                            ),
+                        ));
+                    }
+                }
+            }
             if let Some(old) = self.resources.get(v.kind, &v.name).await? {
                 let old: ManagementNetwork =
                     serde_json::from_value(old).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -494,6 +561,83 @@ impl Daemon {
             }
         }
         self.resources.put(v).await
+    }
+
+    /// A VM's reserved addresses must be usable in its network's pool (in
+    /// the CIDR, not the server's, the router's, the network or broadcast
+    /// address) and reserved by no other VM; a MAC is reserved once per
+    /// network.
+    async fn check_reservations(&self, new: &VirtualMachineNetworkConfig) -> Result<(), ApiError> {
+        let pools = self.resources.typed::<IpPool>(IpPool::KIND).await?;
+        let others: Vec<VirtualMachineNetworkConfig> = self
+            .resources
+            .typed::<VirtualMachineNetworkConfig>(VirtualMachineNetworkConfig::KIND)
+            .await?
+            .into_iter()
+            .filter(|o| o.metadata.name != new.metadata.name)
+            .collect();
+        for (i, e) in new.spec.network_configs.iter().enumerate() {
+            let field = format!("spec.networkConfigs[{i}]");
+            for o in &others {
+                for oe in &o.spec.network_configs {
+                    if oe.cni_network() != e.cni_network() {
+                        continue;
+                    }
+                    if oe.mac_address == e.mac_address {
+                        return Err(ApiError::invalid_field(
+                            &format!("{field}.macAddress"),
+                            format!(
+                                "{} on network {:?} is already VirtualMachineNetworkConfig {:?}'s: expected a MAC of this VM's own",
+                                e.mac_address,
+                                e.cni_network(),
+                                o.metadata.name
+                            ),
+                        ));
+                    }
+                    if e.ip_address.is_some() && oe.ip_address == e.ip_address {
+                        return Err(ApiError::invalid_field(
+                            &format!("{field}.ipAddress"),
+                            format!(
+                                "{} on network {:?} is already reserved by VirtualMachineNetworkConfig {:?}",
+                                e.ip_address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                                e.cni_network(),
+                                o.metadata.name
+                            ),
+                        ));
+                    }
+                }
+            }
+            let Some(ip) = e.ip_address else { continue };
+            // Without a pool yet there is nothing to check against; the
+            // pool's own validation keeps its addresses consistent.
+            let Some(pool) = pools.iter().find(|p| p.cni_network() == e.cni_network()) else {
+                continue;
+            };
+            let c = &pool.spec.ipv4_config;
+            let why = if !c.cidr.contains(&ip) {
+                Some(format!(
+                    "outside IPPool {:?}'s CIDR {}",
+                    pool.metadata.name, c.cidr
+                ))
+            } else if ip == c.server_ip {
+                Some("the DHCP server's address".to_string())
+            } else if Some(ip) == c.router {
+                Some("the router's address".to_string())
+            } else if c.cidr.prefix_len() < 31
+                && (ip == c.cidr.network() || ip == c.cidr.broadcast())
+            {
+                Some(format!("the network or broadcast address of {}", c.cidr))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(ApiError::invalid_field(
+                    &format!("{field}.ipAddress"),
+                    format!("{ip} is {why}: expected a host address of the pool's network"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn vlan_ports_on(&self, cluster_network: &str) -> Result<usize, ApiError> {

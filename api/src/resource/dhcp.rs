@@ -92,7 +92,11 @@ impl Ipv4PoolConfig {
             u32::from(self.pool.end),
             u32::from(ip),
         );
-        s <= v && v <= e && !self.pool.exclude.contains(&ip) && ip != self.server_ip
+        s <= v
+            && v <= e
+            && !self.pool.exclude.contains(&ip)
+            && ip != self.server_ip
+            && Some(ip) != self.router
     }
 
     /// How many addresses the pool can hand out.
@@ -109,7 +113,12 @@ impl Ipv4PoolConfig {
             .collect();
         let server =
             u32::from(self.in_range(self.server_ip) && !excluded.contains(&self.server_ip));
-        (e - s + 1) - excluded.len() as u32 - server
+        // The router is never handed out either (Harvester's allocator
+        // skips it the same way), wherever it sits in the range.
+        let router = self.router.map_or(0, |r| {
+            u32::from(self.in_range(r) && !excluded.contains(&r) && r != self.server_ip)
+        });
+        (e - s + 1) - excluded.len() as u32 - server - router
     }
 
     fn in_range(&self, ip: Ipv4Addr) -> bool {
@@ -448,6 +457,15 @@ mod tests {
         assert_eq!(p.spec.ipv4_config.capacity(), 10);
         assert!(p.spec.ipv4_config.in_pool("10.100.0.10".parse().unwrap()));
         assert!(!p.spec.ipv4_config.in_pool("10.100.0.15".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_router_inside_the_range_is_never_handed_out_nor_counted() {
+        let mut p = pool();
+        p.spec.ipv4_config.router = Some("10.100.0.11".parse().unwrap());
+        assert!(p.validate().is_empty(), "{:?}", p.validate());
+        assert_eq!(p.spec.ipv4_config.capacity(), 9);
+        assert!(!p.spec.ipv4_config.in_pool("10.100.0.11".parse().unwrap()));
     }
 
     #[test]
