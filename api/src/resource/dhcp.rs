@@ -13,6 +13,7 @@ use crate::MacAddr;
 /// Harvester's default lease: one year.
 pub const DEFAULT_LEASE_SECONDS: u32 = 31_536_000;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpPoolSpec {
@@ -24,6 +25,7 @@ pub struct IpPoolSpec {
     pub ipv4_config: Ipv4PoolConfig,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PoolRange {
@@ -33,14 +35,17 @@ pub struct PoolRange {
     pub exclude: Vec<Ipv4Addr>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StaticRoute {
     /// Destination network (option 121, classless static routes).
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub dst: Ipv4Net,
     pub gateway: Ipv4Addr,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ipv4PoolConfig {
@@ -49,6 +54,7 @@ pub struct Ipv4PoolConfig {
     /// handed out and must lie outside the pool.
     #[serde(rename = "serverIP")]
     pub server_ip: Ipv4Addr,
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub cidr: Ipv4Net,
     pub pool: PoolRange,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +74,7 @@ pub struct Ipv4PoolConfig {
     pub lease_time: Option<u32>,
     /// Interface MTU (option 26), 576-9000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 576, max = 9000)))]
     pub mtu: Option<u32>,
     /// Classless static routes (option 121).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -331,6 +338,7 @@ impl IpPool {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VmNetworkConfigEntry {
@@ -351,6 +359,7 @@ impl VmNetworkConfigEntry {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VmNetworkConfigSpec {
