@@ -212,9 +212,9 @@ fn as_json_schema(v: &Value) -> Value {
                                 .collect(),
                         ),
                         "items" | "additionalProperties" | "not" => as_json_schema(v),
-                        "oneOf" | "anyOf" | "allOf" => Value::Array(
-                            v.as_array().unwrap().iter().map(as_json_schema).collect(),
-                        ),
+                        "oneOf" | "anyOf" | "allOf" => {
+                            Value::Array(v.as_array().unwrap().iter().map(as_json_schema).collect())
+                        }
                         _ => v.clone(),
                     };
                     (k.clone(), v)
@@ -352,7 +352,10 @@ fn examples_validate_against_the_crds_and_furrow() {
         assert!(errs.is_empty(), "{}: furrow: {errs:#?}", rel(p));
     }
     for (kind, _) in KINDS {
-        assert!(seen.contains_key(*kind), "no example of {kind} under manifests/");
+        assert!(
+            seen.contains_key(*kind),
+            "no example of {kind} under manifests/"
+        );
     }
 }
 
@@ -402,7 +405,8 @@ fn crd_schemas_refuse_bad_examples() {
     d.as_object_mut().unwrap().remove("spec");
     let errs = schema_errors(&crds, &d);
     assert!(
-        errs.iter().any(|e| e.contains("\"spec\" is a required property")),
+        errs.iter()
+            .any(|e| e.contains("\"spec\" is a required property")),
         "{errs:?}"
     );
     // nullable: an absent Option may be written as null.
@@ -416,7 +420,10 @@ fn furrow_refuses_bad_examples() {
     let mut d = example("VlanInterface");
     d["spec"]["address"] = json!("10.100.0.0/24");
     let errs = furrow_errors(&d);
-    assert!(errs.iter().any(|e| e.starts_with("spec.address")), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.starts_with("spec.address")),
+        "{errs:?}"
+    );
     let mut d = example("IPPool");
     d["spec"]["ipv4Config"]["serverIP"] = json!("10.100.0.20"); // inside the range
     assert!(!furrow_errors(&d).is_empty());
@@ -632,14 +639,20 @@ fn daemonset_installs_the_plugin_and_a_conflist_furrow_accepts() {
         .iter()
         .map(|m| m["mountPath"].as_str().unwrap())
         .collect();
-    for m in ["/sys/fs/bpf", "/run/furrow", "/var/lib/furrow", "/run/netns"] {
+    for m in [
+        "/sys/fs/bpf",
+        "/run/furrow",
+        "/var/lib/furrow",
+        "/run/netns",
+    ] {
         assert!(mounts.contains(&m), "netd lacks {m}: {mounts:?}");
     }
     // The conflist the init container installs is the one in cni/, and
     // the plugin accepts both.
     let cm = deploy_doc("ConfigMap", "furrow-cni-config");
     let in_cm = cm["data"]["10-furrow-mgmt.conflist"].as_str().unwrap();
-    let file = std::fs::read_to_string(manifests_dir().join("cni/10-furrow-mgmt.conflist")).unwrap();
+    let file =
+        std::fs::read_to_string(manifests_dir().join("cni/10-furrow-mgmt.conflist")).unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(in_cm).unwrap(),
         serde_json::from_str::<Value>(&file).unwrap()
@@ -659,7 +672,12 @@ fn rbac_covers_every_kind_and_no_more() {
         rules
             .iter()
             .filter(|r| r["apiGroups"] == json!(["network.furrow.io"]))
-            .filter(|r| r["resources"].as_array().unwrap().contains(&json!(resource)))
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(resource))
+            })
             .flat_map(|r| r["verbs"].as_array().unwrap().clone())
             .map(|v| v.as_str().unwrap().to_string())
             .collect()
@@ -680,7 +698,10 @@ fn rbac_covers_every_kind_and_no_more() {
         for key in ["apiGroups", "resources", "verbs"] {
             assert!(!r[key].as_array().unwrap().contains(&json!("*")), "{r}");
         }
-        assert!(!r["resources"].as_array().unwrap().contains(&json!("secrets")));
+        assert!(!r["resources"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("secrets")));
     }
 }
 
@@ -724,7 +745,12 @@ fn kubernetes_doc_yaml_is_valid() {
             kinds.push(kind);
         }
     }
-    for want in ["ClusterNetwork", "VlanConfig", "NetworkAttachmentDefinition", "VirtualMachine"] {
+    for want in [
+        "ClusterNetwork",
+        "VlanConfig",
+        "NetworkAttachmentDefinition",
+        "VirtualMachine",
+    ] {
         assert!(kinds.iter().any(|k| k == want), "no {want} on the page");
     }
     // The VM on the page is the one in manifests/kubevirt/.
