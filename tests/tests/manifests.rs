@@ -393,6 +393,15 @@ fn crd_schemas_refuse_bad_examples() {
     let mut d = example("VlanConfig");
     d["spec"]["uplink"]["linkAttributes"]["mtu"] = json!("jumbo");
     refused(&d, "/spec/uplink/linkAttributes/mtu");
+    let mut d = example("VlanConfig");
+    d["spec"]["uplink"]["nics"] = json!([]);
+    refused(&d, "/spec/uplink/nics");
+    let mut d = example("VlanConfig");
+    d["spec"]["clusterNetwork"] = json!("thirteenchars");
+    refused(&d, "/spec/clusterNetwork");
+    let mut d = example("IPPool");
+    d["spec"]["ipv4Config"]["dns"] = json!(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]);
+    refused(&d, "/spec/ipv4Config/dns");
     let mut d = example("IPPool");
     d["spec"]["ipv4Config"]["serverIP"] = json!("10.100.0.300");
     refused(&d, "/spec/ipv4Config/serverIP");

@@ -176,7 +176,7 @@ pub struct LinkAttributes {
     /// Uplink MTU (576-9000, default 1500): the largest frame any VLAN of
     /// the cluster network carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 576, max = 9000)))]
+    #[cfg_attr(feature = "schema", schemars(range(min = MTU_MIN, max = MTU_MAX)))]
     pub mtu: Option<u32>,
     /// Transmit queue length; -1 (or absent) keeps the NIC's.
     #[serde(default, rename = "txQLen", skip_serializing_if = "Option::is_none")]
@@ -191,6 +191,10 @@ pub struct LinkAttributes {
 pub struct Uplink {
     /// The node's NICs carrying the cluster network (one, or several
     /// bonded). Harvester bonds even a single NIC.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1), inner(length(min = 1, max = 15)))
+    )]
     pub nics: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bond_options: Option<BondOptions>,
@@ -217,6 +221,7 @@ impl Uplink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VlanConfigSpec {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = CLUSTER_NETWORK_NAME_MAX)))]
     pub cluster_network: String,
     /// Nodes this uplink configuration applies to (all nodes when empty).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -321,9 +326,10 @@ impl VlanConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VlanInterfaceSpec {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = CLUSTER_NETWORK_NAME_MAX)))]
     pub cluster_network: String,
     /// 1-4094, or 0 for the untagged network.
-    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 4094)))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = VLAN_MAX)))]
     pub vlan: u16,
     /// Nodes that get the interface (every node with an uplink on the
     /// cluster network when empty).
@@ -340,7 +346,7 @@ pub struct VlanInterfaceSpec {
     pub node_addresses: BTreeMap<String, IpNet>,
     /// Interface MTU; absent means the uplink's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 576, max = 9000)))]
+    #[cfg_attr(feature = "schema", schemars(range(min = MTU_MIN, max = MTU_MAX)))]
     pub mtu: Option<u32>,
     /// Each selected node takes its address from the VLAN's DHCP server
     /// (with a MAC generated from the interface and node names, stable

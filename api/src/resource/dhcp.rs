@@ -61,6 +61,7 @@ pub struct Ipv4PoolConfig {
     pub router: Option<Ipv4Addr>,
     /// At most 3.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 3)))]
     pub dns: Vec<Ipv4Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain_name: Option<String>,
@@ -68,13 +69,14 @@ pub struct Ipv4PoolConfig {
     pub domain_search: Vec<String>,
     /// At most 4.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 4)))]
     pub ntp: Vec<Ipv4Addr>,
     /// Seconds (60 to 2^31-1); default one year, as in Harvester.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_time: Option<u32>,
     /// Interface MTU (option 26), 576-9000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 576, max = 9000)))]
+    #[cfg_attr(feature = "schema", schemars(range(min = super::MTU_MIN, max = super::MTU_MAX)))]
     pub mtu: Option<u32>,
     /// Classless static routes (option 121).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -25,7 +25,7 @@ pub struct ManagementNetworkSpec {
     /// MTU less the backend's encapsulation overhead (50 bytes for vxlan),
     /// so the largest pod packet still fits the wire once wrapped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 576, max = 9000)))]
+    #[cfg_attr(feature = "schema", schemars(range(min = MTU_MIN, max = MTU_MAX)))]
     pub mtu: Option<u32>,
     /// Masquerade traffic leaving the cluster CIDR behind the node.
     #[serde(default = "default_true")]
@@ -36,7 +36,7 @@ pub struct ManagementNetworkSpec {
     /// VXLAN network identifier of the overlay (backend vxlan), 1-16777215;
     /// unique per management network.
     #[serde(rename = "vxlanVNI", default = "default_vni")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 16777215)))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = VNI_MAX)))]
     pub vxlan_vni: u32,
     /// UDP destination port of the overlay (backend vxlan); flannel's
     /// 8472 by default, so the usual firewall openings apply.
