@@ -771,3 +771,44 @@ fn kubernetes_doc_yaml_is_valid() {
         .unwrap();
     assert_eq!(vm, on_page);
 }
+
+/// The API server refuses a CRD whose defaults do not validate against
+/// their own schema (and applies them to every object): check each one.
+#[test]
+fn crd_defaults_validate_against_their_schemas() {
+    fn walk(v: &Value, path: &str, found: &mut Vec<(String, Value, Value)>) {
+        let Some(o) = v.as_object() else { return };
+        if let Some(d) = o.get("default") {
+            found.push((path.to_string(), d.clone(), v.clone()));
+        }
+        if let Some(Value::Object(p)) = o.get("properties") {
+            for (k, c) in p {
+                walk(c, &format!("{path}.{k}"), found);
+            }
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(c) = o.get(key) {
+                walk(c, &format!("{path}[{key}]"), found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (kind, c) in crds_by_kind() {
+        walk(
+            &c["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            &kind,
+            &mut found,
+        );
+    }
+    assert!(found.len() >= 10, "only {} defaults", found.len());
+    for (path, default, schema) in found {
+        let mut schema = schema;
+        schema.as_object_mut().unwrap().remove("default");
+        let v = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&as_json_schema(&schema))
+            .unwrap();
+        let errs: Vec<String> = v.iter_errors(&default).map(|e| e.to_string()).collect();
+        assert!(errs.is_empty(), "{path}: default {default}: {errs:?}");
+    }
+}
