@@ -5,6 +5,8 @@
 
 pub mod client;
 pub mod cni;
+#[cfg(feature = "schema")]
+pub mod crd;
 pub mod error;
 pub mod mac;
 pub mod resource;

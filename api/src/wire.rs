@@ -238,6 +238,34 @@ pub struct NetworkInfo {
     pub ports: u32,
     pub addresses_allocated: u32,
     pub addresses_total: u32,
+    /// Cross-node transport: `vxlan` or `host-gw`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// The link and address carrying cross-node traffic, e.g.
+    /// `eth0 198.18.0.1/24`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<String>,
+    /// The VXLAN device of this network on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Other nodes' subnets this node routes to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_subnets: Vec<RemoteSubnet>,
+    /// Why cross-node routing is incomplete, if it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// Another node's subnet as this node routes to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteSubnet {
+    pub node: String,
+    pub subnet: ipnet::Ipv4Net,
+    /// The node's underlay address (VXLAN endpoint or host-gw next hop).
+    pub node_ip: std::net::Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<crate::MacAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -835,6 +835,7 @@ fn networks_table(nets: &[NetworkInfo]) -> String {
         "CLUSTER-CIDR",
         "MTU",
         "MASQ",
+        "BACKEND",
         "PORTS",
         "ADDRESSES",
     ]);
@@ -847,11 +848,46 @@ fn networks_table(nets: &[NetworkInfo]) -> String {
             n.cluster_cidr.map(|s| s.to_string()).unwrap_or_default(),
             n.mtu.to_string(),
             if n.masquerade { "yes" } else { "no" }.into(),
+            n.backend.clone().unwrap_or_else(|| "-".into()),
             n.ports.to_string(),
             format!("{}/{}", n.addresses_allocated, n.addresses_total),
         ]);
     }
-    t.render()
+    let mut out = t.render();
+    // Cross-node routes: what each network reaches on other nodes.
+    for n in nets
+        .iter()
+        .filter(|n| n.underlay.is_some() || !n.problems.is_empty())
+    {
+        out.push_str(&format!(
+            "\n{} across nodes: {} over {}{}\n",
+            n.name,
+            n.backend.as_deref().unwrap_or("-"),
+            n.underlay.as_deref().unwrap_or("no underlay"),
+            n.device
+                .as_ref()
+                .map(|d| format!(", device {d}"))
+                .unwrap_or_default()
+        ));
+        if !n.remote_subnets.is_empty() {
+            let mut r = Table::new(&["NODE", "SUBNET", "NODE-IP", "VTEP-MAC"]);
+            for s in &n.remote_subnets {
+                r.row(vec![
+                    s.node.clone(),
+                    s.subnet.to_string(),
+                    s.node_ip.to_string(),
+                    s.vtep_mac
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            out.push_str(&r.render());
+        }
+        for p in &n.problems {
+            out.push_str(&format!("  problem: {p}\n"));
+        }
+    }
+    out
 }
 
 fn ports_table(ports: &[PortInfo]) -> String {

@@ -492,6 +492,30 @@ impl Daemon {
                 }
             }
         });
+        if !self.node.cfg.vip_only {
+            let me = self.clone();
+            tokio::spawn(async move {
+                // Other nodes' subnet leases (joins, departures, moved
+                // underlay addresses) become routes here; the timer also
+                // repairs kernel drift and follows underlay changes.
+                let mut w = me.node.store.watch("/furrow/subnets/");
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tokio::select! {
+                        ev = w.next() => {
+                            if let Err(WatchError::Closed) = ev {
+                                return;
+                            }
+                        }
+                        _ = tick.tick() => {}
+                    }
+                    if let Err(e) = me.mgmt.sync_overlay().await {
+                        tracing::warn!(error = %e, "syncing cross-node routes");
+                    }
+                }
+            });
+        }
         let me = self.clone();
         tokio::spawn(async move {
             let mut w = me.node.store.watch("/furrow/resources/");

@@ -280,10 +280,10 @@ mod tests {
         a.beat().await.unwrap();
         b.beat().await.unwrap();
         c.beat().await.unwrap();
-        crate::subnets::lease(&*store, "mgmt", cidr, 24, "a")
+        crate::subnets::lease(&*store, "mgmt", cidr, 24, "a", &Default::default())
             .await
             .unwrap();
-        let sb = crate::subnets::lease(&*store, "mgmt", cidr, 24, "b")
+        let sb = crate::subnets::lease(&*store, "mgmt", cidr, 24, "b", &Default::default())
             .await
             .unwrap();
         // Nobody is gone yet.
@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(bi.state, "gone");
         assert!(bi.subnets.is_empty());
         // A new node gets b's old subnet.
-        let d = crate::subnets::lease(&*store, "mgmt", cidr, 24, "d")
+        let d = crate::subnets::lease(&*store, "mgmt", cidr, 24, "d", &Default::default())
             .await
             .unwrap();
         assert_eq!(d, sb);
@@ -316,14 +316,14 @@ mod tests {
         let cidr: Ipv4Net = "10.52.0.0/22".parse().unwrap();
         a.beat().await.unwrap();
         b.beat().await.unwrap();
-        let sb = crate::subnets::lease(&*store, "mgmt", cidr, 24, "b")
+        let sb = crate::subnets::lease(&*store, "mgmt", cidr, 24, "b", &Default::default())
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(1200)).await;
         a.beat().await.unwrap();
         b.beat().await.unwrap();
         assert_eq!(a.reclaim_gone().await.unwrap(), 0);
-        let again = crate::subnets::lease(&*store, "mgmt", cidr, 24, "b")
+        let again = crate::subnets::lease(&*store, "mgmt", cidr, 24, "b", &Default::default())
             .await
             .unwrap();
         assert_eq!(again, sb);

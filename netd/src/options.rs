@@ -144,6 +144,11 @@ pub struct Options {
     /// released (it renews every quarter of this).
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub node_grace_secs: u64,
+    /// The interface whose IPv4 address carries the management network
+    /// between nodes (VXLAN endpoint, host-gw next hop). Default: the
+    /// interface of the IPv4 default route.
+    #[arg(long, env = "FURROW_UNDERLAY_INTERFACE", value_name = "IFNAME")]
+    pub underlay_interface: Option<String>,
 }
 
 /// Options with every default filled in.
@@ -163,6 +168,7 @@ pub struct Resolved {
     pub vip_timing: crate::vip::election::Timing,
     pub vip_only: bool,
     pub node_grace: std::time::Duration,
+    pub underlay_interface: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +293,20 @@ impl Options {
                     });
                 }
                 std::time::Duration::from_secs(self.node_grace_secs)
+            },
+            underlay_interface: match &self.underlay_interface {
+                Some(n)
+                    if n.is_empty()
+                        || n.len() > 15
+                        || n.bytes()
+                            .any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0) =>
+                {
+                    return Err(OptionsError {
+                        flag: "underlay-interface",
+                        msg: format!("{n:?}: expected an interface name of 1-15 characters without '/' or spaces"),
+                    });
+                }
+                other => other.clone(),
             },
         })
     }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use furrow_api::error::code;
 use furrow_api::resource::{
     self, field_errors_to_api, selects, BgpPeer, ClusterNetwork, FieldError, IpPool,
-    ManagementNetwork, VirtualIp, VirtualIpPool, VirtualMachineNetworkConfig, VlanConfig,
-    VlanInterface,
+    ManagementNetwork, MgmtBackend, VirtualIp, VirtualIpPool, VirtualMachineNetworkConfig,
+    VlanConfig, VlanInterface,
 };
 use furrow_api::ApiError;
 use serde_json::Value;
@@ -112,65 +112,230 @@ fn typed_from<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The stored documents the rules between documents look at; only the
+/// kinds a rule of the document's kind needs are filled in
+/// ([`Others::kinds_for`]).
+#[derive(Debug, Clone, Default)]
+pub struct Others {
+    pub vips: Vec<VirtualIp>,
+    pub vlan_configs: Vec<VlanConfig>,
+    pub ip_pools: Vec<IpPool>,
+    pub vm_network_configs: Vec<VirtualMachineNetworkConfig>,
+    pub management_networks: Vec<ManagementNetwork>,
+}
+
+impl Others {
+    /// The kinds whose documents the rules for `kind` read.
+    pub fn kinds_for(kind: &str) -> &'static [&'static str] {
+        match kind {
+            VirtualIp::KIND => &[VirtualIp::KIND],
+            VlanConfig::KIND => &[VlanConfig::KIND],
+            IpPool::KIND => &[IpPool::KIND],
+            VirtualMachineNetworkConfig::KIND => &[VirtualMachineNetworkConfig::KIND, IpPool::KIND],
+            ManagementNetwork::KIND => &[ManagementNetwork::KIND],
+            _ => &[],
+        }
+    }
+
+    /// Adds one stored document of `kind`; one that does not parse is
+    /// skipped (as `Resources::typed` skips it).
+    pub fn push(&mut self, kind: &str, doc: Value) {
+        fn add<T: serde::de::DeserializeOwned>(v: &mut Vec<T>, doc: Value) {
+            if let Ok(t) = serde_json::from_value(doc) {
+                v.push(t);
+            }
+        }
+        match kind {
+            VirtualIp::KIND => add(&mut self.vips, doc),
+            VlanConfig::KIND => add(&mut self.vlan_configs, doc),
+            IpPool::KIND => add(&mut self.ip_pools, doc),
+            VirtualMachineNetworkConfig::KIND => add(&mut self.vm_network_configs, doc),
+            ManagementNetwork::KIND => add(&mut self.management_networks, doc),
+            _ => {}
+        }
+    }
+}
+
 /// Rules between documents that hold on every node and need no
 /// node-local state: one static address per VirtualIP; VlanConfigs of a
 /// cluster network share one MTU and never cover one node twice (as seen
-/// from this node's labels). Pure, so the API path (`Daemon::apply_doc`)
-/// and the Kubernetes source check exactly the same thing.
+/// from this node's labels); one IPPool per network; reservations usable
+/// in their pool and unique per network; one VXLAN VNI per management
+/// network. Pure, so the API path (`Daemon::apply_doc`) and the Kubernetes
+/// source check exactly the same thing.
 pub fn check_conflicts(
     v: &Validated,
-    vips: &[VirtualIp],
-    vlan_configs: &[VlanConfig],
+    stored: &Others,
     node: &str,
     node_labels: &BTreeMap<String, String>,
 ) -> Result<(), ApiError> {
-    if v.kind == VirtualIp::KIND {
-        let new: VirtualIp =
-            serde_json::from_value(v.doc.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
-        if let Some(ip) = new.static_address() {
-            if let Some(o) = vips
-                .iter()
-                .find(|o| o.metadata.name != v.name && o.static_address() == Some(ip))
-            {
-                return Err(ApiError::invalid_field(
-                    "spec.address",
-                    format!("{ip} is already VirtualIP {:?}'s address", o.metadata.name),
-                ));
+    fn typed<T: serde::de::DeserializeOwned>(v: &Validated) -> Result<T, ApiError> {
+        serde_json::from_value(v.doc.clone()).map_err(|e| ApiError::internal(e.to_string()))
+    }
+    match v.kind {
+        VirtualIp::KIND => {
+            let new: VirtualIp = typed(v)?;
+            if let Some(ip) = new.static_address() {
+                if let Some(o) = stored
+                    .vips
+                    .iter()
+                    .find(|o| o.metadata.name != v.name && o.static_address() == Some(ip))
+                {
+                    return Err(ApiError::invalid_field(
+                        "spec.address",
+                        format!("{ip} is already VirtualIP {:?}'s address", o.metadata.name),
+                    ));
+                }
             }
         }
+        VlanConfig::KIND => {
+            let new: VlanConfig = typed(v)?;
+            for other in &stored.vlan_configs {
+                if other.metadata.name == v.name
+                    || other.spec.cluster_network != new.spec.cluster_network
+                {
+                    continue;
+                }
+                if other.spec.uplink.mtu() != new.spec.uplink.mtu() {
+                    return Err(ApiError::invalid_field(
+                        "spec.uplink.linkAttributes.mtu",
+                        format!(
+                            "{} differs from VlanConfig {:?}'s {} on cluster network {}: all uplinks of a cluster network share one MTU",
+                            new.spec.uplink.mtu(),
+                            other.metadata.name,
+                            other.spec.uplink.mtu(),
+                            new.spec.cluster_network
+                        ),
+                    ));
+                }
+                if selects(&other.spec.node_selector, node_labels)
+                    && selects(&new.spec.node_selector, node_labels)
+                {
+                    return Err(ApiError::new(
+                        code::CONFLICT,
+                        format!(
+                            "spec.nodeSelector: VlanConfig {:?} already covers node {node} on cluster network {}; two VlanConfigs may not cover one node",
+                            other.metadata.name, new.spec.cluster_network
+                        ),
+                    ));
+                }
+            }
+        }
+        IpPool::KIND => {
+            let new: IpPool = typed(v)?;
+            // One pool per VLAN network: two would hand out addresses
+            // from two ranges under two server identities on one segment.
+            for o in &stored.ip_pools {
+                if o.metadata.name != v.name && o.cni_network() == new.cni_network() {
+                    return Err(ApiError::invalid_field(
+                        "spec.networkName",
+                        format!(
+                            "network {:?} is already served by IPPool {:?}: expected one pool per network",
+                            new.cni_network(),
+                            o.metadata.name
+                        ),
+                    ));
+                }
+            }
+        }
+        VirtualMachineNetworkConfig::KIND => {
+            let new: VirtualMachineNetworkConfig = typed(v)?;
+            check_reservations(&new, stored)?;
+        }
+        ManagementNetwork::KIND => {
+            let new: ManagementNetwork = typed(v)?;
+            // One VXLAN device per VNI on a node: two networks sharing one
+            // would mix their pods.
+            if new.spec.backend == MgmtBackend::Vxlan {
+                for o in &stored.management_networks {
+                    if o.metadata.name != v.name
+                        && o.spec.backend == MgmtBackend::Vxlan
+                        && o.spec.vxlan_vni == new.spec.vxlan_vni
+                    {
+                        return Err(ApiError::invalid_field(
+                            "spec.vxlanVNI",
+                            format!(
+                                "{} is already ManagementNetwork {:?}'s VNI: expected a VNI of its own",
+                                new.spec.vxlan_vni, o.metadata.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        _ => {}
     }
-    if v.kind == VlanConfig::KIND {
-        let new: VlanConfig =
-            serde_json::from_value(v.doc.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
-        for other in vlan_configs {
-            if other.metadata.name == v.name
-                || other.spec.cluster_network != new.spec.cluster_network
-            {
-                continue;
+    Ok(())
+}
+
+/// A VM's reserved addresses must be usable in its network's pool (in
+/// the CIDR, not the server's, the router's, the network or broadcast
+/// address) and reserved by no other VM; a MAC is reserved once per
+/// network.
+fn check_reservations(new: &VirtualMachineNetworkConfig, stored: &Others) -> Result<(), ApiError> {
+    let pools = &stored.ip_pools;
+    let others: Vec<&VirtualMachineNetworkConfig> = stored
+        .vm_network_configs
+        .iter()
+        .filter(|o| o.metadata.name != new.metadata.name)
+        .collect();
+    for (i, e) in new.spec.network_configs.iter().enumerate() {
+        let field = format!("spec.networkConfigs[{i}]");
+        for o in &others {
+            for oe in &o.spec.network_configs {
+                if oe.cni_network() != e.cni_network() {
+                    continue;
+                }
+                if oe.mac_address == e.mac_address {
+                    return Err(ApiError::invalid_field(
+                        &format!("{field}.macAddress"),
+                        format!(
+                            "{} on network {:?} is already VirtualMachineNetworkConfig {:?}'s: expected a MAC of this VM's own",
+                            e.mac_address,
+                            e.cni_network(),
+                            o.metadata.name
+                        ),
+                    ));
+                }
+                if e.ip_address.is_some() && oe.ip_address == e.ip_address {
+                    return Err(ApiError::invalid_field(
+                        &format!("{field}.ipAddress"),
+                        format!(
+                            "{} on network {:?} is already reserved by VirtualMachineNetworkConfig {:?}",
+                            e.ip_address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                            e.cni_network(),
+                            o.metadata.name
+                        ),
+                    ));
+                }
             }
-            if other.spec.uplink.mtu() != new.spec.uplink.mtu() {
-                return Err(ApiError::invalid_field(
-                    "spec.uplink.linkAttributes.mtu",
-                    format!(
-                        "{} differs from VlanConfig {:?}'s {} on cluster network {}: all uplinks of a cluster network share one MTU",
-                        new.spec.uplink.mtu(),
-                        other.metadata.name,
-                        other.spec.uplink.mtu(),
-                        new.spec.cluster_network
-                    ),
-                ));
-            }
-            if selects(&other.spec.node_selector, node_labels)
-                && selects(&new.spec.node_selector, node_labels)
-            {
-                return Err(ApiError::new(
-                    code::CONFLICT,
-                    format!(
-                        "spec.nodeSelector: VlanConfig {:?} already covers node {node} on cluster network {}; two VlanConfigs may not cover one node",
-                        other.metadata.name, new.spec.cluster_network
-                    ),
-                ));
-            }
+        }
+        let Some(ip) = e.ip_address else { continue };
+        // Without a pool yet there is nothing to check against; the
+        // pool's own validation keeps its addresses consistent.
+        let Some(pool) = pools.iter().find(|p| p.cni_network() == e.cni_network()) else {
+            continue;
+        };
+        let c = &pool.spec.ipv4_config;
+        let why = if !c.cidr.contains(&ip) {
+            Some(format!(
+                "outside IPPool {:?}'s CIDR {}",
+                pool.metadata.name, c.cidr
+            ))
+        } else if ip == c.server_ip {
+            Some("the DHCP server's address".to_string())
+        } else if Some(ip) == c.router {
+            Some("the router's address".to_string())
+        } else if c.cidr.prefix_len() < 31 && (ip == c.cidr.network() || ip == c.cidr.broadcast()) {
+            Some(format!("the network or broadcast address of {}", c.cidr))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(ApiError::invalid_field(
+                &format!("{field}.ipAddress"),
+                format!("{ip} is {why}: expected a host address of the pool's network"),
+            ));
         }
     }
     Ok(())
@@ -201,17 +366,13 @@ impl Resources {
         node: &str,
         node_labels: &BTreeMap<String, String>,
     ) -> Result<(), ApiError> {
-        let vips = if v.kind == VirtualIp::KIND {
-            self.typed::<VirtualIp>(VirtualIp::KIND).await?
-        } else {
-            Vec::new()
-        };
-        let vcs = if v.kind == VlanConfig::KIND {
-            self.typed::<VlanConfig>(VlanConfig::KIND).await?
-        } else {
-            Vec::new()
-        };
-        check_conflicts(v, &vips, &vcs, node, node_labels)
+        let mut stored = Others::default();
+        for kind in Others::kinds_for(v.kind) {
+            for d in self.list(kind).await? {
+                stored.push(kind, d);
+            }
+        }
+        check_conflicts(v, &stored, node, node_labels)
     }
 
     /// Stores a validated document. If it carries
@@ -453,11 +614,13 @@ mod tests {
         fn typed<T: serde::de::DeserializeOwned>(d: &Value) -> T {
             serde_json::from_value(validate(d).unwrap().doc).unwrap()
         }
-        let vips: Vec<VirtualIp> = vec![typed(&vip("a", "10.0.0.1"))];
+        let vips = Others {
+            vips: vec![typed(&vip("a", "10.0.0.1"))],
+            ..Default::default()
+        };
         let e = check_conflicts(
             &validate(&vip("b", "10.0.0.1")).unwrap(),
             &vips,
-            &[],
             "n1",
             &labels,
         )
@@ -467,7 +630,6 @@ mod tests {
         assert!(check_conflicts(
             &validate(&vip("a", "10.0.0.1")).unwrap(),
             &vips,
-            &[],
             "n1",
             &labels
         )
@@ -475,7 +637,6 @@ mod tests {
         assert!(check_conflicts(
             &validate(&vip("b", "10.0.0.2")).unwrap(),
             &vips,
-            &[],
             "n1",
             &labels
         )
@@ -485,8 +646,11 @@ mod tests {
                 "spec": {"clusterNetwork": "data", "nodeSelector": sel,
                          "uplink": {"nics": ["eth1"], "linkAttributes": {"mtu": mtu}}}})
         };
-        let vcs: Vec<VlanConfig> = vec![typed(&vc("all", json!({}), 1500))];
-        let check = |d: Value| check_conflicts(&validate(&d).unwrap(), &[], &vcs, "n1", &labels);
+        let vcs = Others {
+            vlan_configs: vec![typed(&vc("all", json!({}), 1500))],
+            ..Default::default()
+        };
+        let check = |d: Value| check_conflicts(&validate(&d).unwrap(), &vcs, "n1", &labels);
         let e = check(vc("n1", json!({"kubernetes.io/hostname": "n1"}), 1500)).unwrap_err();
         assert_eq!(e.code, code::CONFLICT);
         assert!(e.msg.starts_with("spec.nodeSelector"), "{}", e.msg);

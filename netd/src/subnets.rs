@@ -2,6 +2,9 @@
 //! the cluster CIDR through the store (create-only, so two nodes can never
 //! hold the same subnet), and keeps it across restarts.
 
+use std::net::Ipv4Addr;
+
+use furrow_api::MacAddr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +16,22 @@ pub struct SubnetLease {
     pub node: String,
     pub subnet: Ipv4Net,
     pub acquired_at: u64,
+    /// How other nodes reach this subnet: kept current by the holder.
+    #[serde(flatten)]
+    pub attrs: LeaseAttrs,
+}
+
+/// What other nodes need to route to a node's subnet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseAttrs {
+    /// The node's underlay address: the VXLAN endpoint, or the host-gw
+    /// next hop. None while the node has no underlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<Ipv4Addr>,
+    /// The MAC of the node's VXLAN device of this network (vxlan only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<MacAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,15 +48,18 @@ pub enum SubnetError {
 
 /// Returns this node's subnet of `network`, leasing the first free one if
 /// it has none. A lease that no longer fits the network's CIDR or prefix
-/// (the network was redefined) is dropped and a new one taken.
+/// (the network was redefined) is dropped and a new one taken. The lease
+/// carries `attrs`, updated in place when they changed (a new underlay
+/// address after a reboot).
 pub async fn lease(
     store: &dyn Store,
     network: &str,
     cidr: Ipv4Net,
     prefix: u8,
     node: &str,
+    attrs: &LeaseAttrs,
 ) -> Result<Ipv4Net, SubnetError> {
-    loop {
+    'again: loop {
         let leases: Vec<(String, SubnetLease, u64)> =
             list_json(store, &keys::subnet_leases_of(network)).await?;
         let mut held = None;
@@ -47,6 +69,21 @@ pub async fn lease(
             }
             if l.subnet.prefix_len() == prefix && cidr.contains(&l.subnet) && held.is_none() {
                 held = Some(l.subnet);
+                if l.attrs != *attrs {
+                    let mut updated = l.clone();
+                    updated.attrs = attrs.clone();
+                    let out = store
+                        .txn(
+                            Txn::new()
+                                .when(Compare::ModRevision(key.clone(), *rev))
+                                .then(Op::put_json(key.clone(), &updated)),
+                        )
+                        .await?;
+                    if !out.succeeded {
+                        // Released or rewritten meanwhile: look again.
+                        continue 'again;
+                    }
+                }
             } else {
                 // Stale or duplicate lease of ours: give it back.
                 store
@@ -80,6 +117,7 @@ pub async fn lease(
             node: node.to_string(),
             subnet: candidate,
             acquired_at: crate::util::now_secs(),
+            attrs: attrs.clone(),
         };
         let out = store
             .txn(
@@ -95,6 +133,13 @@ pub async fn lease(
     }
 }
 
+/// Every lease of `network`.
+pub async fn leases(store: &dyn Store, network: &str) -> Result<Vec<SubnetLease>, StoreError> {
+    let all: Vec<(String, SubnetLease, u64)> =
+        list_json(store, &keys::subnet_leases_of(network)).await?;
+    Ok(all.into_iter().map(|(_, l, _)| l).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,20 +150,48 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("furrow-subnet-test-{}", std::process::id()));
         let store = EmbeddedStore::open(&dir.join("s.redb")).unwrap();
         let cidr: Ipv4Net = "10.52.0.0/22".parse().unwrap();
-        let a = lease(&store, "mgmt", cidr, 24, "a").await.unwrap();
-        let b = lease(&store, "mgmt", cidr, 24, "b").await.unwrap();
+        let none = LeaseAttrs::default();
+        let a = lease(&store, "mgmt", cidr, 24, "a", &none).await.unwrap();
+        let b = lease(&store, "mgmt", cidr, 24, "b", &none).await.unwrap();
         assert_ne!(a, b);
-        assert_eq!(lease(&store, "mgmt", cidr, 24, "a").await.unwrap(), a);
-        lease(&store, "mgmt", cidr, 24, "c").await.unwrap();
-        lease(&store, "mgmt", cidr, 24, "d").await.unwrap();
+        assert_eq!(
+            lease(&store, "mgmt", cidr, 24, "a", &none).await.unwrap(),
+            a
+        );
+        lease(&store, "mgmt", cidr, 24, "c", &none).await.unwrap();
+        lease(&store, "mgmt", cidr, 24, "d", &none).await.unwrap();
         assert!(matches!(
-            lease(&store, "mgmt", cidr, 24, "e").await,
+            lease(&store, "mgmt", cidr, 24, "e", &none).await,
             Err(SubnetError::Exhausted { .. })
         ));
         // Redefined network: the old lease is replaced by one that fits.
         let new: Ipv4Net = "10.60.0.0/16".parse().unwrap();
-        let a2 = lease(&store, "mgmt", new, 24, "a").await.unwrap();
+        let a2 = lease(&store, "mgmt", new, 24, "a", &none).await.unwrap();
         assert!(new.contains(&a2));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn lease_attributes_follow_the_holder_without_changing_the_subnet() {
+        let dir = std::env::temp_dir().join(format!("furrow-subnet-attrs-{}", std::process::id()));
+        let store = EmbeddedStore::open(&dir.join("s.redb")).unwrap();
+        let cidr: Ipv4Net = "10.52.0.0/16".parse().unwrap();
+        let first = LeaseAttrs {
+            public_ip: Some("198.18.0.1".parse().unwrap()),
+            vtep_mac: Some(MacAddr([0x0a, 0x58, 1, 2, 3, 4])),
+        };
+        let s = lease(&store, "mgmt", cidr, 24, "a", &first).await.unwrap();
+        let moved = LeaseAttrs {
+            public_ip: Some("198.18.0.9".parse().unwrap()),
+            ..first.clone()
+        };
+        assert_eq!(
+            lease(&store, "mgmt", cidr, 24, "a", &moved).await.unwrap(),
+            s
+        );
+        let all = leases(&store, "mgmt").await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].attrs, moved);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -18,9 +18,11 @@ pub fn furrow_links(node: &Node) -> Vec<String> {
         .map(|a| {
             a.iter()
                 .filter(|l| {
+                    // Ports' links; not the management network's VXLAN
+                    // device, which lives as long as the network.
                     l["ifalias"]
                         .as_str()
-                        .is_some_and(|s| s.starts_with("furrow:"))
+                        .is_some_and(|s| s.starts_with("furrow:") && !s.contains(":overlay:"))
                 })
                 .filter_map(|l| l["ifname"].as_str().map(String::from))
                 .collect()
@@ -28,13 +30,38 @@ pub fn furrow_links(node: &Node) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Routes netd installed on the node (protocol 70).
+/// Host routes netd installed on the node for ports (protocol 70; the
+/// routes to other nodes' subnets are prefixes and not listed).
 pub fn furrow_routes(node: &Node) -> Vec<String> {
     let v = json(node.ns.ip(&["-j", "route", "show", "proto", "70"]));
     v.as_array()
         .map(|a| {
             a.iter()
                 .filter_map(|r| r["dst"].as_str().map(String::from))
+                .filter(|d| !d.contains('/'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Routes netd installed towards other nodes' subnets: `dst -> (via, dev)`.
+pub fn remote_subnet_routes(node: &Node) -> std::collections::BTreeMap<String, (String, String)> {
+    let v = json(node.ns.ip(&["-j", "route", "show", "proto", "70"]));
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| {
+                    let dst = r["dst"].as_str()?;
+                    dst.contains('/').then(|| {
+                        (
+                            dst.to_string(),
+                            (
+                                r["gateway"].as_str().unwrap_or_default().to_string(),
+                                r["dev"].as_str().unwrap_or_default().to_string(),
+                            ),
+                        )
+                    })
+                })
                 .collect()
         })
         .unwrap_or_default()

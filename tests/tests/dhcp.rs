@@ -707,3 +707,75 @@ spec:
     .unwrap();
     assert!(held(&d).is_empty());
 }
+
+/// Cross-resource checks: one pool per network; reservations inside the
+/// pool's network, never the server's or the router's address, and never
+/// given to two VMs. A refused document changes nothing.
+#[test]
+fn conflicting_pools_and_reservations_are_refused_naming_the_field() {
+    use furrow_tests::scenario::dhcp::NETWORK;
+    let mut lab = furrow_tests::Lab::new().unwrap();
+    lab.add_node("node1").unwrap();
+    let node = lab.node(0);
+    node.apply(&PoolSpec::default().yaml()).unwrap();
+    let second = PoolSpec::default()
+        .yaml()
+        .replace("name: vm-pool", "name: vm-pool-2");
+    let err = node.apply(&second).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.networkName") && err.contains("vm-pool"),
+        "{err}"
+    );
+    let vmnc = |name: &str, mac: &str, ip: &str| {
+        format!(
+            "apiVersion: network.furrow.io/v1alpha1\nkind: VirtualMachineNetworkConfig\nmetadata: {{name: {name}}}\nspec:\n  vmName: {name}\n  networkConfigs:\n    - networkName: default/{NETWORK}\n      macAddress: \"{mac}\"\n      ipAddress: {ip}\n"
+        )
+    };
+    node.apply(&vmnc("vm1", "52:54:00:00:00:01", "10.80.0.20"))
+        .unwrap();
+    for (doc, field, what) in [
+        (
+            vmnc("vm2", "52:54:00:00:00:02", "10.80.0.20"),
+            "ipAddress",
+            "already reserved",
+        ),
+        (
+            vmnc("vm2", "52:54:00:00:00:01", "10.80.0.21"),
+            "macAddress",
+            "vm1",
+        ),
+        (
+            vmnc("vm2", "52:54:00:00:00:02", "10.81.0.5"),
+            "ipAddress",
+            "outside",
+        ),
+        (
+            vmnc("vm2", "52:54:00:00:00:02", "10.80.0.2"),
+            "ipAddress",
+            "server",
+        ),
+        (
+            vmnc("vm2", "52:54:00:00:00:02", "10.80.0.1"),
+            "ipAddress",
+            "router",
+        ),
+    ] {
+        let err = node.apply(&doc).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("spec.networkConfigs[0].{field}")) && err.contains(what),
+            "{doc}: {err}"
+        );
+    }
+    let out = node
+        .netd
+        .netctl(&["get", "VirtualMachineNetworkConfig", "-o", "json"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("vm2"),
+        "a refused document was stored: {text}"
+    );
+    // A free address on another VM is fine.
+    node.apply(&vmnc("vm2", "52:54:00:00:00:02", "10.80.0.21"))
+        .unwrap();
+}

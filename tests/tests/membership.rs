@@ -49,6 +49,25 @@ fn wait_view(lab: &Lab, i: usize, what: &str, ok: impl Fn(&[NodeMemberInfo]) -> 
     }
 }
 
+/// Across the live nodes' port records, each pod address has one holder;
+/// `expected` ports in all.
+fn assert_no_address_twice(lab: &Lab, live: &[usize], expected: usize) {
+    let mut holders: BTreeMap<String, String> = BTreeMap::new();
+    for &i in live {
+        let ports: Vec<furrow_api::wire::PortInfo> =
+            lab.node(i).netd.client().get("/v1/ports").unwrap();
+        for p in ports {
+            for ip in &p.ips {
+                let who = format!("{}:{}", lab.node(i).name, p.container_id);
+                if let Some(prev) = holders.insert(ip.addr().to_string(), who.clone()) {
+                    panic!("address {ip} held by both {prev} and {who}");
+                }
+            }
+        }
+    }
+    assert_eq!(holders.len(), expected, "{holders:?}");
+}
+
 /// Across every live node's view, each subnet has one owner.
 fn assert_no_subnet_twice(lab: &Lab, live: &[usize]) {
     for &i in live {
@@ -100,6 +119,14 @@ fn nodes_join_leave_and_come_back_without_a_subnet_given_twice() {
         member(v, "node4").is_some_and(|m| m.state == "ready") && mgmt_subnet(v, "node4").is_some()
     });
     assert_no_subnet_twice(&lab, &[0, 1, 2, 3]);
+    // Pods on every node: no address held twice anywhere.
+    let mut pods = Vec::new();
+    for i in 0..4 {
+        for k in 0..2 {
+            pods.push((i, lab.node(i).mgmt_pod(&format!("m{i}{k}")).unwrap()));
+        }
+    }
+    assert_no_address_twice(&lab, &[0, 1, 2, 3], 8);
 
     // node3 lost (killed, not restarted): gone after the grace period,
     // its subnet released.
@@ -122,6 +149,12 @@ fn nodes_join_leave_and_come_back_without_a_subnet_given_twice() {
     });
     assert_eq!(mgmt_subnet(&view(&lab, 4), "node5"), Some(s3));
     assert_no_subnet_twice(&lab, &[0, 1, 3, 4]);
+    // node5 takes node3's released subnet and its addresses: still no
+    // address twice among the live nodes.
+    for k in 0..3 {
+        pods.push((4, lab.node(4).mgmt_pod(&format!("m4{k}")).unwrap()));
+    }
+    assert_no_address_twice(&lab, &[0, 1, 3, 4], 9);
 
     // netctl nodes: the table and JSON.
     let out = lab.node(0).netd.netctl(&["nodes"]).unwrap();

@@ -57,6 +57,7 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, St
 }
 
 /// Which datapath carries a cluster network on a node.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
@@ -71,6 +72,7 @@ pub enum Backend {
     Bridge,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterNetworkSpec {
@@ -80,6 +82,7 @@ pub struct ClusterNetworkSpec {
     pub description: String,
     /// How long a learned MAC stays valid without traffic (10-86400 s).
     #[serde(default = "default_aging")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 10, max = 86400)))]
     pub mac_aging_seconds: u32,
 }
 
@@ -127,6 +130,7 @@ impl ClusterNetwork {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BondMode {
@@ -141,6 +145,7 @@ pub enum BondMode {
     BalanceAlb,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BondOptions {
@@ -164,12 +169,14 @@ impl Default for BondOptions {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LinkAttributes {
     /// Uplink MTU (576-9000, default 1500): the largest frame any VLAN of
     /// the cluster network carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = MTU_MIN, max = MTU_MAX)))]
     pub mtu: Option<u32>,
     /// Transmit queue length; -1 (or absent) keeps the NIC's.
     #[serde(default, rename = "txQLen", skip_serializing_if = "Option::is_none")]
@@ -178,11 +185,16 @@ pub struct LinkAttributes {
     pub hardware_addr: Option<crate::MacAddr>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Uplink {
     /// The node's NICs carrying the cluster network (one, or several
     /// bonded). Harvester bonds even a single NIC.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1), inner(length(min = 1, max = 15)))
+    )]
     pub nics: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bond_options: Option<BondOptions>,
@@ -205,9 +217,11 @@ impl Uplink {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VlanConfigSpec {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = CLUSTER_NETWORK_NAME_MAX)))]
     pub cluster_network: String,
     /// Nodes this uplink configuration applies to (all nodes when empty).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -308,11 +322,14 @@ impl VlanConfig {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VlanInterfaceSpec {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = CLUSTER_NETWORK_NAME_MAX)))]
     pub cluster_network: String,
     /// 1-4094, or 0 for the untagged network.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = VLAN_MAX)))]
     pub vlan: u16,
     /// Nodes that get the interface (every node with an uplink on the
     /// cluster network when empty).
@@ -321,12 +338,15 @@ pub struct VlanInterfaceSpec {
     /// The address every selected node uses, in CIDR form (e.g. a DHCP
     /// server address, which each node answers for its own VMs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub address: Option<IpNet>,
     /// Per-node addresses; they take precedence over `address`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, String>"))]
     pub node_addresses: BTreeMap<String, IpNet>,
     /// Interface MTU; absent means the uplink's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = MTU_MIN, max = MTU_MAX)))]
     pub mtu: Option<u32>,
     /// Each selected node takes its address from the VLAN's DHCP server
     /// (with a MAC generated from the interface and node names, stable

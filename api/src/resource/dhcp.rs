@@ -13,6 +13,7 @@ use crate::MacAddr;
 /// Harvester's default lease: one year.
 pub const DEFAULT_LEASE_SECONDS: u32 = 31_536_000;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpPoolSpec {
@@ -24,6 +25,7 @@ pub struct IpPoolSpec {
     pub ipv4_config: Ipv4PoolConfig,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PoolRange {
@@ -33,14 +35,17 @@ pub struct PoolRange {
     pub exclude: Vec<Ipv4Addr>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StaticRoute {
     /// Destination network (option 121, classless static routes).
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub dst: Ipv4Net,
     pub gateway: Ipv4Addr,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ipv4PoolConfig {
@@ -49,12 +54,14 @@ pub struct Ipv4PoolConfig {
     /// handed out and must lie outside the pool.
     #[serde(rename = "serverIP")]
     pub server_ip: Ipv4Addr,
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub cidr: Ipv4Net,
     pub pool: PoolRange,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<Ipv4Addr>,
     /// At most 3.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 3)))]
     pub dns: Vec<Ipv4Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain_name: Option<String>,
@@ -62,12 +69,14 @@ pub struct Ipv4PoolConfig {
     pub domain_search: Vec<String>,
     /// At most 4.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 4)))]
     pub ntp: Vec<Ipv4Addr>,
     /// Seconds (60 to 2^31-1); default one year, as in Harvester.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_time: Option<u32>,
     /// Interface MTU (option 26), 576-9000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = super::MTU_MIN, max = super::MTU_MAX)))]
     pub mtu: Option<u32>,
     /// Classless static routes (option 121).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -92,7 +101,11 @@ impl Ipv4PoolConfig {
             u32::from(self.pool.end),
             u32::from(ip),
         );
-        s <= v && v <= e && !self.pool.exclude.contains(&ip) && ip != self.server_ip
+        s <= v
+            && v <= e
+            && !self.pool.exclude.contains(&ip)
+            && ip != self.server_ip
+            && Some(ip) != self.router
     }
 
     /// How many addresses the pool can hand out.
@@ -109,7 +122,12 @@ impl Ipv4PoolConfig {
             .collect();
         let server =
             u32::from(self.in_range(self.server_ip) && !excluded.contains(&self.server_ip));
-        (e - s + 1) - excluded.len() as u32 - server
+        // The router is never handed out either (Harvester's allocator
+        // skips it the same way), wherever it sits in the range.
+        let router = self.router.map_or(0, |r| {
+            u32::from(self.in_range(r) && !excluded.contains(&r) && r != self.server_ip)
+        });
+        (e - s + 1) - excluded.len() as u32 - server - router
     }
 
     fn in_range(&self, ip: Ipv4Addr) -> bool {
@@ -331,6 +349,7 @@ impl IpPool {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VmNetworkConfigEntry {
@@ -351,6 +370,7 @@ impl VmNetworkConfigEntry {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VmNetworkConfigSpec {
@@ -448,6 +468,15 @@ mod tests {
         assert_eq!(p.spec.ipv4_config.capacity(), 10);
         assert!(p.spec.ipv4_config.in_pool("10.100.0.10".parse().unwrap()));
         assert!(!p.spec.ipv4_config.in_pool("10.100.0.15".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_router_inside_the_range_is_never_handed_out_nor_counted() {
+        let mut p = pool();
+        p.spec.ipv4_config.router = Some("10.100.0.11".parse().unwrap());
+        assert!(p.validate().is_empty(), "{:?}", p.validate());
+        assert_eq!(p.spec.ipv4_config.capacity(), 9);
+        assert!(!p.spec.ipv4_config.in_pool("10.100.0.11".parse().unwrap()));
     }
 
     #[test]

@@ -9,19 +9,23 @@ use super::{validate_name, FieldError, Resource, MAX_NAME_LEN, MTU_MAX, MTU_MIN}
 /// node's subnet of `clusterCIDR`; traffic leaving the cluster CIDR is
 /// masqueraded behind the node. The embedded default is one network
 /// named `mgmt` with the values below.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ManagementNetworkSpec {
     /// The cluster's pod CIDR, split into per-node subnets.
     #[serde(rename = "clusterCIDR", default = "default_cluster_cidr")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub cluster_cidr: Ipv4Net,
     /// Prefix length of each node's subnet (16-30).
     #[serde(default = "default_node_prefix")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 16, max = 30)))]
     pub node_subnet_prefix_length: u8,
     /// Interface MTU for pods (576-9000). Absent: the node's underlay
     /// MTU less the backend's encapsulation overhead (50 bytes for vxlan),
     /// so the largest pod packet still fits the wire once wrapped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = MTU_MIN, max = MTU_MAX)))]
     pub mtu: Option<u32>,
     /// Masquerade traffic leaving the cluster CIDR behind the node.
     #[serde(default = "default_true")]
@@ -32,6 +36,7 @@ pub struct ManagementNetworkSpec {
     /// VXLAN network identifier of the overlay (backend vxlan), 1-16777215;
     /// unique per management network.
     #[serde(rename = "vxlanVNI", default = "default_vni")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = VNI_MAX)))]
     pub vxlan_vni: u32,
     /// UDP destination port of the overlay (backend vxlan); flannel's
     /// 8472 by default, so the usual firewall openings apply.
@@ -40,6 +45,7 @@ pub struct ManagementNetworkSpec {
 }
 
 /// Cross-node transport of a management network.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MgmtBackend {
     /// A VXLAN overlay between the nodes' underlay addresses: works over
@@ -76,11 +82,13 @@ pub const VNI_MAX: u32 = (1 << 24) - 1;
 
 pub type ManagementNetwork = Resource<ManagementNetworkSpec, ManagementNetworkStatus>;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagementNetworkStatus {
     /// Node name to the subnet it leases.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, String>"))]
     pub node_subnets: BTreeMap<String, Ipv4Net>,
 }
 

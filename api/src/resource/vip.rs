@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{err, new_resource, valid_ifname, validate_name, FieldError, Resource, MAX_NAME_LEN};
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VipMode {
@@ -24,6 +25,7 @@ pub enum VipMode {
 
 /// What makes a holder step down: a TCP connect, an HTTP GET answered 2xx,
 /// or a command exiting 0. Exactly one of `tcp`, `http`, `command`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthCheck {
@@ -56,6 +58,7 @@ fn default_threshold() -> u32 {
     2
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualIpSpec {
@@ -259,6 +262,7 @@ pub fn parse_http_url(u: &str) -> Option<(SocketAddr, String)> {
     Some((addr, path))
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualIpPoolSpec {
@@ -326,6 +330,7 @@ impl VirtualIpPool {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpPeerSpec {

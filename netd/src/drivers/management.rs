@@ -41,6 +41,8 @@ use crate::resources::store_error;
 use crate::store::{keys, list_json, Compare, Op, Txn};
 use crate::subnets;
 
+use super::overlay::{detect_underlay, lease_attrs, pod_mtu, Overlay, Underlay};
+
 pub const KIND: &str = "management";
 
 /// One management network as this node runs it.
@@ -75,6 +77,9 @@ pub struct AllocationOwner {
 pub struct ManagementDriver {
     node: Arc<Node>,
     networks: Arc<RwLock<BTreeMap<String, Arc<MgmtNet>>>>,
+    overlay: Overlay,
+    /// The underlay as last detected.
+    underlay: Arc<std::sync::Mutex<Option<Underlay>>>,
 }
 
 /// What building the kernel side produced.
@@ -130,8 +135,10 @@ fn spec_of(req: &AttachmentRequest) -> &ManagementAttachment {
 impl ManagementDriver {
     pub fn new(node: Arc<Node>) -> Self {
         ManagementDriver {
+            overlay: Overlay::new(node.clone()),
             node,
             networks: Arc::new(RwLock::new(BTreeMap::new())),
+            underlay: Arc::default(),
         }
     }
 
@@ -173,6 +180,7 @@ impl ManagementDriver {
     pub async fn reconcile_networks(&self, specs: Vec<ManagementNetwork>) -> Result<(), ApiError> {
         let store = self.node.store.as_ref();
         let node = &self.node.cfg.node;
+        let underlay = self.detect_underlay().await;
         let mut next = BTreeMap::new();
         for n in specs {
             let name = n.metadata.name.clone();
@@ -182,14 +190,21 @@ impl ManagementDriver {
                 n.spec.cluster_cidr,
                 n.spec.node_subnet_prefix_length,
                 node,
+                &lease_attrs(node, &name, n.spec.backend, underlay.as_ref()),
             )
             .await
             .map_err(|e| match e {
                 subnets::SubnetError::Store(s) => store_error(s),
                 other => ApiError::new(code::POOL_EXHAUSTED, other.to_string()),
             })?;
+            let (mtu, capped) = pod_mtu(n.spec.mtu, n.spec.backend, underlay.as_ref());
+            if let Some(why) = capped {
+                tracing::warn!(network = %name, "{why}");
+            }
             let current = self.network(&name).await;
-            if let Some(c) = current.filter(|c| c.spec == n.spec && c.subnet == subnet) {
+            if let Some(c) =
+                current.filter(|c| c.spec == n.spec && c.subnet == subnet && c.mtu == mtu)
+            {
                 next.insert(name, c);
                 continue;
             }
@@ -208,8 +223,7 @@ impl ManagementDriver {
                     _ => {}
                 }
             }
-            let mtu = n.spec.mtu.unwrap_or(1500);
-            tracing::info!(network = %name, %subnet, gateway = %pool.gateway(), allocated = pool.allocated(), "management network ready");
+            tracing::info!(network = %name, %subnet, gateway = %pool.gateway(), allocated = pool.allocated(), mtu, backend = n.spec.backend.as_str(), "management network ready");
             next.insert(
                 name.clone(),
                 Arc::new(MgmtNet {
@@ -247,7 +261,60 @@ impl ManagementDriver {
             }
             *nets = next;
         }
+        let nets: Vec<Arc<MgmtNet>> = self.networks.read().await.values().cloned().collect();
+        self.overlay.sync(&nets, underlay.as_ref()).await;
         self.sync_masquerade().await
+    }
+
+    async fn detect_underlay(&self) -> Option<Underlay> {
+        let wanted = self.node.cfg.underlay_interface.as_deref();
+        let found = match detect_underlay(&self.node.host, wanted).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "no underlay for the management network");
+                None
+            }
+        };
+        let mut last = self.underlay.lock().unwrap();
+        if *last != found {
+            match &found {
+                Some(u) => {
+                    tracing::info!(interface = %u.name, address = %u.address, mtu = u.mtu, "management network underlay")
+                }
+                None => tracing::warn!("no underlay: pods reach only this node's pods"),
+            }
+            *last = found.clone();
+        }
+        found
+    }
+
+    /// Re-reads every network's leases (another node came, went or moved)
+    /// and the underlay, and brings routes in line. A changed underlay
+    /// address is republished in this node's leases first.
+    pub async fn sync_overlay(&self) -> Result<(), ApiError> {
+        let before = self.underlay.lock().unwrap().clone();
+        let underlay = self.detect_underlay().await;
+        let nets: Vec<Arc<MgmtNet>> = self.networks.read().await.values().cloned().collect();
+        if before != underlay {
+            for n in &nets {
+                let node = &self.node.cfg.node;
+                subnets::lease(
+                    self.node.store.as_ref(),
+                    &n.name,
+                    n.spec.cluster_cidr,
+                    n.spec.node_subnet_prefix_length,
+                    node,
+                    &lease_attrs(node, &n.name, n.spec.backend, underlay.as_ref()),
+                )
+                .await
+                .map_err(|e| match e {
+                    subnets::SubnetError::Store(s) => store_error(s),
+                    other => ApiError::new(code::POOL_EXHAUSTED, other.to_string()),
+                })?;
+            }
+        }
+        self.overlay.sync(&nets, underlay.as_ref()).await;
+        Ok(())
     }
 
     /// Installs the masquerade rule of every network that masquerades.
@@ -301,7 +368,9 @@ impl ManagementDriver {
     pub async fn network_infos(&self) -> Result<Vec<NetworkInfo>, ApiError> {
         let recs = self.records().await?;
         let mut out = Vec::new();
+        let underlay = self.underlay.lock().unwrap().clone();
         for n in self.networks.read().await.values() {
+            let view = self.overlay.view(&n.name).await;
             let pool = n.pool.lock().await;
             out.push(NetworkInfo {
                 name: n.name.clone(),
@@ -314,6 +383,13 @@ impl ManagementDriver {
                 ports: recs.iter().filter(|r| r.network == n.name).count() as u32,
                 addresses_allocated: pool.allocated(),
                 addresses_total: pool.capacity(),
+                backend: Some(n.spec.backend.as_str().into()),
+                underlay: underlay
+                    .as_ref()
+                    .map(|u| format!("{} {}", u.name, u.address)),
+                device: view.device,
+                remote_subnets: view.remotes,
+                problems: view.problems,
             });
         }
         Ok(out)

@@ -4,6 +4,7 @@
 
 pub(crate) mod common;
 pub mod management;
+pub mod overlay;
 pub mod vlan;
 
 use async_trait::async_trait;

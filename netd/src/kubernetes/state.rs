@@ -20,14 +20,13 @@
 
 use std::collections::BTreeMap;
 
-use furrow_api::resource::{VirtualIp, VlanConfig};
 use serde_json::Value;
 
 use super::translate::{
     object_info, parse_resource_version, translate, Collection, Invalid, ObjectInfo, ObjectRef,
     Translated,
 };
-use crate::resources::{check_conflicts, Validated};
+use crate::resources::{check_conflicts, Others, Validated};
 use crate::store::keys;
 
 /// One event of a watch, or a re-list.
@@ -286,7 +285,9 @@ impl KubeState {
                     }
                 }
                 if let Err(e) = self.check_conflicts(&key, &doc) {
-                    return Some(e);
+                    if !self.evict_younger(info, &key, &doc) {
+                        return Some(e);
+                    }
                 }
                 // The first creationTimestamp of the resource stays, as
                 // the API path keeps the time it was first applied.
@@ -304,27 +305,82 @@ impl KubeState {
         }
     }
 
+    /// Of conflicting objects the oldest (creationTimestamp, then
+    /// resourceVersion) is in effect, as the first applied is on the API
+    /// path, whatever order the watches of different kinds deliver them
+    /// in: every node then agrees. Takes out the documents of objects
+    /// younger than `info` that the rules for its kind look at; if that
+    /// settles the conflict, the younger ones are tried again after it
+    /// (and refused if they still conflict). Returns whether it did.
+    fn evict_younger(&mut self, info: &ObjectInfo, key: &str, doc: &Value) -> bool {
+        let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        let prefixes: Vec<String> = Others::kinds_for(kind)
+            .iter()
+            .map(|k| keys::resources_of(k))
+            .collect();
+        let age = |i: &ObjectInfo| (i.creation_timestamp.clone(), i.resource_version);
+        let mine = age(info);
+        let mut younger: Vec<(String, Value, Owner)> = Vec::new();
+        for (k, (d, owner)) in &self.desired {
+            let Owner::Object(o) = owner else { continue };
+            if k == key || !prefixes.iter().any(|p| k.starts_with(p.as_str())) {
+                continue;
+            }
+            if self.objects.get(o).is_some_and(|t| age(&t.info) > mine) {
+                younger.push((k.clone(), d.clone(), owner.clone()));
+            }
+        }
+        if younger.is_empty() {
+            return false;
+        }
+        for (k, _, _) in &younger {
+            self.desired.remove(k);
+        }
+        if self.check_conflicts(key, doc).is_err() {
+            for (k, d, o) in younger {
+                self.desired.insert(k, (d, o));
+            }
+            return false;
+        }
+        self.desired.insert(
+            key.to_string(),
+            (doc.clone(), Owner::Object(info.obj.clone())),
+        );
+        let mut retry: Vec<(ObjectInfo, Value)> = younger
+            .iter()
+            .filter_map(|(_, _, o)| match o {
+                Owner::Object(o) => self.objects.get(o).map(|t| (t.info.clone(), t.raw.clone())),
+                Owner::Seeded => None,
+            })
+            .collect();
+        retry.sort_by_key(|(i, _)| age(i));
+        for (i, raw) in retry {
+            let problem = self.take_in(&i, &raw);
+            if let Some(t) = self.objects.get_mut(&i.obj) {
+                t.problem = problem;
+            }
+        }
+        true
+    }
+
     fn check_conflicts(&self, key: &str, doc: &Value) -> Result<(), Invalid> {
         let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        let (kind, others_prefix): (&'static str, String) = match kind {
-            VirtualIp::KIND => (VirtualIp::KIND, keys::resources_of(VirtualIp::KIND)),
-            VlanConfig::KIND => (VlanConfig::KIND, keys::resources_of(VlanConfig::KIND)),
-            _ => return Ok(()),
+        let Some(kind) = furrow_api::resource::canonical_kind(kind).filter(|k| *k == kind) else {
+            return Ok(());
         };
-        let others: Vec<&Value> = self
-            .desired
-            .iter()
-            .filter(|(k, _)| k.starts_with(&others_prefix) && k.as_str() != key)
-            .map(|(_, (d, _))| d)
-            .collect();
-        let vips: Vec<VirtualIp> = others
-            .iter()
-            .filter_map(|d| serde_json::from_value((*d).clone()).ok())
-            .collect();
-        let vcs: Vec<VlanConfig> = others
-            .iter()
-            .filter_map(|d| serde_json::from_value((*d).clone()).ok())
-            .collect();
+        // The same view of the other documents the API path reads from
+        // the store.
+        let mut stored = Others::default();
+        for k in Others::kinds_for(kind) {
+            let prefix = keys::resources_of(k);
+            for (_, (d, _)) in self
+                .desired
+                .iter()
+                .filter(|(dk, _)| dk.starts_with(&prefix) && dk.as_str() != key)
+            {
+                stored.push(k, d.clone());
+            }
+        }
         let v = Validated {
             kind,
             name: doc
@@ -334,7 +390,7 @@ impl KubeState {
                 .to_string(),
             doc: doc.clone(),
         };
-        check_conflicts(&v, &vips, &vcs, &self.node, &self.node_labels)
+        check_conflicts(&v, &stored, &self.node, &self.node_labels)
             .map_err(|e| Invalid::new("", e.msg))
     }
 

@@ -8,6 +8,7 @@
 //! thread of netd's pool ever changes namespace.
 
 pub mod l2;
+pub mod overlay;
 pub mod sysctl;
 pub mod vip;
 
@@ -239,7 +240,37 @@ pub struct Netlink {
     pub(crate) handle: Handle,
 }
 
+/// A dump the kernel interrupted because the table changed meanwhile
+/// (NLM_F_DUMP_INTR, reported as EBUSY) is simply taken again, as iproute2
+/// would; a few attempts, since a busy node changes links constantly.
+async fn redo_interrupted<T, F, Fut>(mut dump: F) -> Result<T, NetlinkError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, NetlinkError>>,
+{
+    let mut tries = 0;
+    loop {
+        match dump().await {
+            Err(e) if e.errno() == Some(libc::EBUSY) && tries < 8 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 impl Netlink {
+    pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        redo_interrupted(|| self.links_once()).await
+    }
+
+    pub async fn addresses_v4(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+        redo_interrupted(|| self.addresses_v4_once(index)).await
+    }
+
+    /// IPv4 routes of the main table.
+    pub async fn routes_v4(&self) -> Result<Vec<RouteV4>, NetlinkError> {
+        redo_interrupted(|| self.routes_v4_once()).await
+    }
+
     /// A connection in the namespace of the calling thread (netd's own:
     /// the node's).
     pub fn current() -> Result<Self, NetlinkError> {
@@ -332,7 +363,7 @@ impl Netlink {
         }
     }
 
-    pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+    async fn links_once(&self) -> Result<Vec<Link>, NetlinkError> {
         let mut s = self.handle.link().get().execute();
         let mut out = Vec::new();
         while let Some(m) = s
@@ -537,7 +568,7 @@ impl Netlink {
     }
 
     /// IPv4 addresses of a link with their prefix lengths.
-    pub async fn addresses_v4(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+    async fn addresses_v4_once(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
         let mut s = self
             .handle
             .address()
@@ -598,7 +629,7 @@ impl Netlink {
     }
 
     /// IPv4 routes of the main table.
-    pub async fn routes_v4(&self) -> Result<Vec<RouteV4>, NetlinkError> {
+    async fn routes_v4_once(&self) -> Result<Vec<RouteV4>, NetlinkError> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
         let mut s = self.handle.route().get(msg).execute();
         let mut out = Vec::new();

@@ -2,5 +2,6 @@
 //! by the benchmarks.
 
 pub mod dhcp;
+pub mod mgmt;
 pub mod traffic;
 pub mod vip;

@@ -42,8 +42,9 @@ fn main() {
         Some("vlan") => bench_vlan(secs),
         Some("dhcp") => bench_dhcp(secs),
         Some("vip") => furrow_tests::bench::vip::bench(trials),
+        Some("mgmt") => furrow_tests::bench::mgmt::bench(secs, trials),
         Some(other) => {
-            eprintln!("unknown benchmark {other:?}; available: cni, vlan, dhcp, vip");
+            eprintln!("unknown benchmark {other:?}; available: cni, vlan, dhcp, vip, mgmt");
             std::process::exit(2);
         }
     };

@@ -55,7 +55,7 @@ fn up() -> anyhow::Result<()> {
         down()?;
     }
     names::use_fixed_prefix(names::DEMO_PREFIX);
-    const T: u32 = 11;
+    const T: u32 = 12;
     println!("== Furrow demo: the management network, VLAN networks and DHCP on two nodes; floating VIPs on three ==");
 
     step(
@@ -298,11 +298,18 @@ spec:
     step(
         10,
         T,
+        "Many nodes: three nodes sharing state through a 3-member etcd; pods across nodes over VXLAN and host-gw",
+    );
+    mgmt_demo()?;
+
+    step(
+        11,
+        T,
         "Floating VIPs: three more nodes on a 3-member etcd, BIRD 2 as their router",
     );
     vip_demo()?;
 
-    step(11, T, "What netd built, as netctl shows it");
+    step(12, T, "What netd built, as netctl shows it");
     let node = lab.node(0);
     let socket = node.netd.socket.clone();
     for view in [
@@ -389,7 +396,108 @@ spec:
     Ok(())
 }
 
-/// Step 10: a VIP in ARP mode that moves on node loss and on SIGTERM, and
+/// Step 10: the management network across three nodes on etcd, first over
+/// the VXLAN overlay, then over host-gw routes. Its lab is removed at the
+/// end of the step.
+fn mgmt_demo() -> anyhow::Result<()> {
+    use furrow_api::wire::NetworkInfo;
+    use std::time::{Duration, Instant};
+    let mut lab = Lab::shared(3)?;
+    for n in ["mn1", "mn2", "mn3"] {
+        lab.add_node(n)?;
+    }
+    let wait = |lab: &Lab, backend: &str| -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut done = true;
+            for i in 0..3 {
+                let nets: Vec<NetworkInfo> = lab.node(i).netd.client().get("/v1/networks")?;
+                done &= nets
+                    .iter()
+                    .any(|n| n.backend.as_deref() == Some(backend) && n.remote_subnets.len() == 2);
+            }
+            if done {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{backend}: cross-node routes never completed");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for backend in ["vxlan", "host-gw"] {
+        if backend == "host-gw" {
+            lab.node(0).apply("apiVersion: network.furrow.io/v1alpha1\nkind: ManagementNetwork\nmetadata: {name: mgmt}\nspec:\n  clusterCIDR: 10.52.0.0/16\n  backend: host-gw\n")?;
+            println!("  ManagementNetwork mgmt switched to backend host-gw through mn1's API (all nodes follow through etcd)");
+        }
+        wait(&lab, backend)?;
+        let pods: Vec<furrow_tests::Pod> = (0..3)
+            .map(|i| lab.node(i).mgmt_pod(&format!("{}{i}", &backend[..2])))
+            .collect::<Result<_, _>>()?;
+        for (i, a) in pods.iter().enumerate() {
+            let b = &pods[(i + 1) % 3];
+            let ok = probe::ping_ok(&a.ns, IpAddr::V4(b.ip()), 5);
+            let seen = probe::udp_source_seen(
+                &a.ns,
+                &b.ns,
+                SocketAddr::new(IpAddr::V4(b.ip()), 7300 + i as u16),
+            )?;
+            println!(
+                "  {backend:<7} pod on {} ({}) -> pod on {} ({}): {}; seen from {seen}",
+                lab.node(i).name,
+                a.ip(),
+                lab.node((i + 1) % 3).name,
+                b.ip(),
+                if ok { "reachable" } else { "UNREACHABLE" }
+            );
+            if !ok {
+                bail!("cross-node pod traffic over {backend} failed");
+            }
+        }
+        let mtu = pods[0].ns.ip(&["-o", "link", "show", "dev", "eth0"])?;
+        let mtu = mtu
+            .split(" mtu ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("?");
+        println!("  pod MTU over {backend}: {mtu}");
+        println!("\n  $ ip route show proto 70   (on {})", lab.node(0).name);
+        for l in lab
+            .node(0)
+            .ns
+            .ip(&["route", "show", "proto", "70"])?
+            .lines()
+        {
+            if l.contains('/') {
+                println!("    {l}");
+            }
+        }
+        if backend == "vxlan" {
+            println!("  $ bridge fdb show dev furrow.1");
+            for l in lab
+                .node(0)
+                .ns
+                .run("bridge", &["fdb", "show", "dev", "furrow.1"])?
+                .lines()
+            {
+                if l.contains("dst") {
+                    println!("    {l}");
+                }
+            }
+        }
+        for (i, p) in pods.iter().enumerate() {
+            lab.node(i).del_pod(p);
+        }
+    }
+    println!("\n  $ netctl networks   (on {})", lab.node(0).name);
+    let out = lab.node(0).netd.netctl(&["networks"])?;
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("    {l}");
+    }
+    Ok(())
+}
+
+/// Step 11: a VIP in ARP mode that moves on node loss and on SIGTERM, and
 /// one in BGP mode that a client behind BIRD reaches. Its lab is removed
 /// at the end of the step (the etcd cluster is not kept).
 fn vip_demo() -> anyhow::Result<()> {
