@@ -9,7 +9,8 @@
 //! generation, managedFields, kubectl's last-applied annotation; BOOKMARK
 //! and 410 ERROR events; plus replayed and reordered events), and
 //! `list-<Kind>.json` the list responses of a re-list. They are written
-//! in the API server's wire format, not captured from a live cluster.
+//! in the API server's wire format by `gen.py` beside them, not captured
+//! from a live cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
