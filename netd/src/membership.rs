@@ -55,6 +55,17 @@ impl NodeRecord {
     }
 }
 
+/// What `forget` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForgetOutcome {
+    Forgotten,
+    Unknown,
+    /// The node is live (or came back): nothing was removed.
+    NotGone {
+        seen_ms_ago: u64,
+    },
+}
+
 pub struct Membership {
     store: Arc<dyn Store>,
     record: std::sync::Mutex<NodeRecord>,
@@ -178,6 +189,15 @@ impl Membership {
             for kv in self.store.list(&keys::ports_of_node(&rec.name)).await? {
                 owned.push((kv.key.clone(), kv.mod_revision));
             }
+            // Its own DHCP-client leases (node VLAN addresses): it asks
+            // afresh if it ever returns.
+            for kv in self
+                .store
+                .list(&format!("/furrow/dhcp-clients/{}/", rec.name))
+                .await?
+            {
+                owned.push((kv.key.clone(), kv.mod_revision));
+            }
             let mut lost_race = false;
             for (key, rev) in owned {
                 let out = self
@@ -217,6 +237,54 @@ impl Membership {
             }
         }
         Ok(released)
+    }
+
+    /// Removes the record of a node that is gone (after releasing what it
+    /// held, if no survivor has yet): an operator's "this node is not
+    /// coming back". A live node is refused: its next heartbeat would
+    /// recreate the record while its state was being released.
+    pub async fn forget(&self, name: &str) -> Result<ForgetOutcome, StoreError> {
+        let key = node_key(name);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(ForgetOutcome::Unknown);
+        };
+        let rec: NodeRecord = kv.decode()?;
+        let now = now_millis();
+        if rec.name == self.name() || !rec.gone(now, self.grace) {
+            return Ok(ForgetOutcome::NotGone {
+                seen_ms_ago: now.saturating_sub(rec.last_seen_ms),
+            });
+        }
+        if rec.reclaimed_at_ms.is_none() {
+            self.reclaim_gone().await?;
+        }
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(ForgetOutcome::Forgotten);
+        };
+        let rec: NodeRecord = kv.decode()?;
+        if rec.reclaimed_at_ms.is_none() {
+            // It came back while we released (its heartbeat cleared the
+            // mark): leave it be.
+            return Ok(ForgetOutcome::NotGone {
+                seen_ms_ago: now_millis().saturating_sub(rec.last_seen_ms),
+            });
+        }
+        let out = self
+            .store
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision(key.clone(), kv.mod_revision))
+                    .then(Op::Delete(key)),
+            )
+            .await?;
+        Ok(if out.succeeded {
+            tracing::warn!(node = %name, "gone node forgotten: its membership record is removed");
+            ForgetOutcome::Forgotten
+        } else {
+            ForgetOutcome::NotGone {
+                seen_ms_ago: now_millis().saturating_sub(rec.last_seen_ms),
+            }
+        })
     }
 
     /// Every member with its state and subnets, for `GET /v1/nodes`.
