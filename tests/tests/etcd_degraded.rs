@@ -409,11 +409,13 @@ fn no_quorum_keeps_traffic_refuses_changes_and_recovers_without_restart() {
     let back_ms = wall_ms();
     etcd.wait_healthy(RECOVERY);
     eprintln!("etcd healthy {:?} after restart", back.elapsed());
+    let mut refused = 0;
     let d = loop {
         let (ns, att, out, _) = timed_add(lab.node(0), "d");
         if out.success() {
             break into_pod(lab.node(0), ns, att, out);
         }
+        refused += 1;
         assert_eq!(out.error_code(), Some(11), "ADD once etcd is back: {out:?}");
         cni::del(&att, &lab.node(0).mgmt_config("1.1.0"));
         assert!(
@@ -422,7 +424,7 @@ fn no_quorum_keeps_traffic_refuses_changes_and_recovers_without_restart() {
         );
     };
     eprintln!(
-        "first successful ADD {:?} after restarting etcd",
+        "first successful ADD {:?} after restarting etcd ({refused} refused before)",
         back.elapsed()
     );
     assert!(
@@ -534,5 +536,90 @@ fn no_quorum_keeps_traffic_refuses_changes_and_recovers_without_restart() {
             "node{}",
             i + 1
         );
+    }
+}
+
+/// No quorum with a member still up: it refuses (netd always asks for a
+/// leader) instead of refusing connections, so requests fail at the etcd
+/// deadline rather than at once; same answers, same recovery.
+#[test]
+fn two_members_of_three_down_is_no_quorum_too() {
+    let extra = vec![
+        "--etcd-timeout-ms".to_string(),
+        ETCD_TIMEOUT.as_millis().to_string(),
+    ];
+    let mut lab = shared_lab(&["node1", "node2"], &extra);
+    let a = lab.node(0).mgmt_pod("a").unwrap();
+    let b = lab.node(0).mgmt_pod("b").unwrap();
+    let pid = netd_status(lab.node(0)).pid;
+    let pod_flow = Flow::start(&a.ns, b.ip(), "a->b");
+    let ext_flow = Flow::start(&a.ns, EXTERNAL_IP, "a->external");
+
+    // The leader and one follower: the survivor is a follower that has
+    // lost its leader and cannot elect another.
+    let etcd = lab.etcd.as_mut().unwrap();
+    let leader = etcd.leader().expect("a healthy cluster has a leader");
+    let other = (leader + 1) % 3;
+    etcd.kill(leader);
+    etcd.kill(other);
+    let bound = ETCD_TIMEOUT + SLACK;
+
+    let (ns, att, out, took) = timed_add(lab.node(0), "c");
+    eprintln!(
+        "ADD with one member of three: code {:?} in {took:?}",
+        out.error_code()
+    );
+    assert_eq!(out.error_code(), Some(11), "ADD without quorum: {out:?}");
+    assert!(took < bound, "ADD took {took:?} to fail (bound {bound:?})");
+    assert!(ns.ip(&["link", "show", "eth0"]).is_err(), "half-built");
+    let t = Instant::now();
+    let s = status(lab.node(0));
+    eprintln!(
+        "STATUS with one member of three: code {:?} in {:?}: {}",
+        s.error_code(),
+        t.elapsed(),
+        s.error_msg()
+    );
+    assert!(matches!(s.error_code(), Some(50 | 51)), "{s:?}");
+    assert!(s.error_msg().contains("store"), "{}", s.error_msg());
+    assert!(t.elapsed() < bound, "STATUS took {:?}", t.elapsed());
+    let out = lab.node(0).del_pod(&b);
+    assert_eq!(out.error_code(), Some(11), "DEL without quorum: {out:?}");
+
+    let etcd = lab.etcd.as_mut().unwrap();
+    etcd.restart_all();
+    let back = Instant::now();
+    etcd.wait_healthy(RECOVERY);
+    let mut refused = 0;
+    let c = loop {
+        let (ns, att, out, _) = timed_add(lab.node(0), "c");
+        if out.success() {
+            break into_pod(lab.node(0), ns, att, out);
+        }
+        refused += 1;
+        assert_eq!(out.error_code(), Some(11), "ADD once etcd is back: {out:?}");
+        cni::del(&att, &lab.node(0).mgmt_config("1.1.0"));
+        assert!(
+            back.elapsed() < RECOVERY,
+            "no successful ADD within {RECOVERY:?} of quorum returning: {out:?}"
+        );
+    };
+    eprintln!(
+        "first successful ADD {:?} after quorum returned ({refused} refused before)",
+        back.elapsed()
+    );
+    // The DEL the runtime sent after the failed ADD, retried: now it
+    // succeeds (there was never anything to remove).
+    cni::del(&att, &lab.node(0).mgmt_config("1.1.0")).expect_ok("DEL of the failed ADD");
+    assert!(status(lab.node(0)).success());
+    lab.node(0).apply(&cluster_network_yaml("quorum")).unwrap();
+    for i in 0..2 {
+        wait_cluster_network(lab.node(i), "quorum", Duration::from_secs(10));
+    }
+    assert_eq!(netd_status(lab.node(0)).pid, pid, "netd was restarted");
+    pod_flow.stop_and_check();
+    ext_flow.stop_and_check();
+    for p in [&a, &b, &c] {
+        lab.node(0).del_pod(p).expect_ok("DEL");
     }
 }
