@@ -1,5 +1,5 @@
 //! netd on a degraded etcd (issue 8): a real 3-member cluster (Debian's
-//! etcd-server) losing its leader, then every member.
+//! etcd-server) losing its leader, then every member, then two of three.
 //!
 //! What must hold: the datapath keeps forwarding for existing ports
 //! whatever happens to etcd (it never asks the store per packet); with one
@@ -154,10 +154,12 @@ fn into_pod(node: &Node, ns: Netns, att: Attachment, out: CniOutcome) -> Pod {
 }
 
 /// DEL as a runtime sends it: again while netd says "try again later"
-/// (CNI 11). Right after etcd comes back it may, for a few seconds: etcd
-/// 3.4 (no pre-vote) can change leaders again as members rejoin, and a
-/// request caught in that answers only at the deadline. Any other
-/// failure, or no success within RECOVERY, fails the test.
+/// (CNI 11). Right after etcd comes back it may, for a few seconds: with
+/// two members restarted, writes were seen to go unanswered until the
+/// deadline for up to ~5 s after every member reported healthy (most
+/// likely a leader change as members rejoin; etcd 3.4 runs without
+/// pre-vote). Any other failure, or no success within RECOVERY, fails
+/// the test.
 fn del_retried(node: &Node, att: &Attachment) {
     let deadline = Instant::now() + RECOVERY;
     loop {
