@@ -382,6 +382,9 @@ fn no_quorum_keeps_traffic_refuses_changes_and_recovers_without_restart() {
     let pod_flow = Flow::start(&a.ns, b.ip(), "a->b");
     let ext_flow = Flow::start(&b.ns, EXTERNAL_IP, "b->external");
     let remote_flow = Flow::start(&g.ns, EXTERNAL_IP, "g(node2)->external");
+    // Across nodes (the management overlay): its routes and tunnel
+    // entries come from the subnet leases in the store.
+    let cross_flow = Flow::start(&g.ns, a.ip(), "g(node2)->a(node1)");
 
     lab.etcd.as_mut().unwrap().kill_all();
     let down = Instant::now();
@@ -587,6 +590,7 @@ fn no_quorum_keeps_traffic_refuses_changes_and_recovers_without_restart() {
     pod_flow.stop_and_check();
     ext_flow.stop_and_check();
     remote_flow.stop_and_check();
+    cross_flow.stop_and_check();
 
     // The DEL refused during the outage, retried: now it goes through.
     del_retried(lab.node(0), &c.attachment());
