@@ -53,6 +53,14 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Subcommand, Debug)]
+enum NodesAction {
+    /// Remove the record of a node that is gone and will not return (what
+    /// it held is released first if no survivor has yet). Refused for a
+    /// live node.
+    Forget { name: String },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Node, store, datapath and firewall health, networks and port counts.
@@ -102,7 +110,11 @@ enum Command {
     Vip,
     /// Cluster members (node records in the store): state (ready, or gone
     /// once not seen for the grace period), last seen, management subnets.
-    Nodes,
+    /// `nodes forget <name>` removes a gone node's record for good.
+    Nodes {
+        #[command(subcommand)]
+        action: Option<NodesAction>,
+    },
     /// BGP: this node's speaker (AS, router id), its sessions with their
     /// state and last error, and the VIP routes it advertises.
     Bgp,
@@ -318,9 +330,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let bgp: BgpInfo = client.get("/v1/bgp")?;
             print(cli.output, &bgp, || bgp_text(&bgp))
         }
-        Command::Nodes => {
+        Command::Nodes { action: None } => {
             let nodes: Vec<NodeMemberInfo> = client.get("/v1/nodes")?;
             print(cli.output, &nodes, || nodes_table(&nodes, now_millis()))
+        }
+        Command::Nodes {
+            action: Some(NodesAction::Forget { name }),
+        } => {
+            let _: Value = client.delete(&format!("/v1/nodes/{name}"))?;
+            println!("node {name} forgotten");
+            Ok(())
         }
         Command::Vip => {
             let vips: Vec<VipInfo> = client.get("/v1/vips")?;

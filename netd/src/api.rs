@@ -62,6 +62,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/dhcp/discovered", get(dhcp_discovered))
         .route("/v1/vips", get(vips))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{name}", axum::routing::delete(forget_node))
         .route("/v1/bgp", get(bgp))
         .route("/v1/fdb", get(crate::api_views::fdb))
         .route("/v1/vlans", get(crate::api_views::vlans))
@@ -183,6 +184,35 @@ async fn nodes(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire::Node
             .await
             .map_err(crate::resources::store_error)?,
     ))
+}
+
+async fn forget_node(
+    State(d): State<Arc<Daemon>>,
+    UrlPath(name): UrlPath<String>,
+) -> Reply<serde_json::Value> {
+    use crate::membership::ForgetOutcome;
+    match d
+        .members
+        .forget(&name)
+        .await
+        .map_err(crate::resources::store_error)?
+    {
+        ForgetOutcome::Forgotten => Ok(Json(serde_json::json!({"forgotten": name}))),
+        ForgetOutcome::Unknown => Err(ApiError::new(
+            code::NOT_FOUND,
+            format!("node {name:?}: no membership record"),
+        )
+        .into()),
+        ForgetOutcome::NotGone { seen_ms_ago } => Err(ApiError::new(
+            code::CONFLICT,
+            format!(
+                "node {name:?} is not gone (seen {:.1} s ago, grace {} s): only a gone node can be forgotten",
+                seen_ms_ago as f64 / 1000.0,
+                d.members.grace().as_secs()
+            ),
+        )
+        .into()),
+    }
 }
 
 async fn vips(State(d): State<Arc<Daemon>>) -> Reply<Vec<furrow_api::wire::VipInfo>> {

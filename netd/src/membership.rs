@@ -53,12 +53,39 @@ impl NodeRecord {
     pub fn gone(&self, now_ms: u64, grace: Duration) -> bool {
         now_ms.saturating_sub(self.last_seen_ms) > grace.as_millis() as u64
     }
+
+    /// Gone as judged by a node whose own heartbeats have been written
+    /// without a failure since `writable_since_ms`: silence while the
+    /// store took no writes (etcd without quorum) is nobody's fault, so
+    /// it does not count against the node.
+    fn gone_since(&self, now_ms: u64, grace: Duration, writable_since_ms: u64) -> bool {
+        let seen = self.last_seen_ms.max(writable_since_ms);
+        now_ms.saturating_sub(seen) > grace.as_millis() as u64
+    }
+}
+
+/// What `forget` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForgetOutcome {
+    Forgotten,
+    Unknown,
+    /// The node is live (or came back): nothing was removed.
+    NotGone {
+        seen_ms_ago: u64,
+    },
 }
 
 pub struct Membership {
     store: Arc<dyn Store>,
     record: std::sync::Mutex<NodeRecord>,
     grace: Duration,
+    /// Since when this node's heartbeats have all been written (wall
+    /// clock, ms); None after a failed one. After an outage every record
+    /// is stale, so a node back first would otherwise release the
+    /// subnets and ports of nodes that are alive but have not yet
+    /// written again: no one is judged gone until the store has taken
+    /// writes for a whole grace period.
+    writable_since_ms: std::sync::Mutex<Option<u64>>,
 }
 
 impl Membership {
@@ -83,6 +110,7 @@ impl Membership {
                 reclaimed_by: None,
             }),
             grace,
+            writable_since_ms: std::sync::Mutex::new(None),
         })
     }
 
@@ -121,10 +149,21 @@ impl Membership {
                 );
             }
         }
-        self.store
+        let written = self
+            .store
             .txn(Txn::new().then(Op::put_json(key, &rec)))
-            .await?;
-        Ok(())
+            .await;
+        let mut since = self.writable_since_ms.lock().unwrap();
+        match written {
+            Ok(_) => {
+                since.get_or_insert(rec.last_seen_ms);
+                Ok(())
+            }
+            Err(e) => {
+                *since = None;
+                Err(e)
+            }
+        }
     }
 
     /// Heartbeats, and releases what gone nodes held.
@@ -153,10 +192,18 @@ impl Membership {
     pub async fn reclaim_gone(&self) -> Result<usize, StoreError> {
         let me = self.name();
         let now = now_millis();
+        // Not a single heartbeat written since the last failure: nothing
+        // to judge others by.
+        let Some(since) = *self.writable_since_ms.lock().unwrap() else {
+            return Ok(0);
+        };
         let nodes: Vec<(String, NodeRecord, Revision)> = list_json(&*self.store, NODES).await?;
         let mut released = 0;
         for (nkey, rec, nrev) in nodes {
-            if rec.name == me || !rec.gone(now, self.grace) || rec.reclaimed_at_ms.is_some() {
+            if rec.name == me
+                || !rec.gone_since(now, self.grace, since)
+                || rec.reclaimed_at_ms.is_some()
+            {
                 continue;
             }
             let alive = Compare::ModRevision(nkey.clone(), nrev);
@@ -176,6 +223,15 @@ impl Membership {
                 }
             }
             for kv in self.store.list(&keys::ports_of_node(&rec.name)).await? {
+                owned.push((kv.key.clone(), kv.mod_revision));
+            }
+            // Its own DHCP-client leases (node VLAN addresses): it asks
+            // afresh if it ever returns.
+            for kv in self
+                .store
+                .list(&format!("/furrow/dhcp-clients/{}/", rec.name))
+                .await?
+            {
                 owned.push((kv.key.clone(), kv.mod_revision));
             }
             let mut lost_race = false;
@@ -217,6 +273,54 @@ impl Membership {
             }
         }
         Ok(released)
+    }
+
+    /// Removes the record of a node that is gone (after releasing what it
+    /// held, if no survivor has yet): an operator's "this node is not
+    /// coming back". A live node is refused: its next heartbeat would
+    /// recreate the record while its state was being released.
+    pub async fn forget(&self, name: &str) -> Result<ForgetOutcome, StoreError> {
+        let key = node_key(name);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(ForgetOutcome::Unknown);
+        };
+        let rec: NodeRecord = kv.decode()?;
+        let now = now_millis();
+        if rec.name == self.name() || !rec.gone(now, self.grace) {
+            return Ok(ForgetOutcome::NotGone {
+                seen_ms_ago: now.saturating_sub(rec.last_seen_ms),
+            });
+        }
+        if rec.reclaimed_at_ms.is_none() {
+            self.reclaim_gone().await?;
+        }
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(ForgetOutcome::Forgotten);
+        };
+        let rec: NodeRecord = kv.decode()?;
+        if rec.reclaimed_at_ms.is_none() {
+            // It came back while we released (its heartbeat cleared the
+            // mark): leave it be.
+            return Ok(ForgetOutcome::NotGone {
+                seen_ms_ago: now_millis().saturating_sub(rec.last_seen_ms),
+            });
+        }
+        let out = self
+            .store
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision(key.clone(), kv.mod_revision))
+                    .then(Op::Delete(key)),
+            )
+            .await?;
+        Ok(if out.succeeded {
+            tracing::warn!(node = %name, "gone node forgotten: its membership record is removed");
+            ForgetOutcome::Forgotten
+        } else {
+            ForgetOutcome::NotGone {
+                seen_ms_ago: now_millis().saturating_sub(rec.last_seen_ms),
+            }
+        })
     }
 
     /// Every member with its state and subnets, for `GET /v1/nodes`.
@@ -303,6 +407,92 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(d, sb);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A store that refuses everything while `down` (etcd without quorum).
+    struct Outage {
+        inner: Arc<dyn Store>,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Outage {
+        fn check(&self) -> Result<(), StoreError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("no quorum".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Outage {
+        fn backend(&self) -> &'static str {
+            "outage"
+        }
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        async fn get(&self, key: &str) -> Result<Option<crate::store::KeyValue>, StoreError> {
+            self.check()?;
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::store::KeyValue>, StoreError> {
+            self.check()?;
+            self.inner.list(prefix).await
+        }
+        async fn txn(&self, txn: Txn) -> Result<crate::store::TxnOutcome, StoreError> {
+            self.check()?;
+            self.inner.txn(txn).await
+        }
+        async fn revision(&self) -> Result<Revision, StoreError> {
+            self.check()?;
+            self.inner.revision().await
+        }
+        fn watch(&self, prefix: &str) -> crate::store::Watch {
+            self.inner.watch(prefix)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_longer_than_the_grace_period_releases_no_one() {
+        let dir = std::env::temp_dir().join(format!("furrow-members-test3-{}", std::process::id()));
+        let inner: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.join("s.redb")).unwrap());
+        let outage = Arc::new(Outage {
+            inner,
+            down: false.into(),
+        });
+        let store: Arc<dyn Store> = outage.clone();
+        let grace = Duration::from_millis(1000);
+        let a = Membership::new(store.clone(), "a", "a", BTreeMap::new(), grace);
+        let b = Membership::new(store.clone(), "b", "b", BTreeMap::new(), grace);
+        let cidr: Ipv4Net = "10.52.0.0/22".parse().unwrap();
+        a.beat().await.unwrap();
+        b.beat().await.unwrap();
+        let sb = crate::subnets::lease(&*store, "mgmt", cidr, 24, "b", &Default::default())
+            .await
+            .unwrap();
+        // Nobody can write for longer than the grace period.
+        outage.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(a.beat().await.is_err());
+        assert!(b.beat().await.is_err());
+        outage
+            .down
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        // a is back first: b's record is stale, but only because nobody
+        // could write; b keeps its subnet.
+        a.beat().await.unwrap();
+        assert_eq!(a.reclaim_gone().await.unwrap(), 0);
+        let again = crate::subnets::lease(&*store, "mgmt", cidr, 24, "b", &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(again, sb);
+        // b never writes again: gone once the store has taken writes for
+        // a whole grace period.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        a.beat().await.unwrap();
+        assert_eq!(a.reclaim_gone().await.unwrap(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -43,6 +43,11 @@ pub struct PortRecord {
     pub ip_masq: bool,
     pub state: PortState,
     pub created_at: u64,
+    /// Unique per ADD: tells "our claim was applied although its answer
+    /// was lost" apart from "someone else holds this port" when a claim
+    /// is resent across an etcd leader change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_id: Option<u64>,
 }
 
 impl PortRecord {

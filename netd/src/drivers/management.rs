@@ -431,7 +431,10 @@ impl ManagementDriver {
                         .when(Compare::Absent(port_key.clone()))
                         .when(Compare::Absent(alloc_key.clone()))
                         .then(Op::put_json(alloc_key, &owner))
-                        .then(Op::put_json(port_key.clone(), &rec)),
+                        .then(Op::put_json(port_key.clone(), &rec))
+                        // The record's claim_id says whether a resend's
+                        // "failed" was really our own earlier send.
+                        .resendable(),
                 )
                 .await
                 .map_err(store_error)?;
@@ -439,7 +442,13 @@ impl ManagementDriver {
                 pool.take(ip);
                 return Ok(rec);
             }
-            if store.get(&port_key).await.map_err(store_error)?.is_some() {
+            if let Some(kv) = store.get(&port_key).await.map_err(store_error)? {
+                if let Ok(held) = kv.decode::<PortRecord>() {
+                    if held.claim_id.is_some() && held.claim_id == rec.claim_id {
+                        pool.take(held.address.addr());
+                        return Ok(held);
+                    }
+                }
                 return Err(ApiError::new(
                     code::ALREADY_ATTACHED,
                     format!(
@@ -1210,6 +1219,18 @@ impl NetworkDriver for ManagementDriver {
             ip_masq: att.ip_masq,
             state: PortState::Pending,
             created_at: crate::util::now_secs(),
+            claim_id: Some({
+                use std::hash::{BuildHasher, Hasher};
+                // Randomly keyed by std: unique enough to tell two ADDs apart.
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u128(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0),
+                );
+                h.finish()
+            }),
         };
         let mut ph = Phases::new();
         let mut rec = self.claim(&net, rec, requested).await?;

@@ -402,7 +402,19 @@ enum Retry {
     /// change mid-proposal) may have committed, so it goes back to the
     /// caller as Unavailable rather than being applied twice.
     Write,
+    /// Writes the caller can recognise as already applied
+    /// (`Txn::resendable`): any transient failure, and a send unanswered
+    /// for `RESEND_AFTER`, is sent again. A follower holding a proposal
+    /// for a leader that died answers only at the server's own timeout;
+    /// the resend reaches the new leader a moment after the election.
+    Resend,
 }
+
+/// How long a resendable write waits for an answer before sending again:
+/// above etcd's default election timeout (1 s), so an ordinary slow
+/// commit is not resent, and short enough that an ADD during a leader
+/// change still answers well within the CNI runtime's patience.
+const RESEND_AFTER: Duration = Duration::from_millis(1500);
 
 /// How a failed call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -470,9 +482,18 @@ impl Caller {
         let mut connect_failures = 0u32;
         let mut attempt = 0u32;
         loop {
-            let e = match tokio::time::timeout_at(deadline, f()).await {
+            let attempt_deadline = match retry {
+                Retry::Resend => deadline.min(tokio::time::Instant::now() + RESEND_AFTER),
+                _ => deadline,
+            };
+            let e = match tokio::time::timeout_at(attempt_deadline, f()).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => e,
+                Err(_) if attempt_deadline < deadline => {
+                    attempt += 1;
+                    tracing::debug!(op, attempt, "etcd write unanswered; sending it again");
+                    continue;
+                }
                 Err(_) => {
                     return Err(StoreError::Unavailable(format!(
                         "etcd {op}: no answer within {} ms",
@@ -488,7 +509,7 @@ impl Caller {
                     connect_failures <= self.connect_retries
                 }
                 Failure::NoLeader => true,
-                Failure::Transient => retry == Retry::Read,
+                Failure::Transient => retry != Retry::Write,
                 Failure::Permanent => false,
             };
             // Another member is usually one try away; an election takes
@@ -680,10 +701,18 @@ impl Store for EtcdStore {
         let kv = self.kv();
         let resp = self
             .caller
-            .call("txn", Retry::Write, || {
-                let (mut kv, t) = (kv.clone(), t.clone());
-                async move { kv.txn(t).await }
-            })
+            .call(
+                "txn",
+                if txn.resendable {
+                    Retry::Resend
+                } else {
+                    Retry::Write
+                },
+                || {
+                    let (mut kv, t) = (kv.clone(), t.clone());
+                    async move { kv.txn(t).await }
+                },
+            )
             .await?;
         Ok(TxnOutcome {
             succeeded: resp.succeeded(),

@@ -64,6 +64,11 @@ impl Op {
 pub struct Txn {
     pub compares: Vec<Compare>,
     pub ops: Vec<Op>,
+    /// The caller can tell from the store whether an earlier send of this
+    /// transaction was applied (it writes a unique id it checks after a
+    /// failed compare), so a send left without an answer (an etcd leader
+    /// lost mid-proposal) may be sent again instead of failing.
+    pub resendable: bool,
 }
 
 impl Txn {
@@ -76,6 +81,10 @@ impl Txn {
     }
     pub fn then(mut self, op: Op) -> Self {
         self.ops.push(op);
+        self
+    }
+    pub fn resendable(mut self) -> Self {
+        self.resendable = true;
         self
     }
 }
