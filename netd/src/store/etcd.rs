@@ -875,6 +875,43 @@ impl Watcher {
 mod tests {
     use super::*;
 
+    /// A send that never answers (a follower holding a proposal for a dead
+    /// leader) is sent again for a resendable write, and only then.
+    #[tokio::test]
+    async fn only_resendable_writes_are_sent_again_when_unanswered() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let caller = Caller {
+            timeout: Duration::from_millis(2500),
+            connect_retries: 3,
+        };
+        let run = |retry: Retry| {
+            let sends = Arc::new(AtomicU32::new(0));
+            let counted = sends.clone();
+            async move {
+                let r = caller
+                    .call("txn", retry, || {
+                        let n = counted.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            if n == 0 {
+                                std::future::pending::<()>().await;
+                            }
+                            Ok::<u32, etcd_client::Error>(7)
+                        }
+                    })
+                    .await;
+                (r, sends.load(Ordering::SeqCst))
+            }
+        };
+        let started = std::time::Instant::now();
+        let (r, sends) = run(Retry::Resend).await;
+        assert_eq!(r.unwrap(), 7);
+        assert_eq!(sends, 2);
+        assert!(started.elapsed() >= RESEND_AFTER);
+        let (r, sends) = run(Retry::Write).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        assert_eq!(sends, 1, "a plain write must never be sent twice");
+    }
+
     #[test]
     fn keys_are_namespaced_and_stripped() {
         let ns = Namespace {
