@@ -22,6 +22,12 @@ impl MacAddr {
     pub fn is_valid_unicast(&self) -> bool {
         !self.is_multicast() && !self.is_zero()
     }
+    /// The MAC in a 6-byte attribute (netlink, frames); None for any other
+    /// length.
+    pub fn from_slice(b: &[u8]) -> Option<MacAddr> {
+        <[u8; 6]>::try_from(b).ok().map(MacAddr)
+    }
+
     pub fn octets(&self) -> [u8; 6] {
         self.0
     }

@@ -160,6 +160,32 @@ fn into_pod(node: &Node, ns: Netns, att: Attachment, out: CniOutcome) -> Pod {
     }
 }
 
+/// ADD as a runtime retries it once etcd is back: only "try again later"
+/// (11, followed by the runtime's DEL) until the first success, which must
+/// come within RECOVERY of `back`. Returns the pod and how many ADDs were
+/// refused first.
+fn first_add_after(node: &Node, tag: &str, back: Instant) -> (Pod, u32) {
+    let mut refused = 0;
+    loop {
+        let (ns, att, out, _) = timed_add(node, tag);
+        if out.success() {
+            return (into_pod(node, ns, att, out), refused);
+        }
+        refused += 1;
+        eprintln!(
+            "ADD refused after {:?}: {}",
+            back.elapsed(),
+            out.error_msg()
+        );
+        assert_eq!(out.error_code(), Some(11), "ADD once etcd is back: {out:?}");
+        cni::del(&att, &node.mgmt_config("1.1.0"));
+        assert!(
+            back.elapsed() < RECOVERY,
+            "no successful ADD within {RECOVERY:?} of etcd's return: {out:?}"
+        );
+    }
+}
+
 /// DEL as a runtime sends it: again while netd says "try again later"
 /// (CNI 11). Right after etcd comes back it may, for a few seconds: with
 /// two members restarted, writes were seen to go unanswered until the
@@ -475,25 +501,7 @@ fn no_quorum_keeps_traffic_refuses_changes_and_recovers_without_restart() {
     let back_ms = wall_ms();
     etcd.wait_healthy(RECOVERY);
     eprintln!("etcd healthy {:?} after restart", back.elapsed());
-    let mut refused = 0;
-    let d = loop {
-        let (ns, att, out, _) = timed_add(lab.node(0), "d");
-        if out.success() {
-            break into_pod(lab.node(0), ns, att, out);
-        }
-        refused += 1;
-        eprintln!(
-            "ADD refused after {:?}: {}",
-            back.elapsed(),
-            out.error_msg()
-        );
-        assert_eq!(out.error_code(), Some(11), "ADD once etcd is back: {out:?}");
-        cni::del(&att, &lab.node(0).mgmt_config("1.1.0"));
-        assert!(
-            back.elapsed() < RECOVERY,
-            "no successful ADD within {RECOVERY:?} of etcd's restart: {out:?}"
-        );
-    };
+    let (d, refused) = first_add_after(lab.node(0), "d", back);
     eprintln!(
         "first successful ADD {:?} after restarting etcd ({refused} refused before)",
         back.elapsed()
@@ -655,25 +663,7 @@ fn two_members_of_three_down_is_no_quorum_too() {
     etcd.restart_all();
     let back = Instant::now();
     etcd.wait_healthy(RECOVERY);
-    let mut refused = 0;
-    let c = loop {
-        let (ns, att, out, _) = timed_add(lab.node(0), "c");
-        if out.success() {
-            break into_pod(lab.node(0), ns, att, out);
-        }
-        refused += 1;
-        eprintln!(
-            "ADD refused after {:?}: {}",
-            back.elapsed(),
-            out.error_msg()
-        );
-        assert_eq!(out.error_code(), Some(11), "ADD once etcd is back: {out:?}");
-        cni::del(&att, &lab.node(0).mgmt_config("1.1.0"));
-        assert!(
-            back.elapsed() < RECOVERY,
-            "no successful ADD within {RECOVERY:?} of quorum returning: {out:?}"
-        );
-    };
+    let (c, refused) = first_add_after(lab.node(0), "c", back);
     eprintln!(
         "first successful ADD {:?} after quorum returned ({refused} refused before)",
         back.elapsed()

@@ -184,19 +184,7 @@ impl ManagementDriver {
         let mut next = BTreeMap::new();
         for n in specs {
             let name = n.metadata.name.clone();
-            let subnet = subnets::lease(
-                store,
-                &name,
-                n.spec.cluster_cidr,
-                n.spec.node_subnet_prefix_length,
-                node,
-                &lease_attrs(node, &name, n.spec.backend, underlay.as_ref()),
-            )
-            .await
-            .map_err(|e| match e {
-                subnets::SubnetError::Store(s) => store_error(s),
-                other => ApiError::new(code::POOL_EXHAUSTED, other.to_string()),
-            })?;
+            let subnet = self.lease(&name, &n.spec, underlay.as_ref()).await?;
             let (mtu, capped) = pod_mtu(n.spec.mtu, n.spec.backend, underlay.as_ref());
             if let Some(why) = capped {
                 tracing::warn!(network = %name, "{why}");
@@ -266,6 +254,30 @@ impl ManagementDriver {
         self.sync_masquerade().await
     }
 
+    /// This node's subnet of a network, leased (or kept) with what the
+    /// other nodes need to reach it.
+    async fn lease(
+        &self,
+        network: &str,
+        spec: &ManagementNetworkSpec,
+        underlay: Option<&Underlay>,
+    ) -> Result<Ipv4Net, ApiError> {
+        let node = &self.node.cfg.node;
+        subnets::lease(
+            self.node.store.as_ref(),
+            network,
+            spec.cluster_cidr,
+            spec.node_subnet_prefix_length,
+            node,
+            &lease_attrs(node, network, spec.backend, underlay),
+        )
+        .await
+        .map_err(|e| match e {
+            subnets::SubnetError::Store(s) => store_error(s),
+            other => ApiError::new(code::POOL_EXHAUSTED, other.to_string()),
+        })
+    }
+
     async fn detect_underlay(&self) -> Option<Underlay> {
         let wanted = self.node.cfg.underlay_interface.as_deref();
         let found = match detect_underlay(&self.node.host, wanted).await {
@@ -297,20 +309,7 @@ impl ManagementDriver {
         let nets: Vec<Arc<MgmtNet>> = self.networks.read().await.values().cloned().collect();
         if before != underlay {
             for n in &nets {
-                let node = &self.node.cfg.node;
-                subnets::lease(
-                    self.node.store.as_ref(),
-                    &n.name,
-                    n.spec.cluster_cidr,
-                    n.spec.node_subnet_prefix_length,
-                    node,
-                    &lease_attrs(node, &n.name, n.spec.backend, underlay.as_ref()),
-                )
-                .await
-                .map_err(|e| match e {
-                    subnets::SubnetError::Store(s) => store_error(s),
-                    other => ApiError::new(code::POOL_EXHAUSTED, other.to_string()),
-                })?;
+                self.lease(&n.name, &n.spec, underlay.as_ref()).await?;
             }
         }
         self.overlay.sync(&nets, underlay.as_ref()).await;

@@ -219,22 +219,32 @@ impl KubeState {
         seen.max(gone).is_some_and(|rv| info.resource_version <= rv)
     }
 
-    fn upsert(&mut self, obj: Value, out: &mut Outcome) {
-        let info = match object_info(&obj) {
+    /// The identity of an event's object if it is newer than what was
+    /// seen (and the collection's resource version advanced to it); an
+    /// unidentifiable object is rejected, a stale one noted.
+    fn fresh(&mut self, obj: &Value, out: &mut Outcome) -> Option<ObjectInfo> {
+        let info = match object_info(obj) {
             Ok(i) => i,
             Err(reason) => {
                 out.rejected.push(Rejection {
                     object: None,
                     reason,
                 });
-                return;
+                return None;
             }
         };
         if self.is_stale(&info) {
             out.stale.push(info.obj);
-            return;
+            return None;
         }
         self.advance(&info.obj.collection, info.resource_version);
+        Some(info)
+    }
+
+    fn upsert(&mut self, obj: Value, out: &mut Outcome) {
+        let Some(info) = self.fresh(&obj, out) else {
+            return;
+        };
         self.tombstones.remove(&info.obj);
         let problem = self.take_in(&info, &obj);
         if let Some(p) = &problem {
@@ -395,21 +405,9 @@ impl KubeState {
     }
 
     fn delete(&mut self, obj: Value, out: &mut Outcome) {
-        let info = match object_info(&obj) {
-            Ok(i) => i,
-            Err(reason) => {
-                out.rejected.push(Rejection {
-                    object: None,
-                    reason,
-                });
-                return;
-            }
-        };
-        if self.is_stale(&info) {
-            out.stale.push(info.obj);
+        let Some(info) = self.fresh(&obj, out) else {
             return;
-        }
-        self.advance(&info.obj.collection, info.resource_version);
+        };
         self.forget(&info.obj, info.resource_version);
     }
 

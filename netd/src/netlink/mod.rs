@@ -190,11 +190,7 @@ impl Link {
             match a {
                 LinkAttribute::IfName(n) => l.name = n.clone(),
                 LinkAttribute::Mtu(v) => l.mtu = *v,
-                LinkAttribute::Address(b) if b.len() == 6 => {
-                    let mut o = [0u8; 6];
-                    o.copy_from_slice(b);
-                    l.mac = Some(MacAddr(o));
-                }
+                LinkAttribute::Address(b) => l.mac = MacAddr::from_slice(b),
                 LinkAttribute::IfAlias(s) => l.alias = Some(s.clone()),
                 LinkAttribute::Controller(c) => l.controller = Some(*c),
                 LinkAttribute::Carrier(c) => l.carrier = *c != 0,

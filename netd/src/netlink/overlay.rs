@@ -166,11 +166,7 @@ impl Netlink {
             let mut dst = None;
             for a in &m.attributes {
                 match a {
-                    NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
-                        let mut o = [0u8; 6];
-                        o.copy_from_slice(b);
-                        mac = Some(MacAddr(o));
-                    }
+                    NeighbourAttribute::LinkLayerAddress(b) => mac = MacAddr::from_slice(b),
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
                     _ => {}
                 }
@@ -242,11 +238,7 @@ impl Netlink {
             for a in &m.attributes {
                 match a {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(i)) => ip = Some(*i),
-                    NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
-                        let mut o = [0u8; 6];
-                        o.copy_from_slice(b);
-                        mac = Some(MacAddr(o));
-                    }
+                    NeighbourAttribute::LinkLayerAddress(b) => mac = MacAddr::from_slice(b),
                     _ => {}
                 }
             }
