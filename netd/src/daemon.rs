@@ -75,7 +75,9 @@ pub struct Daemon {
 impl Daemon {
     pub async fn start(#[allow(unused_mut)] mut cfg: Resolved) -> anyhow::Result<Arc<Daemon>> {
         #[cfg(feature = "kubernetes")]
-        let kube_client = if cfg.resources == crate::options::ResourceSource::Kubernetes {
+        let kube_client = if cfg.resources == crate::options::ResourceSource::Kubernetes
+            || cfg.vip_election == crate::options::VipElection::Kubernetes
+        {
             let client = crate::kubernetes::client::connect()
                 .await
                 .context("connecting to the Kubernetes API server")?;
@@ -124,6 +126,17 @@ impl Daemon {
         let firewall = NftablesDriver::new(&cfg.nft_table)
             .with_context(|| format!("preparing nftables table {}", cfg.nft_table))?;
         let vip_timing = cfg.vip_timing;
+        #[allow(unused_mut)]
+        let mut vip_leases: Option<Arc<dyn crate::kubernetes::lease::LeaseApi>> = None;
+        #[cfg(feature = "kubernetes")]
+        if cfg.vip_election == crate::options::VipElection::Kubernetes {
+            if let Some(client) = &kube_client {
+                vip_leases = Some(Arc::new(crate::kubernetes::client::Leases::new(
+                    client.clone(),
+                    &cfg.vip_lease_namespace,
+                )));
+            }
+        }
         let members = crate::membership::Membership::new(
             store.clone(),
             &cfg.node,
@@ -144,7 +157,7 @@ impl Daemon {
             mgmt: ManagementDriver::new(node.clone()),
             dhcp: DhcpService::new(node.clone(), vlan.clone()),
             dhcp_clients: DhcpClients::new(node.clone(), vlan.clone()),
-            vip: crate::vip::VipService::new(node.clone(), vlan.clone(), vip_timing),
+            vip: crate::vip::VipService::new(node.clone(), vlan.clone(), vip_timing, vip_leases),
             vlan,
             members,
             resources: Resources::new(node.store.clone()),
@@ -155,7 +168,7 @@ impl Daemon {
         });
         let any = |e: ApiError| anyhow::anyhow!(e);
         #[cfg(feature = "kubernetes")]
-        if let Some(client) = kube_client {
+        if let Some(client) = kube_client.filter(|_| daemon.from_kubernetes()) {
             daemon.start_kubernetes(client).await?;
         }
         if vip_only {
@@ -283,11 +296,65 @@ impl Daemon {
             }
         }
         crate::kubernetes::client::spawn_status_writer(
-            client,
+            client.clone(),
             self.node.store.clone(),
             self.node.cfg.node.clone(),
         );
+        self.spawn_vip_status_writer(client);
         Ok(())
+    }
+
+    /// The holder of each VirtualIP writes `status.holder` and
+    /// `status.address` (a merge patch, so nodes never read-modify-write);
+    /// the next holder overwrites them. Checked every second.
+    #[cfg(feature = "kubernetes")]
+    fn spawn_vip_status_writer(&self, client: kube::Client) {
+        use furrow_api::resource::{VirtualIp, API_VERSION};
+        let vip = self.vip.clone();
+        let me = self.node.cfg.node.clone();
+        tokio::spawn(async move {
+            let c = crate::kubernetes::Collection::new(API_VERSION, VirtualIp::KIND);
+            let mut written: std::collections::BTreeMap<String, serde_json::Value> =
+                Default::default();
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let infos = vip.info().await;
+                let held: Vec<_> = infos
+                    .iter()
+                    .filter(|v| v.role.starts_with("holder"))
+                    .collect();
+                // Forget what we wrote for VIPs we no longer hold: when we
+                // take one again, it is written again.
+                written.retain(|name, _| held.iter().any(|v| &v.name == name));
+                for v in held {
+                    let want = crate::kubernetes::status::vip_status(&me, v.address);
+                    let from = written
+                        .get(&v.name)
+                        .cloned()
+                        .unwrap_or(serde_json::json!({}));
+                    let Some(patch) = crate::kubernetes::status::merge_patch(&from, &want) else {
+                        continue;
+                    };
+                    match crate::kubernetes::client::patch_status(
+                        client.clone(),
+                        &c,
+                        None,
+                        &v.name,
+                        &patch,
+                    )
+                    .await
+                    {
+                        Ok(()) => {
+                            written.insert(v.name.clone(), want);
+                        }
+                        Err(e) => {
+                            tracing::warn!(vip = %v.name, error = %e, "writing VirtualIP status failed")
+                        }
+                    }
+                }
+            }
+        });
     }
 
     fn refuse_if_kubernetes(&self) -> Result<(), ApiError> {

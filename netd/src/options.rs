@@ -33,6 +33,17 @@ pub enum ResourceSource {
     Kubernetes,
 }
 
+/// Who decides which node holds each VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VipElection {
+    /// Heartbeats and holder keys in netd's store (etcd; with the embedded
+    /// store the one node holds everything).
+    Store,
+    /// One coordination.k8s.io Lease per VirtualIP in --vip-lease-namespace
+    /// (in-cluster credentials, or KUBECONFIG).
+    Kubernetes,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -134,6 +145,13 @@ pub struct Options {
     /// take them over (covers clock-rate drift and scheduling delays).
     #[arg(long, default_value_t = 300, value_name = "MS")]
     pub vip_fence_margin_ms: u64,
+    /// VIP election backend. With kubernetes the Lease lasts
+    /// --vip-takeover-ms rounded up to whole seconds, renewed every quarter.
+    #[arg(long, value_enum, default_value = "store")]
+    pub vip_election: VipElection,
+    /// Namespace of the VIP Leases (with --vip-election kubernetes).
+    #[arg(long, default_value = "kube-system", env = "POD_NAMESPACE")]
+    pub vip_lease_namespace: String,
     /// Run only the floating-VIP controller (election, ARP/NDP, BGP):
     /// no eBPF datapath, no networks, no NAT, CNI requests refused. For
     /// the control-plane VIP before Kubernetes and its CNI are up.
@@ -166,6 +184,8 @@ pub struct Resolved {
     pub nft_table: String,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub vip_timing: crate::vip::election::Timing,
+    pub vip_election: VipElection,
+    pub vip_lease_namespace: String,
     pub vip_only: bool,
     pub node_grace: std::time::Duration,
     pub underlay_interface: Option<String>,
@@ -262,6 +282,23 @@ impl Options {
                 msg: "kubernetes: this netd was built without the `kubernetes` feature".into(),
             });
         }
+        if self.vip_election == VipElection::Kubernetes {
+            if !cfg!(feature = "kubernetes") {
+                return Err(OptionsError {
+                    flag: "vip-election",
+                    msg: "kubernetes: this netd was built without the `kubernetes` feature".into(),
+                });
+            }
+            if !is_dns_label(&self.vip_lease_namespace) {
+                return Err(OptionsError {
+                    flag: "vip-lease-namespace",
+                    msg: format!(
+                        "{:?}: expected a namespace name (lowercase letters, digits and '-', at most 63)",
+                        self.vip_lease_namespace
+                    ),
+                });
+            }
+        }
         Ok(Resolved {
             instance: inst.clone(),
             node,
@@ -284,6 +321,8 @@ impl Options {
             nft_table,
             metrics_listen: self.metrics_listen,
             vip_timing: self.vip_timing()?,
+            vip_election: self.vip_election,
+            vip_lease_namespace: self.vip_lease_namespace.clone(),
             vip_only: self.vip_only,
             node_grace: {
                 if !(1..=86_400).contains(&self.node_grace_secs) {
@@ -385,6 +424,16 @@ impl Options {
             }
         }
     }
+}
+
+/// A DNS-1123 label, as Kubernetes names namespaces.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub struct NetdProcess {
     pub log_path: PathBuf,
     /// Extra netd flags (e.g. the etcd store of a shared lab).
     pub extra_args: Vec<String>,
+    /// Extra environment (e.g. KUBECONFIG).
+    pub extra_env: Vec<(String, String)>,
     child: Option<Child>,
     keep: bool,
 }
@@ -45,6 +47,7 @@ impl NetdProcess {
             node_name: node_name.to_string(),
             netns: netns.to_path_buf(),
             extra_args: Vec::new(),
+            extra_env: Vec::new(),
             child: None,
             keep: false,
         })
@@ -95,6 +98,7 @@ impl NetdProcess {
                     .unwrap_or_else(|_| "info,furrow_netd=debug".to_string()),
             ])
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -17,7 +17,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use serde_json::Value;
 
-use super::lease::{self, Decision, Observed};
+use super::lease::{self, LeaseApi, LeaseApiError, Written};
 use super::state::{Change, KubeEvent, KubeState};
 use super::translate::{Collection, NAD_KIND, NAD_PLURAL};
 use crate::store::{keys, Op, Store, StoreError, Txn};
@@ -338,18 +338,11 @@ pub async fn patch_status(
     Ok(())
 }
 
-/// VIP Leases in one namespace (netd's own).
+/// VIP Leases in one namespace (netd's own): the election's
+/// [`lease::LeaseApi`] over kube-rs.
 pub struct Leases {
     api: Api<Lease>,
     namespace: String,
-}
-
-/// The result of a conditioned write.
-#[derive(Debug)]
-pub enum Written {
-    Done(Value),
-    /// Someone else wrote first (409): read again.
-    Conflict,
 }
 
 impl Leases {
@@ -358,13 +351,6 @@ impl Leases {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_string(),
         }
-    }
-
-    pub async fn get(&self, name: &str) -> Result<Option<Value>, KubeError> {
-        Ok(match self.api.get_opt(name).await? {
-            Some(l) => Some(lease_value(&l)?),
-            None => None,
-        })
     }
 
     async fn write(&self, v: &Value, create: bool) -> Result<Written, KubeError> {
@@ -381,66 +367,46 @@ impl Leases {
         };
         match res {
             Ok(l) => Ok(Written::Done(lease_value(&l)?)),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Written::Conflict),
+            // 409: changed since read (or exists, for a create); 404: gone
+            // since read. Either way: read again.
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(Written::Conflict),
             Err(e) => Err(e.into()),
         }
     }
+}
 
-    /// One round of the election for `vip`: read, decide, write. Returns
-    /// whether this node holds the Lease afterwards.
-    pub async fn contend(
-        &self,
-        vip: &str,
-        me: &str,
-        observed: &mut Option<Observed>,
-        now_ms: u64,
-        duration_secs: u32,
-    ) -> Result<bool, KubeError> {
-        let name = lease::lease_name(vip);
-        let now = lease::micro_time(crate::util::now_millis() * 1000);
-        let current = self.get(&name).await?;
-        let record = current
-            .as_ref()
-            .map(lease::parse_lease)
-            .transpose()
-            .map_err(|e| KubeError::Convert {
-                what: format!("Lease {name}"),
-                msg: e.to_string(),
-            })?;
-        let written = match (
-            lease::decide(me, record.as_ref(), observed, now_ms),
-            &current,
-        ) {
-            (Decision::Create, _) => {
-                let v = lease::new_lease(&name, &self.namespace, me, &now, duration_secs);
-                self.write(&v, true).await?
-            }
-            (Decision::Renew, Some(c)) => self.write(&lease::renew(c, &now), false).await?,
-            (Decision::TakeOver, Some(c)) => {
-                self.write(&lease::take_over(c, me, &now, duration_secs), false)
-                    .await?
-            }
-            _ => return Ok(false),
-        };
-        Ok(matches!(written, Written::Done(_)))
+fn api_error(e: KubeError) -> LeaseApiError {
+    LeaseApiError(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl LeaseApi for Leases {
+    fn namespace(&self) -> &str {
+        &self.namespace
     }
 
-    /// Gives the Lease up (after the address went).
-    pub async fn release(&self, vip: &str, me: &str) -> Result<(), KubeError> {
-        let name = lease::lease_name(vip);
-        let Some(current) = self.get(&name).await? else {
-            return Ok(());
-        };
-        if current
-            .pointer("/spec/holderIdentity")
-            .and_then(|h| h.as_str())
-            != Some(me)
-        {
-            return Ok(());
+    async fn get(&self, name: &str) -> Result<Option<Value>, LeaseApiError> {
+        match self.api.get_opt(name).await {
+            Ok(Some(l)) => lease_value(&l).map(Some).map_err(api_error),
+            Ok(None) => Ok(None),
+            Err(e) => Err(api_error(e.into())),
         }
-        let now = lease::micro_time(crate::util::now_millis() * 1000);
-        self.write(&lease::release(&current, &now), false).await?;
-        Ok(())
+    }
+
+    async fn create(&self, lease: &Value) -> Result<Written, LeaseApiError> {
+        self.write(lease, true).await.map_err(api_error)
+    }
+
+    async fn replace(&self, lease: &Value) -> Result<Written, LeaseApiError> {
+        self.write(lease, false).await.map_err(api_error)
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), LeaseApiError> {
+        match self.api.delete(name, &Default::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_error(e.into())),
+        }
     }
 }
 

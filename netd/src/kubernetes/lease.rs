@@ -233,6 +233,250 @@ pub fn micro_time(unix_micros: u64) -> String {
     format!("{stem}.{:06}Z", unix_micros % 1_000_000)
 }
 
+/// A failed Lease API call (the API server unreachable, refused, or an
+/// object that does not convert).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct LeaseApiError(pub String);
+
+/// The result of a conditioned write.
+#[derive(Debug, Clone)]
+pub enum Written {
+    Done(Value),
+    /// Someone else wrote first (409): read again.
+    Conflict,
+}
+
+/// The four Lease calls the election makes, in one namespace. The kube-rs
+/// client implements it (`client::Leases`); [`MemoryLeases`] is the API
+/// server's semantics in memory, for tests.
+#[async_trait::async_trait]
+pub trait LeaseApi: Send + Sync {
+    fn namespace(&self) -> &str;
+    async fn get(&self, name: &str) -> Result<Option<Value>, LeaseApiError>;
+    /// Create; `Conflict` when it exists already.
+    async fn create(&self, lease: &Value) -> Result<Written, LeaseApiError>;
+    /// Replace conditioned on `metadata.resourceVersion`; `Conflict` when
+    /// the object changed (or went) since.
+    async fn replace(&self, lease: &Value) -> Result<Written, LeaseApiError>;
+    async fn delete(&self, name: &str) -> Result<(), LeaseApiError>;
+}
+
+/// After one round of [`contend`]: the lease as it stands and whether this
+/// node holds it (a write of ours was accepted, sent at `sent_ms`).
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub lease: Option<LeaseRecord>,
+    pub held: bool,
+    pub sent_ms: Option<u64>,
+}
+
+/// One round of the election for `vip`: read, decide, write when the
+/// decision says so and `may_take` allows taking (a node not ready only
+/// watches). `now_ms` is this node's monotonic clock (expiry), `wall_us`
+/// the wall clock written into the Lease for people to read.
+pub async fn contend(
+    api: &dyn LeaseApi,
+    vip: &str,
+    me: &str,
+    observed: &mut Option<Observed>,
+    may_take: bool,
+    duration_secs: u32,
+    clock: &(dyn Fn() -> (u64, u64) + Sync),
+) -> Result<Round, LeaseApiError> {
+    let name = lease_name(vip);
+    let current = api.get(&name).await?;
+    let record = current
+        .as_ref()
+        .map(parse_lease)
+        .transpose()
+        .map_err(|e| LeaseApiError(format!("Lease {name}: {e}")))?;
+    let (now_ms, wall_us) = clock();
+    let now = micro_time(wall_us);
+    let decision = decide(me, record.as_ref(), observed, now_ms);
+    let write = match (&decision, &current) {
+        (Decision::Create, _) if may_take => Some((
+            new_lease(&name, api.namespace(), me, &now, duration_secs),
+            true,
+        )),
+        (Decision::Renew, Some(c)) => Some((renew(c, &now), false)),
+        (Decision::TakeOver, Some(c)) if may_take => {
+            Some((take_over(c, me, &now, duration_secs), false))
+        }
+        _ => None,
+    };
+    let Some((body, create)) = write else {
+        return Ok(Round {
+            lease: record,
+            held: false,
+            sent_ms: None,
+        });
+    };
+    let written = if create {
+        api.create(&body).await?
+    } else {
+        api.replace(&body).await?
+    };
+    match written {
+        Written::Done(v) => {
+            let rec = parse_lease(&v).map_err(|e| LeaseApiError(format!("Lease {name}: {e}")))?;
+            // Our own write is what a challenger sees next: remember it
+            // so our view does not restart anyone's clock.
+            *observed = None;
+            Ok(Round {
+                held: rec.holder.as_deref() == Some(me),
+                lease: Some(rec),
+                sent_ms: Some(now_ms),
+            })
+        }
+        Written::Conflict => {
+            // Somebody wrote between our read and our write: read again.
+            let again = api
+                .get(&name)
+                .await?
+                .as_ref()
+                .map(parse_lease)
+                .transpose()
+                .map_err(|e| LeaseApiError(format!("Lease {name}: {e}")))?;
+            Ok(Round {
+                lease: again,
+                held: false,
+                sent_ms: None,
+            })
+        }
+    }
+}
+
+/// Gives the Lease up if this node holds it (after the address went).
+pub async fn give_up(
+    api: &dyn LeaseApi,
+    vip: &str,
+    me: &str,
+    wall_us: u64,
+) -> Result<(), LeaseApiError> {
+    let name = lease_name(vip);
+    let Some(current) = api.get(&name).await? else {
+        return Ok(());
+    };
+    if current
+        .pointer("/spec/holderIdentity")
+        .and_then(|h| h.as_str())
+        != Some(me)
+    {
+        return Ok(());
+    }
+    // A conflict means it changed hands already: nothing left to give.
+    api.replace(&release(&current, &micro_time(wall_us)))
+        .await?;
+    Ok(())
+}
+
+/// The API server's Lease semantics in memory: resourceVersions, 409 on a
+/// stale replace or a second create. `fail` makes every call fail (an
+/// unreachable API server).
+#[derive(Default)]
+pub struct MemoryLeases {
+    namespace: String,
+    inner: std::sync::Mutex<MemoryInner>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    objects: std::collections::BTreeMap<String, Value>,
+    version: u64,
+    fail: bool,
+}
+
+impl MemoryLeases {
+    pub fn new(namespace: &str) -> Self {
+        MemoryLeases {
+            namespace: namespace.to_string(),
+            inner: Default::default(),
+        }
+    }
+
+    pub fn set_failing(&self, fail: bool) {
+        self.inner.lock().expect("leases").fail = fail;
+    }
+
+    /// Stores a recorded object as it is (its resourceVersion included).
+    pub fn insert_recorded(&self, lease: Value) {
+        let mut i = self.inner.lock().expect("leases");
+        let name = lease["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if let Some(v) = lease["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            i.version = i.version.max(v);
+        }
+        i.objects.insert(name, lease);
+    }
+
+    pub fn peek(&self, name: &str) -> Option<Value> {
+        self.inner
+            .lock()
+            .expect("leases")
+            .objects
+            .get(name)
+            .cloned()
+    }
+
+    fn call(&self) -> Result<std::sync::MutexGuard<'_, MemoryInner>, LeaseApiError> {
+        let i = self.inner.lock().expect("leases");
+        if i.fail {
+            return Err(LeaseApiError("connection refused".into()));
+        }
+        Ok(i)
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseApi for MemoryLeases {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Value>, LeaseApiError> {
+        Ok(self.call()?.objects.get(name).cloned())
+    }
+
+    async fn create(&self, lease: &Value) -> Result<Written, LeaseApiError> {
+        let mut i = self.call()?;
+        let name = lease["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if i.objects.contains_key(&name) {
+            return Ok(Written::Conflict);
+        }
+        i.version += 1;
+        let mut v = lease.clone();
+        v["metadata"]["resourceVersion"] = Value::String(i.version.to_string());
+        i.objects.insert(name, v.clone());
+        Ok(Written::Done(v))
+    }
+
+    async fn replace(&self, lease: &Value) -> Result<Written, LeaseApiError> {
+        let mut i = self.call()?;
+        let name = lease["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let sent = lease["metadata"]["resourceVersion"].as_str();
+        let stored = i
+            .objects
+            .get(&name)
+            .and_then(|o| o["metadata"]["resourceVersion"].as_str());
+        if sent.is_none() || sent != stored {
+            return Ok(Written::Conflict);
+        }
+        i.version += 1;
+        let mut v = lease.clone();
+        v["metadata"]["resourceVersion"] = Value::String(i.version.to_string());
+        i.objects.insert(name, v.clone());
+        Ok(Written::Done(v))
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), LeaseApiError> {
+        self.call()?.objects.remove(name);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,10 +34,10 @@ pub fn gone_nodes_patch(current: &Value, gone: &[&str]) -> Option<Value> {
     (!m.is_empty()).then(|| json!({"status": {"nodeSubnets": m}}))
 }
 
-/// A VirtualIP's holder as this node sees it from the election.
-pub fn vip_holder_patch(current: &Value, holder: Option<&str>) -> Option<Value> {
-    let have = current.pointer("/status/holder").and_then(|h| h.as_str());
-    (have != holder).then(|| json!({"status": {"holder": holder}}))
+/// A VirtualIP's status as its holder writes it: who holds it and at
+/// which address (a pool's or DHCP's is only known here).
+pub fn vip_status(holder: &str, address: Option<std::net::IpAddr>) -> Value {
+    json!({"status": {"holder": holder, "address": address.map(|a| a.to_string())}})
 }
 
 /// The merge patch turning `from` into `to` (RFC 7386: objects merge
@@ -166,13 +166,24 @@ mod tests {
             management_status(&leases),
             json!({"nodeSubnets": {"node1": "10.52.1.0/24"}})
         );
+        // The holder writes its VirtualIP's status; nothing while unchanged;
+        // a new address only changes the address.
+        let ip: std::net::IpAddr = "10.0.0.100".parse().unwrap();
+        let want = vip_status("node1", Some(ip));
         assert_eq!(
-            vip_holder_patch(&json!({}), Some("node1")),
-            Some(json!({"status": {"holder": "node1"}}))
+            merge_patch(&json!({}), &want),
+            Some(json!({"status": {"holder": "node1", "address": "10.0.0.100"}}))
         );
+        assert_eq!(merge_patch(&want, &want), None);
+        let moved = vip_status("node1", Some("10.0.0.101".parse().unwrap()));
         assert_eq!(
-            vip_holder_patch(&json!({"status": {"holder": "node1"}}), Some("node1")),
-            None
+            merge_patch(&want, &moved),
+            Some(json!({"status": {"address": "10.0.0.101"}}))
         );
+        // A recorded VirtualIP whose status names another node: the new
+        // holder's patch replaces it.
+        let recorded = json!({"status": {"holder": "node2", "address": "10.0.0.100"}});
+        let after = apply_merge_patch(&recorded, &merge_patch(&json!({}), &want).unwrap());
+        assert_eq!(after, want);
     }
 }

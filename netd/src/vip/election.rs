@@ -21,6 +21,16 @@
 //!   clock values, must agree; scheduling delays eat into the margin).
 //! - a graceful step-down deletes the key after dropping the address; the
 //!   next ready node claims it at once.
+//!
+//! With `--vip-election kubernetes` the holder of each VIP is a
+//! coordination.k8s.io Lease instead (`kubernetes::lease`: client-go's
+//! rules, expiry judged on this node's monotonic clock from when it saw the
+//! record last change). A lease loop reads every known VIP's Lease each
+//! `lease_period` and renews this node's; claims, releases and fencing go
+//! through the same calls as above, so the controller does not know which
+//! backend decides. No heartbeats: a node only knows the holder, not who
+//! else is ready (no ranking; of concurrent claims the API server's
+//! resourceVersion check lets exactly one win).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::kubernetes::lease::{self as klease, LeaseApi, LeaseRecord, Observed};
 use crate::store::{Compare, Op, Revision, Store, StoreError, Txn, WatchError, WatchEvent};
 
 pub const PREFIX: &str = "/furrow/vip/";
@@ -113,6 +124,31 @@ struct State {
     seq: u64,
     heartbeat_error: Option<String>,
     last_heartbeat: Option<Instant>,
+    /// Lease mode: every VIP the controller knows (the loop reads them all).
+    known: Vec<String>,
+    /// Lease mode: per VIP, what this node saw of its Lease.
+    leases: HashMap<String, LeaseView>,
+    /// Lease mode: until when the last successful round lets a node that
+    /// holds nothing claim (the API server answers).
+    api_valid_until: Option<Instant>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct LeaseView {
+    observed: Option<Observed>,
+    /// The holder is silent past the lease duration (as seen here).
+    expired: bool,
+    /// While ours: until when the last accepted write lets us hold it.
+    held_until: Option<Instant>,
+}
+
+/// Lease mode's settings.
+struct LeaseMode {
+    api: Arc<dyn LeaseApi>,
+    duration_secs: u32,
+    period: Duration,
+    /// Zero of the monotonic milliseconds the lease decisions use.
+    base: Instant,
 }
 
 /// This node's view of the election, shared by the VIP tasks.
@@ -122,6 +158,8 @@ pub struct Election {
     timing: Timing,
     /// One node, embedded store: nobody to fence against.
     local: bool,
+    /// Holders are Kubernetes Leases (`--vip-election kubernetes`).
+    lease: Option<LeaseMode>,
     st: Mutex<State>,
     /// Woken on every change of a holder or of a node's liveness.
     pub changed: Notify,
@@ -143,6 +181,34 @@ impl Election {
             node: node.to_string(),
             timing,
             local,
+            lease: None,
+            st: Mutex::new(State::default()),
+            changed: Notify::new(),
+        })
+    }
+
+    /// Holders decided by Leases through `api`. The lease lasts the
+    /// takeover time rounded up to whole seconds (the Lease field's unit);
+    /// this node renews every quarter of it.
+    pub fn with_leases(
+        store: Arc<dyn Store>,
+        node: &str,
+        timing: Timing,
+        api: Arc<dyn LeaseApi>,
+    ) -> Arc<Self> {
+        let duration_secs = lease_duration_secs(timing.takeover);
+        let period = (Duration::from_secs(u64::from(duration_secs)) / 4).max(timing.heartbeat);
+        Arc::new(Election {
+            store,
+            node: node.to_string(),
+            timing,
+            local: false,
+            lease: Some(LeaseMode {
+                api,
+                duration_secs,
+                period,
+                base: Instant::now(),
+            }),
             st: Mutex::new(State::default()),
             changed: Notify::new(),
         })
@@ -156,8 +222,14 @@ impl Election {
         self.timing
     }
 
+    pub fn uses_leases(&self) -> bool {
+        self.lease.is_some()
+    }
+
     pub fn backend(&self) -> &'static str {
-        if self.local {
+        if self.lease.is_some() {
+            "kubernetes-lease"
+        } else if self.local {
             "local"
         } else {
             "store"
@@ -171,6 +243,11 @@ impl Election {
     /// Loads holders and heartbeats, then follows them; heartbeats while
     /// this node is ready for any VIP.
     pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+        if self.lease.is_some() {
+            let me = self.clone();
+            tokio::spawn(async move { me.lease_loop().await });
+            return Ok(());
+        }
         let mut w = self.store.watch(PREFIX);
         self.relist().await?;
         let me = self.clone();
@@ -322,7 +399,7 @@ impl Election {
     /// previous heartbeat still ranks it first for up to the takeover time).
     pub async fn leave(&self) {
         self.set_ready(Vec::new());
-        if self.local {
+        if self.local || self.lease.is_some() {
             return;
         }
         let hb = {
@@ -371,6 +448,28 @@ impl Election {
         self.st().holders.get(vip).cloned()
     }
 
+    /// Whether `vip`, held by `holder`, may be taken over now: with Leases
+    /// when its Lease went unrenewed for the lease duration (as seen here),
+    /// else when the holder's heartbeat is dead ([`Election::dead_heartbeat`],
+    /// whose revision the claim then requires unchanged).
+    pub fn takeover_allowed(&self, vip: &str, holder: &str, now: Instant) -> Option<Revision> {
+        if self.lease.is_some() {
+            return self
+                .st()
+                .leases
+                .get(vip)
+                .is_some_and(|l| l.expired)
+                .then_some(0);
+        }
+        self.dead_heartbeat(holder, now)
+    }
+
+    /// Lease mode: every VIP the controller knows, so the lease loop
+    /// follows their holders (the store mode's watch sees them all anyway).
+    pub fn set_known(&self, vips: Vec<String>) {
+        self.st().known = vips;
+    }
+
     /// The revision of `node`'s heartbeat if it has gone unchanged for
     /// `takeover` as seen here (the node is presumed dead); `None` while
     /// it is live.
@@ -388,6 +487,10 @@ impl Election {
 
     /// This node's rank among the live nodes ready for `vip` (0: first).
     pub fn rank(&self, vip: &str, now: Instant) -> usize {
+        if self.lease.is_some() {
+            // No heartbeats, so no view of who else is ready.
+            return 0;
+        }
         let st = self.st();
         let mut candidates: Vec<&str> = st
             .peers
@@ -440,6 +543,9 @@ impl Election {
     /// Gives up (an error) when this node's fencing bound passes first: a
     /// claim answered after it must not lead to an address.
     pub async fn claim(&self, vip: &str, seen: &Seen) -> Result<bool, StoreError> {
+        if self.lease.is_some() {
+            return self.within_fence(self.lease_round(vip, true)).await;
+        }
         self.within_fence(self.claim_unfenced(vip, seen)).await
     }
 
@@ -493,6 +599,9 @@ impl Election {
     /// that does not get through leaves the VIP to move after the takeover
     /// time.
     pub async fn release(&self, vip: &str) -> Result<(), StoreError> {
+        if self.lease.is_some() {
+            return self.within_fence(self.lease_release(vip)).await;
+        }
         self.within_fence(self.release_unfenced(vip)).await
     }
 
@@ -520,6 +629,16 @@ impl Election {
 
     /// Removes a deleted VIP's holder key (any node may; harmless twice).
     pub async fn forget(&self, vip: &str) -> Result<(), StoreError> {
+        if let Some(lm) = &self.lease {
+            lm.api
+                .delete(&klease::lease_name(vip))
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let mut st = self.st();
+            st.holders.remove(vip);
+            st.leases.remove(vip);
+            return Ok(());
+        }
         self.store
             .txn(Txn::new().then(Op::Delete(holder_key(vip))))
             .await?;
@@ -535,6 +654,10 @@ impl Election {
     /// Nodes whose heartbeats are current, with the VIPs they are ready for.
     pub fn live_nodes(&self, now: Instant) -> Vec<(String, Vec<String>)> {
         let st = self.st();
+        if self.lease.is_some() {
+            // Leases say who holds, not who else is ready: only ourselves.
+            return vec![(self.node.clone(), st.ready.clone())];
+        }
         let mut v: Vec<(String, Vec<String>)> = st
             .peers
             .iter()
@@ -544,6 +667,222 @@ impl Election {
         v.sort();
         v
     }
+}
+
+/// Lease mode.
+impl Election {
+    fn lease_now_ms(&self) -> u64 {
+        self.lease
+            .as_ref()
+            .map_or(0, |l| l.base.elapsed().as_millis() as u64)
+    }
+
+    /// Reads every known VIP's Lease each period and renews ours (only
+    /// for VIPs this node is ready for: one it is not ready for is
+    /// released by the controller, or expires).
+    async fn lease_loop(self: Arc<Self>) {
+        let Some(lm) = &self.lease else { return };
+        let mut tick = tokio::time::interval(lm.period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (known, ready) = {
+                let st = self.st();
+                (st.known.clone(), st.ready.clone())
+            };
+            let mut changed = false;
+            let mut error = None;
+            let round_started = Instant::now();
+            for vip in &known {
+                let before = self.holder(vip).map(|(h, _)| h.node);
+                // may_take=false: taking goes through the controller's
+                // claim (which then adds the address); renewing our own
+                // lease happens here, for VIPs we are ready for.
+                let renew = ready.iter().any(|r| r == vip);
+                let outcome = tokio::time::timeout(
+                    self.timing.rpc_timeout(),
+                    self.lease_round_inner(vip, false, renew),
+                )
+                .await;
+                match outcome {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => error = Some(e.to_string()),
+                    Err(_) => {
+                        error = Some(format!(
+                            "Lease call took longer than {:?}",
+                            self.timing.rpc_timeout()
+                        ))
+                    }
+                }
+                changed |= self.holder(vip).map(|(h, _)| h.node) != before;
+            }
+            {
+                let mut st = self.st();
+                st.leases.retain(|v, _| known.contains(v));
+                st.holders.retain(|v, _| known.contains(v));
+                if error.is_none() {
+                    let until = round_started + self.lease_validity();
+                    st.api_valid_until = Some(until);
+                    st.last_heartbeat = Some(round_started);
+                }
+                st.heartbeat_error = error;
+                recompute_valid_until(&mut st, &self.node);
+            }
+            if changed {
+                self.changed.notify_waiters();
+            }
+        }
+    }
+
+    /// How long after sending an accepted write this node may act on it.
+    fn lease_validity(&self) -> Duration {
+        let d = self.lease.as_ref().map_or(self.timing.takeover, |l| {
+            Duration::from_secs(u64::from(l.duration_secs))
+        });
+        d.saturating_sub(self.timing.margin)
+    }
+
+    /// One read-decide-write round for `vip`, taking it if free or expired.
+    async fn lease_round(&self, vip: &str, take: bool) -> Result<bool, StoreError> {
+        let held = self
+            .lease_round_inner(vip, take, true)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        if held {
+            self.changed.notify_waiters();
+        }
+        Ok(held)
+    }
+
+    async fn lease_round_inner(
+        &self,
+        vip: &str,
+        take: bool,
+        renew: bool,
+    ) -> Result<bool, klease::LeaseApiError> {
+        let Some(lm) = &self.lease else {
+            return Ok(false);
+        };
+        let mut observed = self.st().leases.get(vip).and_then(|l| l.observed.clone());
+        let mine = self.holder(vip).is_some_and(|(h, _)| h.node == self.node);
+        if mine && !renew {
+            // Ours but not to be renewed: only look.
+            let v = lm.api.get(&klease::lease_name(vip)).await?;
+            let rec = v
+                .as_ref()
+                .map(klease::parse_lease)
+                .transpose()
+                .map_err(|e| klease::LeaseApiError(e.to_string()))?;
+            self.absorb(vip, rec.as_ref(), observed, None);
+            return Ok(false);
+        }
+        let clock = || (self.lease_now_ms(), crate::util::now_millis() * 1000);
+        let round = klease::contend(
+            lm.api.as_ref(),
+            vip,
+            &self.node,
+            &mut observed,
+            take,
+            lm.duration_secs,
+            &clock,
+        )
+        .await?;
+        let sent = round.sent_ms.map(|ms| lm.base + Duration::from_millis(ms));
+        self.absorb(
+            vip,
+            round.lease.as_ref(),
+            observed,
+            sent.filter(|_| round.held),
+        );
+        Ok(round.held)
+    }
+
+    /// Records what a round saw: the holder, whether it expired, and our
+    /// hold's new bound when a write of ours sent at `sent` was accepted.
+    fn absorb(
+        &self,
+        vip: &str,
+        rec: Option<&LeaseRecord>,
+        observed: Option<Observed>,
+        sent: Option<Instant>,
+    ) {
+        let validity = self.lease_validity();
+        let now_ms = self.lease_now_ms();
+        let mut st = self.st();
+        let view = st.leases.entry(vip.to_string()).or_default();
+        view.observed = observed;
+        let holder = rec.and_then(|r| r.holder.clone());
+        view.expired = match (rec, &view.observed) {
+            (Some(r), Some(o)) if holder.as_deref() != Some(self.node.as_str()) => {
+                now_ms >= o.seen_at_ms + u64::from(r.duration_secs) * 1000
+            }
+            _ => false,
+        };
+        if holder.as_deref() != Some(self.node.as_str()) {
+            view.held_until = None;
+        } else if let Some(sent) = sent {
+            view.held_until = Some(sent + validity);
+        }
+        match (rec, holder) {
+            (Some(r), Some(node)) => {
+                let record = HolderRecord {
+                    node,
+                    since_ms: 0,
+                    epoch: u64::from(r.transitions),
+                };
+                let rev = r.resource_version.parse::<Revision>().unwrap_or(0);
+                st.holders.insert(vip.to_string(), (record, rev));
+            }
+            _ => {
+                st.holders.remove(vip);
+            }
+        }
+        recompute_valid_until(&mut st, &self.node);
+    }
+
+    async fn lease_release(&self, vip: &str) -> Result<(), StoreError> {
+        let Some(lm) = &self.lease else {
+            return Ok(());
+        };
+        if self.holder(vip).is_none_or(|(h, _)| h.node != self.node) {
+            return Ok(());
+        }
+        klease::give_up(
+            lm.api.as_ref(),
+            vip,
+            &self.node,
+            crate::util::now_millis() * 1000,
+        )
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut st = self.st();
+        st.holders.remove(vip);
+        if let Some(v) = st.leases.get_mut(vip) {
+            v.held_until = None;
+            // Our own release must not start a clock on ourselves.
+            v.observed = None;
+        }
+        recompute_valid_until(&mut st, &self.node);
+        Ok(())
+    }
+}
+
+/// Lease mode: this node may act until the earliest bound of the Leases
+/// it holds (each renewed on its own), or, holding none, until its last
+/// successful round's bound.
+fn recompute_valid_until(st: &mut State, me: &str) {
+    let held = st
+        .leases
+        .iter()
+        .filter(|(vip, _)| st.holders.get(*vip).is_some_and(|(h, _)| h.node == me))
+        .filter_map(|(_, l)| l.held_until)
+        .min();
+    st.valid_until = held.or(st.api_valid_until);
+}
+
+/// A Lease's duration for a takeover time: whole seconds, rounded up.
+pub fn lease_duration_secs(takeover: Duration) -> u32 {
+    (takeover.as_millis().div_ceil(1000) as u32).max(1)
 }
 
 /// Rendezvous (highest random weight) hash of a VIP and a node: FNV-1a,
@@ -633,5 +972,170 @@ mod tests {
         };
         assert!(b.claim("v", &free_again).await.unwrap());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    mod leases {
+        use super::super::*;
+        use crate::kubernetes::lease::{LeaseApi, MemoryLeases};
+
+        fn store() -> (Arc<dyn Store>, std::path::PathBuf) {
+            let dir = std::env::temp_dir().join(format!(
+                "furrow-lease-election-{}-{}",
+                std::process::id(),
+                crate::util::now_millis()
+            ));
+            let s: Arc<dyn Store> =
+                Arc::new(crate::store::embedded::EmbeddedStore::open(&dir.join("s.redb")).unwrap());
+            (s, dir)
+        }
+
+        fn free() -> Seen {
+            Seen {
+                holder: None,
+                dead_heartbeat: None,
+            }
+        }
+
+        async fn node(
+            store: &Arc<dyn Store>,
+            api: &Arc<MemoryLeases>,
+            name: &str,
+        ) -> Arc<Election> {
+            let e = Election::with_leases(store.clone(), name, Timing::default(), api.clone());
+            e.set_known(vec!["v".into()]);
+            e.set_ready(vec!["v".into()]);
+            e.start().await.unwrap();
+            e
+        }
+
+        /// Lets the lease loops run for `ms` of (paused) time.
+        async fn run_for(ms: u64) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn one_holder_renews_a_silent_one_is_replaced_only_after_its_bound() {
+            let (store, dir) = store();
+            let api = Arc::new(MemoryLeases::new("kube-system"));
+            let a = node(&store, &api, "a").await;
+            let b = node(&store, &api, "b").await;
+            assert_eq!(a.backend(), "kubernetes-lease");
+            assert!(a.claim("v", &free()).await.unwrap());
+            assert!(!b.claim("v", &free()).await.unwrap(), "a holds it");
+            assert_eq!(b.holder("v").unwrap().0.node, "a");
+            // a renews on its own (lease 1 s, every 250 ms): b never may take it.
+            for _ in 0..12 {
+                run_for(250).await;
+                let now = Instant::now();
+                assert!(a.valid(now), "a keeps its right while renewing");
+                assert_eq!(b.takeover_allowed("v", "a", now), None);
+                assert_eq!(b.holder("v").unwrap().0.node, "a");
+            }
+            let lease = api.peek("furrow-vip-v").unwrap();
+            assert_eq!(lease["spec"]["holderIdentity"], "a");
+            assert_eq!(lease["spec"]["leaseDurationSeconds"], 1);
+            // a stops renewing (not ready, and its release never arrives).
+            a.set_ready(vec![]);
+            let a_bound = a.valid_until().unwrap();
+            let mut taken_at = None;
+            for _ in 0..40 {
+                run_for(50).await;
+                let now = Instant::now();
+                if b.takeover_allowed("v", "a", now).is_some()
+                    && b.claim("v", &free()).await.unwrap()
+                {
+                    taken_at = Some(now);
+                    break;
+                }
+            }
+            let taken_at = taken_at.expect("b took the silent holder's VIP");
+            // Fencing: a's right ended at least the margin before b's claim.
+            assert!(
+                a_bound + Timing::default().margin <= taken_at,
+                "a may hold until {a_bound:?}, b took it at {taken_at:?}"
+            );
+            assert!(!a.valid(taken_at) || a.holder("v").unwrap().0.node != "a");
+            let lease = api.peek("furrow-vip-v").unwrap();
+            assert_eq!(lease["spec"]["holderIdentity"], "b");
+            assert_eq!(lease["spec"]["leaseTransitions"], 1);
+            run_for(300).await;
+            assert_eq!(a.holder("v").unwrap().0.node, "b", "a's loop sees b");
+            let _ = std::fs::remove_dir_all(dir);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_release_hands_over_at_once_and_an_unreachable_api_fences() {
+            let (store, dir) = store();
+            let api = Arc::new(MemoryLeases::new("kube-system"));
+            let a = node(&store, &api, "a").await;
+            let b = node(&store, &api, "b").await;
+            assert!(a.claim("v", &free()).await.unwrap());
+            run_for(300).await;
+            a.release("v").await.unwrap();
+            assert!(api.peek("furrow-vip-v").unwrap()["spec"]
+                .get("holderIdentity")
+                .is_none());
+            // Free: b needs no expiry.
+            assert!(b.claim("v", &free()).await.unwrap());
+            // The API server goes away: b's right ends within the lease
+            // duration minus the margin, and it says why.
+            let bound = b.valid_until().unwrap();
+            api.set_failing(true);
+            run_for(1000).await;
+            let now = Instant::now();
+            assert!(bound <= now && !b.valid(now), "b fenced itself");
+            assert!(b.heartbeat_error().is_some());
+            assert!(b.claim("v", &free()).await.is_err());
+            // Back: b renews (the lease is still its own) and is valid again.
+            api.set_failing(false);
+            run_for(600).await;
+            assert!(b.valid(Instant::now()));
+            assert_eq!(b.heartbeat_error(), None);
+            // A deleted VIP's Lease goes.
+            b.forget("v").await.unwrap();
+            assert!(api.peek("furrow-vip-v").is_none());
+            let _ = std::fs::remove_dir_all(dir);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_recorded_lease_of_another_node_is_waited_for_then_taken() {
+            let (store, dir) = store();
+            let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/kube/leases/held-node2.json");
+            let recorded: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+            let api = Arc::new(MemoryLeases::new("furrow-system"));
+            api.insert_recorded(recorded);
+            let e = Election::with_leases(store.clone(), "node1", Timing::default(), api.clone());
+            e.set_known(vec!["cp-vip".into()]);
+            e.set_ready(vec!["cp-vip".into()]);
+            e.start().await.unwrap();
+            run_for(100).await;
+            let (h, _) = e.holder("cp-vip").unwrap();
+            assert_eq!((h.node.as_str(), h.epoch), ("node2", 3));
+            // Its renewTime is days old, but expiry counts from when this
+            // node saw it (2 s lease): not before.
+            run_for(1500).await;
+            assert_eq!(e.takeover_allowed("cp-vip", "node2", Instant::now()), None);
+            assert!(!e.claim("cp-vip", &free()).await.unwrap());
+            run_for(800).await;
+            assert!(e
+                .takeover_allowed("cp-vip", "node2", Instant::now())
+                .is_some());
+            assert!(e.claim("cp-vip", &free()).await.unwrap());
+            let l = api.peek("furrow-vip-cp-vip").unwrap();
+            assert_eq!(l["spec"]["holderIdentity"], "node1");
+            assert_eq!(l["spec"]["leaseTransitions"], 4);
+            assert_eq!(l["metadata"]["namespace"], "furrow-system");
+            let _ = std::fs::remove_dir_all(dir);
+        }
+
+        #[test]
+        fn lease_durations_round_up_to_seconds() {
+            assert_eq!(lease_duration_secs(Duration::from_millis(1000)), 1);
+            assert_eq!(lease_duration_secs(Duration::from_millis(1001)), 2);
+            assert_eq!(lease_duration_secs(Duration::from_millis(60)), 1);
+            let _ = MemoryLeases::new("x").namespace();
+        }
     }
 }

@@ -120,8 +120,17 @@ pub struct VipService {
 }
 
 impl VipService {
-    pub fn new(node: Arc<Node>, vlan: VlanDriver, timing: super::election::Timing) -> Self {
-        let election = Election::new(node.store.clone(), &node.cfg.node, timing);
+    /// `leases`: elect over Kubernetes Leases instead of the store.
+    pub fn new(
+        node: Arc<Node>,
+        vlan: VlanDriver,
+        timing: super::election::Timing,
+        leases: Option<Arc<dyn crate::kubernetes::lease::LeaseApi>>,
+    ) -> Self {
+        let election = match leases {
+            Some(api) => Election::with_leases(node.store.clone(), &node.cfg.node, timing, api),
+            None => Election::new(node.store.clone(), &node.cfg.node, timing),
+        };
         VipService {
             bgp: BgpControl::new(node.clone()),
             fence: super::fence::Fence::new(node.cfg.bpf_dir.clone()),
@@ -267,6 +276,12 @@ impl VipService {
             let dhcp = v.is_dhcp();
             self.give_up(&name, &mut v, "VirtualIP deleted", dhcp).await;
             let _ = self.election.release(&name).await;
+            if self.election.uses_leases() {
+                // Leases are objects people list: a deleted VIP's goes.
+                if let Err(e) = self.election.forget(&name).await {
+                    tracing::debug!(vip = %name, error = %e, "deleting the VIP's Lease failed");
+                }
+            }
             let _ = self.free_pool_allocation(&name).await;
             if dhcp {
                 dhcp::forget(self.node.store.as_ref(), &name).await;
@@ -474,6 +489,7 @@ impl VipService {
             .map(|(n, _)| n.clone())
             .collect();
         self.election.set_ready(ready);
+        self.election.set_known(vips.keys().cloned().collect());
         let valid = self.election.valid(now);
         let me = self.election.node().to_string();
         let (bgp_v4, bgp_v6) = self.bgp.established().await;
@@ -543,10 +559,13 @@ impl VipService {
                     holder: holder.clone(),
                     dead_heartbeat: None,
                 }),
-                Some((h, _)) => self.election.dead_heartbeat(&h.node, now).map(|rev| Seen {
-                    holder: holder.clone(),
-                    dead_heartbeat: Some((h.node.clone(), rev)),
-                }),
+                Some((h, _)) => self
+                    .election
+                    .takeover_allowed(name, &h.node, now)
+                    .map(|rev| Seen {
+                        holder: holder.clone(),
+                        dead_heartbeat: Some((h.node.clone(), rev)),
+                    }),
             };
             let Some(seen) = seen else {
                 v.claimable_since = None;

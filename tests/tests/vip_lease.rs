@@ -1,0 +1,202 @@
+//! VIP election over Kubernetes Leases (`--vip-election kubernetes`):
+//! netd's own kube-rs client against a stand-in for the API server's
+//! Lease endpoints (tests/fixtures/lease_api.py: resourceVersions, 409 on
+//! a stale replace, as the API server does) on the lab's control-plane
+//! host; three nodes, an ARP-mode VIP, a client on the fabric asking who
+//! has it. No real API server can run on this machine.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use furrow_tests::scenario::vip;
+use furrow_tests::Lab;
+use serde_json::Value;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+const NAMESPACE: &str = "furrow-lab";
+const API: &str = "198.18.0.250:6443";
+
+struct LeaseServer {
+    child: Child,
+    state: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl LeaseServer {
+    fn start(lab: &Lab, dir: &std::path::Path) -> LeaseServer {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/lease_api.py");
+        let state = dir.join("leases.json");
+        let (host, port) = API.split_once(':').unwrap();
+        let child = lab
+            .control_plane
+            .as_ref()
+            .expect("a shared lab has a control-plane host")
+            .cmd("python3")
+            .arg(&script)
+            .args([host, port])
+            .arg(&state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the Lease API stand-in");
+        let end = Instant::now() + Duration::from_secs(10);
+        while !state.exists() {
+            assert!(Instant::now() < end, "the Lease API stand-in did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1
+kind: Config
+clusters: [{{name: lab, cluster: {{server: \"http://{API}\"}}}}]
+users: [{{name: netd, user: {{}}}}]
+contexts: [{{name: lab, context: {{cluster: lab, user: netd, namespace: {NAMESPACE}}}}}]
+current-context: lab
+"
+            ),
+        )
+        .unwrap();
+        LeaseServer {
+            child,
+            state,
+            kubeconfig,
+        }
+    }
+
+    fn lease(&self, vip: &str) -> Option<Value> {
+        let all: Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.state).unwrap()).unwrap();
+        all.get(format!("{NAMESPACE}/furrow-vip-{vip}")).cloned()
+    }
+
+    fn wait_holder(&self, vip: &str, want: Option<&str>, timeout: Duration) -> Value {
+        let end = Instant::now() + timeout;
+        loop {
+            let l = self.lease(vip);
+            let holder = l
+                .as_ref()
+                .and_then(|l| l.pointer("/spec/holderIdentity"))
+                .and_then(|h| h.as_str());
+            if holder == want {
+                return l.unwrap_or(Value::Null);
+            }
+            assert!(
+                Instant::now() < end,
+                "Lease of {vip}: holder {holder:?}, wanted {want:?}: {l:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for LeaseServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn leases_elect_one_holder_move_it_on_node_loss_and_hand_it_over_on_stop() {
+    let mut lab = Lab::shared(1).unwrap();
+    let dir = tempdir();
+    let api = LeaseServer::start(&lab, &dir);
+    for i in 0..3 {
+        let node = lab.add_node_with(&format!("node{}", i + 1), false).unwrap();
+        node.netd.extra_args.extend(
+            [
+                "--vip-election",
+                "kubernetes",
+                "--vip-lease-namespace",
+                NAMESPACE,
+            ]
+            .map(String::from),
+        );
+        node.netd
+            .extra_env
+            .push(("KUBECONFIG".into(), api.kubeconfig.display().to_string()));
+        node.netd.start().unwrap();
+    }
+    lab.node(0)
+        .apply(&vip::arp_vip_yaml("lease", VIP, ""))
+        .unwrap();
+    let first = vip::single_holder(&lab, VIP.into(), None, Duration::from_secs(15)).unwrap();
+    let first_name = lab.node(first).name.clone();
+    let lease = api.wait_holder("lease", Some(&first_name), Duration::from_secs(5));
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 1, "{lease}");
+    assert_eq!(lease["metadata"]["namespace"], NAMESPACE);
+    // Renewed while held: the resourceVersion moves on.
+    let rv = lease["metadata"]["resourceVersion"].clone();
+    std::thread::sleep(Duration::from_millis(800));
+    let later = api.wait_holder("lease", Some(&first_name), Duration::from_secs(1));
+    assert_ne!(later["metadata"]["resourceVersion"], rv, "not renewed");
+    for i in 0..3 {
+        let v: Vec<furrow_api::wire::VipInfo> = lab.node(i).netd.client().get("/v1/vips").unwrap();
+        assert_eq!(v[0].backend, "kubernetes-lease");
+        assert_eq!(
+            v[0].holder.as_deref(),
+            Some(first_name.as_str()),
+            "node{}",
+            i + 1
+        );
+        assert_eq!(v[0].heartbeat_error, None);
+    }
+
+    // Node loss: netd killed and the uplink cut at once. The Lease expires
+    // (1 s after the others last saw it change) and one of them takes it.
+    let lost = Instant::now();
+    lab.node_mut(first).netd.kill();
+    lab.node(first)
+        .ns
+        .ip(&["link", "set", "uplink0", "down"])
+        .unwrap();
+    let second =
+        vip::single_holder(&lab, VIP.into(), Some(first), Duration::from_secs(15)).unwrap();
+    eprintln!("moved after node loss in {:?}", lost.elapsed());
+    let second_name = lab.node(second).name.clone();
+    let lease = api.wait_holder("lease", Some(&second_name), Duration::from_secs(2));
+    assert!(
+        lease["spec"]["leaseTransitions"].as_u64().unwrap() >= 1,
+        "{lease}"
+    );
+
+    // Graceful stop: the holder releases the Lease after its address
+    // went, and the last node takes it without waiting for expiry.
+    let stopped = Instant::now();
+    assert!(lab.node_mut(second).netd.stop().unwrap());
+    assert!(!vip::has_address(&lab, second, VIP.into()));
+    let third = (0..3).find(|i| *i != first && *i != second).unwrap();
+    let third_name = lab.node(third).name.clone();
+    api.wait_holder("lease", Some(&third_name), Duration::from_secs(5));
+    assert_eq!(
+        vip::single_holder(&lab, VIP.into(), Some(second), Duration::from_secs(5)).unwrap(),
+        third
+    );
+    let handover = stopped.elapsed();
+    eprintln!("handed over on SIGTERM in {handover:?}");
+
+    // Deleting the VirtualIP removes its Lease.
+    let out = lab
+        .node(third)
+        .netd
+        .netctl(&["delete", "virtualip", "lease"])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let end = Instant::now() + Duration::from_secs(5);
+    while api.lease("lease").is_some() {
+        assert!(Instant::now() < end, "the deleted VIP's Lease stayed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!vip::has_address(&lab, third, VIP.into()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempdir() -> PathBuf {
+    let d = std::env::temp_dir().join(furrow_tests::names::unique("lease"));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
