@@ -3,5 +3,6 @@
 
 pub mod dhcp;
 pub mod mgmt;
+pub mod scale;
 pub mod traffic;
 pub mod vip;

@@ -5,6 +5,7 @@
 //!   furrow-bench vlan [--secs 5]
 //!   furrow-bench dhcp [--secs 5]
 //!   furrow-bench vip [--trials 20]
+//!   furrow-bench scale [--fill 1000] [--secs 5]
 //!
 //! CNI ADD and DEL latency, p50/p99 over N pods, for `furrow` and for the
 //! reference `bridge` plugin with `host-local` IPAM and ipMasq (Debian's
@@ -43,6 +44,7 @@ fn main() {
         Some("dhcp") => bench_dhcp(secs),
         Some("vip") => furrow_tests::bench::vip::bench(trials),
         Some("mgmt") => furrow_tests::bench::mgmt::bench(secs, trials),
+        Some("scale") => furrow_tests::bench::scale::bench(secs, fill),
         Some(other) => {
             eprintln!("unknown benchmark {other:?}; available: cni, vlan, dhcp, vip, mgmt");
             std::process::exit(2);

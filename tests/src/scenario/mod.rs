@@ -2,5 +2,6 @@
 //! another backend, inside a full-kernel guest.
 
 pub mod dhcp;
+pub mod scale;
 pub mod vip;
 pub mod vlan;
