@@ -92,6 +92,15 @@ pub async fn run_source(
     });
     let mut all = stream::select_all(watches);
     let mut lister = Lister::default();
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "furrow-netd".into(),
+            instance: Some(state.node().to_string()),
+        },
+    );
+    // Refusals already reported as Events: each once while it lasts.
+    let mut reported = std::collections::HashSet::new();
     while let Some((c, ev)) = all.next().await {
         let ev = match ev {
             Ok(ev) => ev,
@@ -116,14 +125,75 @@ pub async fn run_source(
         }
         commit(store.as_ref(), &out.changes).await;
         // What `netctl status` shows: every object not in effect now.
-        *problems.lock().expect("poisoned") =
-            state.problems().iter().map(|r| r.to_string()).collect();
+        let now_refused = state.problems();
+        *problems.lock().expect("poisoned") = now_refused.iter().map(|r| r.to_string()).collect();
+        report_refusals(&recorder, &now_refused, &mut reported);
         if lister.all_listed() && !*synced.borrow() {
             tracing::info!("resources listed from Kubernetes");
             synced.send_replace(true);
         }
     }
     Ok(())
+}
+
+/// A Warning Event (reason `Refused`, the field and what is expected as
+/// its note) on every object newly not in effect; a refusal that ends and
+/// comes back is reported again. Sent in the background: the watch loop
+/// does not wait for the API server.
+fn report_refusals(
+    recorder: &kube::runtime::events::Recorder,
+    refused: &[super::state::Rejection],
+    reported: &mut std::collections::HashSet<String>,
+) {
+    let now: std::collections::HashSet<String> = refused.iter().map(|r| r.to_string()).collect();
+    reported.retain(|r| now.contains(r));
+    for r in refused {
+        let Some(obj) = &r.object else { continue };
+        if !reported.insert(r.to_string()) {
+            continue;
+        }
+        let (reference, event) = refusal_event(obj, &r.reason);
+        let recorder = recorder.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::debug!(error = %e, "publishing a Kubernetes Event failed");
+            }
+        });
+    }
+}
+
+/// The Event saying why `obj` is not in effect.
+fn refusal_event(
+    obj: &super::translate::ObjectRef,
+    reason: &super::translate::Invalid,
+) -> (
+    k8s_openapi::api::core::v1::ObjectReference,
+    kube::runtime::events::Event,
+) {
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(obj.collection.api_version.clone()),
+        kind: Some(obj.collection.kind.clone()),
+        name: Some(obj.name.clone()),
+        namespace: obj.namespace.clone(),
+        ..Default::default()
+    };
+    let mut note = reason.to_string();
+    // The Events API limits the note to 1 kB.
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "Refused".into(),
+        note: Some(note),
+        action: "Apply".into(),
+        secondary: None,
+    };
+    (reference, event)
 }
 
 fn as_values(ev: Event<DynamicObject>, c: &Collection) -> Result<Event<Value>, KubeError> {
@@ -429,6 +499,27 @@ fn lease_value(l: &Lease) -> Result<Value, KubeError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_refused_object_becomes_a_warning_event_once() {
+        let c = Collection::new(furrow_api::resource::API_VERSION, "IPPool");
+        let obj = super::super::translate::ObjectRef {
+            collection: c,
+            namespace: Some("default".into()),
+            name: "pool1".into(),
+        };
+        let why = super::super::translate::Invalid::new("spec.ipv4Config.cidr", "x".repeat(2000));
+        let (r, e) = refusal_event(&obj, &why);
+        assert_eq!(r.kind.as_deref(), Some("IPPool"));
+        assert_eq!(r.namespace.as_deref(), Some("default"));
+        assert_eq!(r.name.as_deref(), Some("pool1"));
+        assert_eq!(r.api_version.as_deref(), Some(furrow_api::resource::API_VERSION));
+        assert_eq!(e.reason, "Refused");
+        assert_eq!(e.type_, kube::runtime::events::EventType::Warning);
+        let note = e.note.unwrap();
+        assert!(note.starts_with("spec.ipv4Config.cidr"), "{note}");
+        assert!(note.len() <= 1000);
+    }
 
     #[test]
     fn api_resources_of_every_collection() {

@@ -165,6 +165,11 @@ impl KubeState {
     }
 
     /// Objects whose current version is not in effect, with the reason.
+    /// The node this state is for.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     pub fn problems(&self) -> Vec<Rejection> {
         self.objects
             .values()
