@@ -26,6 +26,7 @@ pub mod guest;
 pub mod inspect;
 pub mod janitor;
 pub mod lab;
+pub mod lease_api;
 pub mod names;
 pub mod ndp;
 pub mod netd;

@@ -7,118 +7,22 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use furrow_tests::lease_api::{LeaseServer, NAMESPACE};
 use furrow_tests::scenario::vip;
 use furrow_tests::Lab;
-use serde_json::Value;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
-const NAMESPACE: &str = "furrow-lab";
-const API: &str = "198.18.0.250:6443";
-
-struct LeaseServer {
-    child: Child,
-    state: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl LeaseServer {
-    fn start(lab: &Lab, dir: &std::path::Path) -> LeaseServer {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/lease_api.py");
-        let state = dir.join("leases.json");
-        let (host, port) = API.split_once(':').unwrap();
-        let child = lab
-            .control_plane
-            .as_ref()
-            .expect("a shared lab has a control-plane host")
-            .cmd("python3")
-            .arg(&script)
-            .args([host, port])
-            .arg(&state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting the Lease API stand-in");
-        let end = Instant::now() + Duration::from_secs(10);
-        while !state.exists() {
-            assert!(Instant::now() < end, "the Lease API stand-in did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1
-kind: Config
-clusters: [{{name: lab, cluster: {{server: \"http://{API}\"}}}}]
-users: [{{name: netd, user: {{}}}}]
-contexts: [{{name: lab, context: {{cluster: lab, user: netd, namespace: {NAMESPACE}}}}}]
-current-context: lab
-"
-            ),
-        )
-        .unwrap();
-        LeaseServer {
-            child,
-            state,
-            kubeconfig,
-        }
-    }
-
-    fn lease(&self, vip: &str) -> Option<Value> {
-        let all: Value =
-            serde_json::from_str(&std::fs::read_to_string(&self.state).unwrap()).unwrap();
-        all.get(format!("{NAMESPACE}/furrow-vip-{vip}")).cloned()
-    }
-
-    fn wait_holder(&self, vip: &str, want: Option<&str>, timeout: Duration) -> Value {
-        let end = Instant::now() + timeout;
-        loop {
-            let l = self.lease(vip);
-            let holder = l
-                .as_ref()
-                .and_then(|l| l.pointer("/spec/holderIdentity"))
-                .and_then(|h| h.as_str());
-            if holder == want {
-                return l.unwrap_or(Value::Null);
-            }
-            assert!(
-                Instant::now() < end,
-                "Lease of {vip}: holder {holder:?}, wanted {want:?}: {l:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for LeaseServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn leases_elect_one_holder_move_it_on_node_loss_and_hand_it_over_on_stop() {
     let mut lab = Lab::shared(1).unwrap();
     let dir = tempdir();
-    let api = LeaseServer::start(&lab, &dir);
+    let api = LeaseServer::start(&lab, &dir).unwrap();
     for i in 0..3 {
         let node = lab.add_node_with(&format!("node{}", i + 1), false).unwrap();
-        node.netd.extra_args.extend(
-            [
-                "--vip-election",
-                "kubernetes",
-                "--vip-lease-namespace",
-                NAMESPACE,
-            ]
-            .map(String::from),
-        );
-        node.netd
-            .extra_env
-            .push(("KUBECONFIG".into(), api.kubeconfig.display().to_string()));
+        api.configure(&mut node.netd);
         node.netd.start().unwrap();
     }
     lab.node(0)
@@ -126,13 +30,17 @@ fn leases_elect_one_holder_move_it_on_node_loss_and_hand_it_over_on_stop() {
         .unwrap();
     let first = vip::single_holder(&lab, VIP.into(), None, Duration::from_secs(15)).unwrap();
     let first_name = lab.node(first).name.clone();
-    let lease = api.wait_holder("lease", Some(&first_name), Duration::from_secs(5));
+    let lease = api
+        .wait_holder("lease", Some(&first_name), Duration::from_secs(5))
+        .unwrap();
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 1, "{lease}");
     assert_eq!(lease["metadata"]["namespace"], NAMESPACE);
     // Renewed while held: the resourceVersion moves on.
     let rv = lease["metadata"]["resourceVersion"].clone();
     std::thread::sleep(Duration::from_millis(800));
-    let later = api.wait_holder("lease", Some(&first_name), Duration::from_secs(1));
+    let later = api
+        .wait_holder("lease", Some(&first_name), Duration::from_secs(1))
+        .unwrap();
     assert_ne!(later["metadata"]["resourceVersion"], rv, "not renewed");
     for i in 0..3 {
         let v: Vec<furrow_api::wire::VipInfo> = lab.node(i).netd.client().get("/v1/vips").unwrap();
@@ -158,7 +66,9 @@ fn leases_elect_one_holder_move_it_on_node_loss_and_hand_it_over_on_stop() {
         vip::single_holder(&lab, VIP.into(), Some(first), Duration::from_secs(15)).unwrap();
     eprintln!("moved after node loss in {:?}", lost.elapsed());
     let second_name = lab.node(second).name.clone();
-    let lease = api.wait_holder("lease", Some(&second_name), Duration::from_secs(2));
+    let lease = api
+        .wait_holder("lease", Some(&second_name), Duration::from_secs(2))
+        .unwrap();
     assert!(
         lease["spec"]["leaseTransitions"].as_u64().unwrap() >= 1,
         "{lease}"
@@ -171,7 +81,8 @@ fn leases_elect_one_holder_move_it_on_node_loss_and_hand_it_over_on_stop() {
     assert!(!vip::has_address(&lab, second, VIP.into()));
     let third = (0..3).find(|i| *i != first && *i != second).unwrap();
     let third_name = lab.node(third).name.clone();
-    api.wait_holder("lease", Some(&third_name), Duration::from_secs(5));
+    api.wait_holder("lease", Some(&third_name), Duration::from_secs(5))
+        .unwrap();
     assert_eq!(
         vip::single_holder(&lab, VIP.into(), Some(second), Duration::from_secs(5)).unwrap(),
         third

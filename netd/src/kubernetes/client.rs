@@ -513,7 +513,10 @@ mod tests {
         assert_eq!(r.kind.as_deref(), Some("IPPool"));
         assert_eq!(r.namespace.as_deref(), Some("default"));
         assert_eq!(r.name.as_deref(), Some("pool1"));
-        assert_eq!(r.api_version.as_deref(), Some(furrow_api::resource::API_VERSION));
+        assert_eq!(
+            r.api_version.as_deref(),
+            Some(furrow_api::resource::API_VERSION)
+        );
         assert_eq!(e.reason, "Refused");
         assert_eq!(e.type_, kube::runtime::events::EventType::Warning);
         let note = e.note.unwrap();

@@ -587,6 +587,56 @@ fn vip_demo() -> anyhow::Result<()> {
         print!("{}", String::from_utf8_lossy(&out.stdout));
     }
     println!("\n  (this three-node lab is removed now; the VIP tests and `bash scripts/bench.sh vip` build it again)");
+    drop(b);
+    lease_vip_demo()
+}
+
+/// Step 11, continued: the same election over Kubernetes Leases
+/// (`--vip-election kubernetes`), against a stand-in for the API server's
+/// Lease endpoints (no API server can run here).
+fn lease_vip_demo() -> anyhow::Result<()> {
+    use furrow_tests::lease_api::{LeaseServer, NAMESPACE};
+    use furrow_tests::scenario::vip;
+    use std::time::{Duration, Instant};
+    let t = Duration::from_secs(20);
+    let mut lab = Lab::shared(1)?;
+    let dir = std::env::temp_dir().join(names::unique("lease-demo"));
+    std::fs::create_dir_all(&dir)?;
+    let api = LeaseServer::start(&lab, &dir)?;
+    for n in ["ln1", "ln2"] {
+        let node = lab.add_node_with(n, false)?;
+        api.configure(&mut node.netd);
+        node.netd.start()?;
+    }
+    let ip: std::net::Ipv4Addr = "198.18.0.110".parse()?;
+    lab.node(0).apply(&vip::arp_vip_yaml("svc-vip", ip, ""))?;
+    let first = vip::single_holder(&lab, ip.into(), None, t)?;
+    let lease = api.wait_holder("svc-vip", Some(&lab.node(first).name), t)?;
+    println!(
+        "\n  The same election over Kubernetes Leases (netd --vip-election kubernetes, kube-rs client; a stand-in for the API server's Lease endpoints):\n  svc-vip {ip} held by {}; Lease {NAMESPACE}/furrow-vip-svc-vip: holderIdentity {}, leaseDurationSeconds {}, resourceVersion {}",
+        lab.node(first).name,
+        lease["spec"]["holderIdentity"],
+        lease["spec"]["leaseDurationSeconds"],
+        lease["metadata"]["resourceVersion"]
+    );
+    let t0 = Instant::now();
+    lab.node_mut(first).netd.kill();
+    lab.node(first).ns.ip(&["link", "set", "uplink0", "down"])?;
+    let other = 1 - first;
+    let lease = api.wait_holder("svc-vip", Some(&lab.node(other).name), t)?;
+    println!(
+        "  {} lost (netd SIGKILL, uplink cut): the Lease expired and {} took it after {} ms (leaseTransitions {})",
+        lab.node(first).name,
+        lab.node(other).name,
+        t0.elapsed().as_millis(),
+        lease["spec"]["leaseTransitions"]
+    );
+    let out = lab.node(other).netd.netctl(&["vip"])?;
+    println!("\n$ netctl vip    (on {})", lab.node(other).name);
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    drop(api);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
