@@ -825,9 +825,16 @@ impl Election {
         }
         match (rec, holder) {
             (Some(r), Some(node)) => {
+                // Since when, as this node saw the holder change (the
+                // Lease's acquireTime is another node's wall clock).
+                let since_ms = st
+                    .holders
+                    .get(vip)
+                    .filter(|(h, _)| h.node == node)
+                    .map_or_else(crate::util::now_millis, |(h, _)| h.since_ms);
                 let record = HolderRecord {
                     node,
-                    since_ms: 0,
+                    since_ms,
                     epoch: u64::from(r.transitions),
                 };
                 let rev = r.resource_version.parse::<Revision>().unwrap_or(0);
@@ -1113,6 +1120,14 @@ mod tests {
             run_for(100).await;
             let (h, _) = e.holder("cp-vip").unwrap();
             assert_eq!((h.node.as_str(), h.epoch), ("node2", 3));
+            let since = h.since_ms;
+            assert!(since > 1_600_000_000_000, "a real time, not {since}");
+            run_for(300).await;
+            assert_eq!(
+                e.holder("cp-vip").unwrap().0.since_ms,
+                since,
+                "unchanged holder"
+            );
             // Its renewTime is days old, but expiry counts from when this
             // node saw it (2 s lease): not before.
             run_for(1500).await;
