@@ -15,5 +15,9 @@ cargo nextest run --workspace --locked --profile ci
 bash dhcp/fuzz/run.sh "${FURROW_FUZZ_SECONDS:-60}"
 # The BGP message decoder likewise.
 bash vip/fuzz/run.sh "${FURROW_FUZZ_SECONDS:-60}"
+# The other parsers of untrusted input (one build, four targets): ARP/ND
+# frames, the CNI plugin's environment and config, netd's API request
+# bodies, resource files.
+bash fuzz/run.sh "${FURROW_FUZZ_SECONDS:-60}"
 echo "leftovers after the suite:"
 ls /run/netns 2>/dev/null | grep -E '^ft[0-9]+x' || echo "  none"

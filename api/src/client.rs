@@ -26,6 +26,10 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket refused this user (EACCES/EPERM on connect): netd's
+    /// API is root's, and read-only for the group of --api-read-group.
+    #[error("permission denied on netd's socket {path}: run as root, or as a member of the group netd's --api-read-group names (read-only views)")]
+    PermissionDenied { path: PathBuf },
     /// netd answered with an error document.
     #[error("{0}")]
     Api(ApiError),
@@ -49,6 +53,7 @@ impl ClientError {
             ClientError::Api(e) => e.clone(),
             ClientError::Unreachable { .. } => ApiError::new(code::TRY_AGAIN, self.to_string())
                 .with_details("start netd (or check the socket path in the CNI config's \"socket\" field) and retry"),
+            ClientError::PermissionDenied { .. } => ApiError::new(code::PERMISSION_DENIED, self.to_string()),
             ClientError::VersionMismatch { .. } => ApiError::new(code::NOT_AVAILABLE, self.to_string()),
             ClientError::Protocol { .. } => ApiError::new(code::INTERNAL, self.to_string()),
         }
@@ -189,7 +194,15 @@ impl Client {
         route: &str,
         body: Option<&[u8]>,
     ) -> Result<RawResponse, ClientError> {
-        let mut stream = UnixStream::connect(&self.path).map_err(|e| self.unreachable(e))?;
+        let mut stream = UnixStream::connect(&self.path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                ClientError::PermissionDenied {
+                    path: self.path.clone(),
+                }
+            } else {
+                self.unreachable(e)
+            }
+        })?;
         stream.set_read_timeout(Some(self.timeout)).ok();
         stream.set_write_timeout(Some(self.timeout)).ok();
         let body = body.unwrap_or(&[]);

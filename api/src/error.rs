@@ -34,6 +34,9 @@ pub mod code {
     pub const CONFLICT: u32 = 107;
     /// A datapath table is full.
     pub const CAPACITY: u32 = 108;
+    /// The caller may not do this: netd's API socket serves root fully
+    /// and members of its --api-read-group read-only views.
+    pub const PERMISSION_DENIED: u32 = 109;
 }
 
 /// The error shape of the CNI specification (`code`, `msg`, `details`),
@@ -86,6 +89,7 @@ impl ApiError {
             | code::CONFLICT
             | code::CHECK_FAILED => 409,
             code::POOL_EXHAUSTED | code::CAPACITY => 507,
+            code::PERMISSION_DENIED => 403,
             code::TRY_AGAIN | code::NOT_AVAILABLE | code::LIMITED_CONNECTIVITY => 503,
             _ => 500,
         }

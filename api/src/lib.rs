@@ -7,6 +7,8 @@ pub mod client;
 pub mod cni;
 #[cfg(feature = "schema")]
 pub mod crd;
+#[cfg(feature = "documents")]
+pub mod document;
 pub mod error;
 pub mod mac;
 pub mod resource;

@@ -556,3 +556,275 @@ pub struct NodeMemberInfo {
     #[serde(default)]
     pub this_node: bool,
 }
+
+/// The CNI spec's rule for container IDs and network names:
+/// `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
+pub fn is_cni_identifier(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
+}
+
+/// Why `name` cannot be an interface name (the kernel's dev_valid_name:
+/// 1-15 bytes, not `.` or `..`, no '/', ':', whitespace or NUL), or None.
+pub fn ifname_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 15 {
+        Some("longer than 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("\".\" and \"..\" are not interface names")
+    } else if name.contains('/') {
+        Some("it contains '/'")
+    } else if name.contains(':') {
+        Some("it contains ':'")
+    } else if name.contains('\0') {
+        Some("it contains a NUL byte")
+    } else if name.chars().any(char::is_whitespace) {
+        Some("it contains whitespace")
+    } else {
+        None
+    }
+}
+
+impl AttachmentRequest {
+    /// What netd checks on every ADD, DEL and CHECK: the identifiers end
+    /// up in store keys and kernel names. (The plugin checks them too, but
+    /// the API can be called directly.)
+    pub fn validate_ids(&self) -> Result<(), crate::ApiError> {
+        use crate::error::code;
+        if !is_cni_identifier(&self.container_id) {
+            return Err(crate::ApiError::new(
+                code::INVALID_ENV,
+                format!("CNI_CONTAINERID {:?} is invalid: expected letters, digits, '_', '.' or '-', starting with a letter or digit", self.container_id),
+            ));
+        }
+        if let Some(why) = ifname_problem(&self.ifname) {
+            return Err(crate::ApiError::new(
+                code::INVALID_ENV,
+                format!("CNI_IFNAME {:?} is invalid: {why}", self.ifname),
+            ));
+        }
+        validate_network_name(&self.network_name)
+    }
+
+    /// ADD and CHECK: the identifiers, a netns, and the attachment's
+    /// options within the ranges the plugin enforces. (DEL is lenient: the
+    /// plugin passes on what it cannot parse so the runtime can still
+    /// clean up.)
+    pub fn validate(&self) -> Result<(), crate::ApiError> {
+        use crate::cni::VLAN_MAX;
+        use crate::resource::{FieldError, MTU_MAX, MTU_MIN};
+        use crate::ApiError;
+        self.validate_ids()?;
+        if self.netns.as_deref().is_none_or(str::is_empty) {
+            return Err(ApiError::new(
+                crate::error::code::INVALID_ENV,
+                "CNI_NETNS is missing: ADD and CHECK need the container's network namespace",
+            ));
+        }
+        let mut errs: Vec<FieldError> = Vec::new();
+        fn bad(errs: &mut Vec<FieldError>, field: &str, expected: String) {
+            errs.push(FieldError {
+                field: field.to_string(),
+                expected,
+            })
+        }
+        let mtu = match &self.attachment {
+            AttachmentSpec::Management(m) => {
+                crate::resource::validate_name(
+                    "attachment.network",
+                    &m.network,
+                    crate::resource::MAX_NAME_LEN,
+                    &mut errs,
+                );
+                m.mtu
+            }
+            AttachmentSpec::Vlan(v) => {
+                crate::resource::validate_name(
+                    "attachment.clusterNetwork",
+                    &v.cluster_network,
+                    crate::resource::CLUSTER_NETWORK_NAME_MAX,
+                    &mut errs,
+                );
+                if v.vlan > VLAN_MAX {
+                    bad(
+                        &mut errs,
+                        "attachment.vlan",
+                        format!("{}: expected 0 (untagged) to {VLAN_MAX}", v.vlan),
+                    );
+                }
+                for (i, r) in v.trunk.iter().enumerate() {
+                    if r.min == 0 || r.min > r.max || r.max > VLAN_MAX {
+                        bad(
+                            &mut errs,
+                            &format!("attachment.trunk[{i}]"),
+                            format!(
+                                "{}-{}: expected VLAN IDs from 1 to {VLAN_MAX}, min <= max",
+                                r.min, r.max
+                            ),
+                        );
+                    }
+                }
+                v.mtu
+            }
+        };
+        if let Some(m) = mtu.filter(|m| !(MTU_MIN..=MTU_MAX).contains(m)) {
+            bad(
+                &mut errs,
+                "attachment.mtu",
+                format!("{m}: expected {MTU_MIN} to {MTU_MAX}"),
+            );
+        }
+        match errs.first() {
+            None => Ok(()),
+            Some(e) => Err(ApiError::invalid_field(&e.field, &e.expected)),
+        }
+    }
+}
+
+/// A CNI network name ([`is_cni_identifier`]).
+pub fn validate_network_name(name: &str) -> Result<(), crate::ApiError> {
+    if is_cni_identifier(name) {
+        Ok(())
+    } else {
+        Err(crate::ApiError::invalid_field(
+            "name",
+            format!("{name:?} is not a valid network name: expected letters, digits, '_', '.' or '-', starting with a letter or digit"),
+        ))
+    }
+}
+
+impl GcRequest {
+    pub fn validate(&self) -> Result<(), crate::ApiError> {
+        validate_network_name(&self.network_name)
+    }
+}
+
+impl DiscoverRequest {
+    /// Seconds to wait when the request does not say.
+    pub const DEFAULT_TIMEOUT: u32 = 10;
+
+    pub fn validate(&self) -> Result<(), crate::ApiError> {
+        use crate::ApiError;
+        let timeout = self.timeout_seconds.unwrap_or(Self::DEFAULT_TIMEOUT);
+        if !(1..=60).contains(&timeout) {
+            return Err(ApiError::invalid_field(
+                "timeoutSeconds",
+                format!("{timeout} out of range: expected 1 to 60"),
+            ));
+        }
+        if self.vlan > crate::cni::VLAN_MAX {
+            return Err(ApiError::invalid_field(
+                "vlan",
+                format!(
+                    "{} out of range: expected 0 (untagged) or 1 to 4094",
+                    self.vlan
+                ),
+            ));
+        }
+        let mut errs = Vec::new();
+        crate::resource::validate_name(
+            "clusterNetwork",
+            &self.cluster_network,
+            crate::resource::CLUSTER_NETWORK_NAME_MAX,
+            &mut errs,
+        );
+        match errs.first() {
+            None => Ok(()),
+            Some(e) => Err(ApiError::invalid_field(&e.field, &e.expected)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod validation_tests {
+    use super::*;
+    use crate::cni::{ManagementAttachment, VlanAttachment, VlanRange};
+
+    fn req(attachment: AttachmentSpec) -> AttachmentRequest {
+        AttachmentRequest {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            netns: Some("/run/netns/x".into()),
+            network_name: "n".into(),
+            attachment,
+            pod: Default::default(),
+            mac: None,
+            ips: vec![],
+            prev_result: None,
+        }
+    }
+
+    fn field(r: Result<(), crate::ApiError>) -> String {
+        let e = r.unwrap_err();
+        e.msg.split(':').next().unwrap().to_string()
+    }
+
+    #[test]
+    fn requests_are_checked_like_the_plugin_checks_them() {
+        let m = |network: &str, mtu| {
+            AttachmentSpec::Management(ManagementAttachment {
+                network: network.into(),
+                mtu,
+                ip_masq: true,
+                dns: Default::default(),
+            })
+        };
+        assert!(req(m("mgmt", None)).validate().is_ok());
+        assert_eq!(field(req(m("Mgmt", None)).validate()), "attachment.network");
+        assert_eq!(
+            field(req(m("mgmt", Some(100))).validate()),
+            "attachment.mtu"
+        );
+        let v = |vlan, trunk: Vec<VlanRange>| {
+            AttachmentSpec::Vlan(VlanAttachment {
+                cluster_network: "data".into(),
+                vlan,
+                trunk,
+                mtu: None,
+                promisc: false,
+                dhcp_trusted: false,
+                dns: Default::default(),
+            })
+        };
+        assert!(req(v(100, vec![])).validate().is_ok());
+        assert_eq!(field(req(v(4095, vec![])).validate()), "attachment.vlan");
+        let r = VlanRange { min: 10, max: 5 };
+        assert_eq!(field(req(v(0, vec![r])).validate()), "attachment.trunk[0]");
+        let mut no_netns = req(v(1, vec![]));
+        no_netns.netns = None;
+        assert!(no_netns.validate().is_err());
+        assert!(no_netns.validate_ids().is_ok());
+        for bad in [
+            "",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\u{b}b",
+            "a\0b",
+            "..",
+            "abcdefghijklmnop",
+        ] {
+            let mut r = req(v(1, vec![]));
+            r.ifname = bad.into();
+            assert!(r.validate_ids().is_err(), "{bad:?}");
+            assert!(ifname_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn discover_requests() {
+        let d = |vlan, t| DiscoverRequest {
+            cluster_network: "data".into(),
+            vlan,
+            timeout_seconds: t,
+        };
+        assert!(d(0, None).validate().is_ok());
+        assert_eq!(field(d(4095, None).validate()), "vlan");
+        assert_eq!(field(d(1, Some(0)).validate()), "timeoutSeconds");
+        let mut x = d(1, None);
+        x.cluster_network = "../x".into();
+        assert_eq!(field(x.validate()), "clusterNetwork");
+    }
+}

@@ -46,6 +46,52 @@ fn run_command(
     lookup: Lookup,
     input: std::io::Result<&[u8]>,
 ) -> Result<Option<String>, Error> {
+    let p = prepare(cmd, lookup, input)?;
+    let client = Client::new(&p.socket);
+    debug!(
+        "network {:?}, netd at {}",
+        p.network,
+        client.path().display()
+    );
+    match p.request {
+        Request::Add(req) => add(&client, req, p.version, p.prev_result).map(Some),
+        Request::Del(req) => del(&client, req).map(|_| None),
+        Request::Check(req) => check(&client, req).map(|_| None),
+        Request::Gc(req) => gc(&client, req).map(|_| None),
+        Request::Status => status(&client).map(|_| None),
+    }
+}
+
+/// What one invocation asks of netd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Add(AttachmentRequest),
+    Del(AttachmentRequest),
+    Check(AttachmentRequest),
+    Gc(GcRequest),
+    Status,
+}
+
+/// An invocation parsed and validated, before netd is asked: everything
+/// the plugin reads from the runtime (CNI_* environment, CNI_ARGS, the
+/// config on stdin) ends up here or in an error with its CNI code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub version: CniVersion,
+    pub network: String,
+    /// netd's socket.
+    pub socket: String,
+    pub prev_result: Option<furrow_api::cni::CniResult>,
+    pub request: Request,
+}
+
+/// Parses and validates one invocation of an attachment command, GC or
+/// STATUS (not VERSION, which reads nothing) without contacting netd.
+pub fn prepare(
+    cmd: Command,
+    lookup: Lookup,
+    input: std::io::Result<&[u8]>,
+) -> Result<Prepared, Error> {
     // Environment first: it is what the runtime controls most directly,
     // and its errors (code 4) do not depend on the config.
     let attachment = if cmd.has_attachment() {
@@ -55,20 +101,56 @@ fn run_command(
     };
     let input = input.map_err(Error::Stdin)?;
     let conf = config::parse(input, cmd)?;
-    let client = Client::new(socket(&conf, lookup));
-    debug!(
-        "network {:?}, netd at {}",
-        conf.name,
-        client.path().display()
-    );
-    match (cmd, attachment) {
-        (Command::Add, Some(att)) => add(&client, att, conf, lookup).map(Some),
-        (Command::Del, Some(att)) => del(&client, att, conf, lookup).map(|_| None),
-        (Command::Check, Some(att)) => check(&client, att, conf, lookup).map(|_| None),
-        (Command::Gc, _) => gc(&client, conf).map(|_| None),
-        (Command::Status, _) => status(&client, conf).map(|_| None),
+    let socket = socket(&conf, lookup);
+    let (version, network, prev_result) =
+        (conf.version, conf.name.clone(), conf.prev_result.clone());
+    let request = match (cmd, attachment) {
+        (Command::Add, Some(att)) => {
+            Request::Add(attachment_request(att, conf, cni_args(lookup, false)?))
+        }
+        (Command::Del, Some(att)) => {
+            // DEL succeeds whenever it can reach netd: CNI_ARGS problems
+            // are skipped.
+            let cni_args = match cni_args(lookup, true) {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!("ignoring CNI_ARGS on DEL: {e}");
+                    CniArgs::default()
+                }
+            };
+            Request::Del(attachment_request(att, conf, cni_args))
+        }
+        (Command::Check, Some(att)) => {
+            requires(Command::Check, &conf, CniVersion::CHECK)?;
+            if conf.prev_result.is_none() {
+                return Err(ConfigError::invalid(
+                    "prevResult",
+                    "missing: CHECK needs the result of the ADD it checks (the runtime passes it as prevResult)",
+                )
+                .into());
+            }
+            Request::Check(attachment_request(att, conf, cni_args(lookup, false)?))
+        }
+        (Command::Gc, _) => {
+            requires(Command::Gc, &conf, CniVersion::GC_STATUS)?;
+            Request::Gc(GcRequest {
+                network_name: conf.name,
+                valid_attachments: conf.valid_attachments,
+            })
+        }
+        (Command::Status, _) => {
+            requires(Command::Status, &conf, CniVersion::GC_STATUS)?;
+            Request::Status
+        }
         _ => unreachable!("VERSION is answered before, attachment commands have an attachment"),
-    }
+    };
+    Ok(Prepared {
+        version,
+        network,
+        socket,
+        prev_result,
+        request,
+    })
 }
 
 /// netd's socket: the config's `socket`, else FURROW_SOCKET, else the
@@ -118,27 +200,21 @@ fn cni_args(lookup: Lookup, lenient: bool) -> Result<CniArgs, Error> {
     }
 }
 
-fn add(client: &Client, att: Attachment, conf: NetConf, lookup: Lookup) -> Result<String, Error> {
-    let version = conf.version;
-    let prev = conf.prev_result.clone();
-    let req = attachment_request(att, conf, cni_args(lookup, false)?);
+fn add(
+    client: &Client,
+    req: AttachmentRequest,
+    version: CniVersion,
+    prev: Option<furrow_api::cni::CniResult>,
+) -> Result<String, Error> {
     let resp: AddResponse = client.post("/v1/cni/add", &req).map_err(Error::Netd)?;
     let merged = result::merge(prev, resp.result)?;
     Ok(result::render(&merged, version))
 }
 
-/// DEL succeeds whenever it can reach netd: CNI_ARGS problems are skipped,
-/// a bad prevResult is dropped (config parsing is lenient for DEL), and
-/// "no such attachment" is success, since DEL must be idempotent.
-fn del(client: &Client, att: Attachment, conf: NetConf, lookup: Lookup) -> Result<(), Error> {
-    let cni_args = match cni_args(lookup, true) {
-        Ok(a) => a,
-        Err(e) => {
-            debug!("ignoring CNI_ARGS on DEL: {e}");
-            CniArgs::default()
-        }
-    };
-    let req = attachment_request(att, conf, cni_args);
+/// DEL succeeds whenever it can reach netd: a bad prevResult is dropped
+/// (config parsing is lenient for DEL), and "no such attachment" is
+/// success, since DEL must be idempotent.
+fn del(client: &Client, req: AttachmentRequest) -> Result<(), Error> {
     match client.post::<_, IgnoredAny>("/v1/cni/del", &req) {
         Ok(_) => Ok(()),
         Err(ClientError::Api(e)) if matches!(e.code, code::UNKNOWN_CONTAINER | code::NOT_FOUND) => {
@@ -152,28 +228,14 @@ fn del(client: &Client, att: Attachment, conf: NetConf, lookup: Lookup) -> Resul
     }
 }
 
-fn check(client: &Client, att: Attachment, conf: NetConf, lookup: Lookup) -> Result<(), Error> {
-    requires(Command::Check, &conf, CniVersion::CHECK)?;
-    if conf.prev_result.is_none() {
-        return Err(ConfigError::invalid(
-            "prevResult",
-            "missing: CHECK needs the result of the ADD it checks (the runtime passes it as prevResult)",
-        )
-        .into());
-    }
-    let req = attachment_request(att, conf, cni_args(lookup, false)?);
+fn check(client: &Client, req: AttachmentRequest) -> Result<(), Error> {
     client
         .post::<_, IgnoredAny>("/v1/cni/check", &req)
         .map_err(Error::Netd)?;
     Ok(())
 }
 
-fn gc(client: &Client, conf: NetConf) -> Result<(), Error> {
-    requires(Command::Gc, &conf, CniVersion::GC_STATUS)?;
-    let req = GcRequest {
-        network_name: conf.name,
-        valid_attachments: conf.valid_attachments,
-    };
+fn gc(client: &Client, req: GcRequest) -> Result<(), Error> {
     let resp: GcResponse = client.post("/v1/cni/gc", &req).map_err(Error::Netd)?;
     for a in &resp.released {
         debug!("GC released {} {}", a.container_id, a.ifname);
@@ -191,8 +253,7 @@ fn gc(client: &Client, conf: NetConf) -> Result<(), Error> {
 /// STATUS: any failure to get a "ready" answer means ADD cannot be served
 /// (50), except netd's own "not ready" (51, or its error document if it
 /// already carries 50/51).
-fn status(client: &Client, conf: NetConf) -> Result<(), Error> {
-    requires(Command::Status, &conf, CniVersion::GC_STATUS)?;
+fn status(client: &Client) -> Result<(), Error> {
     match client.get::<ReadyResponse>("/v1/cni/status") {
         Ok(r) if r.ready => Ok(()),
         Ok(r) => Err(Error::NotReady {

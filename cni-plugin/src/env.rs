@@ -156,31 +156,14 @@ pub fn cni_args(lookup: Lookup) -> Result<Option<String>, EnvError> {
 /// `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`: the spec's rule for container IDs and
 /// network names.
 pub fn is_valid_id(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    match bytes.next() {
-        Some(b) if b.is_ascii_alphanumeric() => {}
-        _ => return false,
-    }
-    bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    furrow_api::wire::is_cni_identifier(s)
 }
 
-/// The kernel's rules for interface names (dev_valid_name): checking here
-/// gives a precise code 4 instead of a netlink error from netd.
+/// The kernel's rules for interface names (dev_valid_name), as netd
+/// checks them: checking here gives a precise code 4 instead of a
+/// netlink error from netd.
 fn check_ifname(name: &str) -> Result<(), EnvError> {
-    let why = if name.len() > 15 {
-        Some("longer than 15 bytes")
-    } else if name == "." || name == ".." {
-        Some("\".\" and \"..\" are not interface names")
-    } else if name.contains('/') {
-        Some("it contains '/'")
-    } else if name.contains(':') {
-        Some("it contains ':'")
-    } else if name.chars().any(char::is_whitespace) {
-        Some("it contains whitespace")
-    } else {
-        None
-    };
-    match why {
+    match furrow_api::wire::ifname_problem(name) {
         Some(why) => Err(EnvError::Ifname {
             ifname: name.to_string(),
             why,

@@ -1,18 +1,6 @@
-//! `furrow`: the CNI plugin (spec 1.1.0; configs from 0.3.0 on).
-//!
-//! It validates the environment and the network config itself, so
-//! mistakes get precise CNI error codes without a round trip, then hands
-//! the attachment to netd over its unix socket. netd does all kernel
-//! work; the plugin never touches the kernel. No async runtime and no
-//! HTTP stack: the binary runs once per attachment and must start fast.
+//! `furrow`: the CNI plugin binary (the crate's library does the work).
 
-mod args;
-mod commands;
-mod config;
-mod env;
-mod output;
-mod result;
-mod validate;
+use furrow_cni::{commands, output, result, validate};
 
 fn main() {
     output::init_debug(

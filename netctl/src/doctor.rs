@@ -169,6 +169,11 @@ pub fn run(client: &Client, peers: &[std::net::Ipv4Addr]) -> Report {
                     e.to_string(),
                     "install netctl and netd from the same release".to_string(),
                 ),
+                ClientError::PermissionDenied { .. } => (
+                    Severity::Warn,
+                    format!("{e}; only the kernel was checked"),
+                    "run netctl doctor as root".to_string(),
+                ),
                 _ => (
                     Severity::Error,
                     format!("netd answers, but not as expected: {e}"),

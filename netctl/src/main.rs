@@ -167,6 +167,7 @@ fn main() -> ExitCode {
                     "netd is not reachable at {} ({source}); is netd running? (choose another with --socket or --instance)",
                     path.display()
                 ),
+                Some(ClientError::PermissionDenied { .. }) => e.to_string(),
                 Some(ClientError::Api(a)) => format!("{} (code {})", a.msg, a.code),
                 _ => format!("{e:#}"),
             };
@@ -363,19 +364,10 @@ fn describe(e: &ClientError) -> String {
     }
 }
 
+/// The file's documents: YAML (`---`-separated) or JSON, a `List` or
+/// `{"items": [...]}` unpacked, exactly as netd reads its config directory.
 fn parse_documents(text: &str, json: bool) -> anyhow::Result<Vec<Value>> {
-    let mut out = Vec::new();
-    if json {
-        out.push(serde_json::from_str(text)?);
-    } else {
-        for de in serde_norway::Deserializer::from_str(text) {
-            let v: Value = serde::Deserialize::deserialize(de)?;
-            if !v.is_null() {
-                out.push(v);
-            }
-        }
-    }
-    Ok(out)
+    furrow_api::document::parse_documents(text, json).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn health(ok: bool) -> &'static str {

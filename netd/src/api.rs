@@ -3,7 +3,6 @@
 //! so every malformed request gets the one error shape (code 6 with
 //! serde's message, which names the field).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -13,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use furrow_api::error::code;
-use furrow_api::resource::{canonical_kind, KINDS};
+use furrow_api::resource::{canonical_kind, redact_secrets, KINDS};
 use furrow_api::wire::{AddResponse, AttachmentRequest, GcRequest, ResourceList};
 use furrow_api::{ApiError, API_VERSION, API_VERSION_HEADER};
 use serde::de::DeserializeOwned;
@@ -44,7 +43,10 @@ fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
         .map_err(|e| Failure(ApiError::new(code::DECODE, format!("request body: {e}"))))
 }
 
-pub fn router(d: Arc<Daemon>) -> Router {
+/// Every route behind the access check (see api_access): serve it with
+/// `into_make_service_with_connect_info::<Peer>()` so each request
+/// carries its connection's credentials.
+pub fn router(d: Arc<Daemon>, access: crate::api_access::Access) -> Router {
     Router::new()
         .route("/v1/cni/add", post(cni_add))
         .route("/v1/cni/del", post(cni_del))
@@ -79,6 +81,10 @@ pub fn router(d: Arc<Daemon>) -> Router {
         )
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::api_access::authorize,
+        ))
         .layer(axum::middleware::map_response(add_version_header))
         .with_state(d)
 }
@@ -262,9 +268,9 @@ async fn list_resources(
     UrlPath(kind): UrlPath<String>,
 ) -> Reply<ResourceList> {
     let kind = kind_of(&kind)?;
-    Ok(Json(ResourceList {
-        items: d.resources.list(kind).await?,
-    }))
+    let mut items = d.resources.list(kind).await?;
+    items.iter_mut().for_each(redact_secrets);
+    Ok(Json(ResourceList { items }))
 }
 
 async fn get_resource(
@@ -273,7 +279,10 @@ async fn get_resource(
 ) -> Reply<Value> {
     let kind = kind_of(&kind)?;
     match d.resources.get(kind, &name).await? {
-        Some(v) => Ok(Json(v)),
+        Some(mut v) => {
+            redact_secrets(&mut v);
+            Ok(Json(v))
+        }
         None => Err(Failure(ApiError::new(
             code::NOT_FOUND,
             format!("{kind} {name:?} not found"),
@@ -294,7 +303,9 @@ async fn apply_resource(
             format!("the document's kind must be {kind:?} on this route"),
         )));
     }
-    Ok(Json(d.apply(doc).await?))
+    let mut stored = d.apply(doc).await?;
+    redact_secrets(&mut stored);
+    Ok(Json(stored))
 }
 
 async fn apply_named(
@@ -316,7 +327,9 @@ async fn apply_named(
             format!("must be {name:?} to match the URL"),
         )));
     }
-    Ok(Json(d.apply(doc).await?))
+    let mut stored = d.apply(doc).await?;
+    redact_secrets(&mut stored);
+    Ok(Json(stored))
 }
 
 async fn delete_resource(
@@ -340,25 +353,4 @@ async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
         .into_response()
 }
 
-/// Binds the API socket: root-only (0600 in a 0700 directory), replacing a
-/// stale socket file left by a previous run but refusing to steal one a
-/// live netd still serves.
-pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!(
-                "another netd is serving {}; stop it or use --instance/--socket",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)?;
-    }
-    let l = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
-}
+pub use crate::api_access::bind;

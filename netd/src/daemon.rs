@@ -36,7 +36,6 @@ use crate::options::Resolved;
 use crate::ports::{self, AnyPort};
 use crate::resources::{self, Resources};
 use crate::store::WatchError;
-use crate::validate;
 
 /// The node's own IPv4 addresses for its membership record: those of up
 /// links Furrow did not create (no alias), loopback excepted.
@@ -585,6 +584,22 @@ impl Daemon {
         }
         let me = self.clone();
         tokio::spawn(async move {
+            // BGPPeer passwordFiles (mounted Secrets change in place):
+            // a changed key restarts that peer's session.
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                if me.vip.bgp_secrets_changed().await {
+                    tracing::info!("a BGPPeer passwordFile changed; reconfiguring the speaker");
+                    if let Err(e) = me.sync_vips().await {
+                        tracing::warn!(error = %e, "VIP reconcile after a passwordFile change failed");
+                    }
+                }
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
             let mut w = me.node.store.watch("/furrow/resources/");
             loop {
                 match w.next().await {
@@ -753,10 +768,15 @@ impl Daemon {
             .map_err(crate::resources::store_error)
     }
 
-    fn validate_request(req: &AttachmentRequest) -> Result<(), ApiError> {
-        validate::container_id(&req.container_id)?;
-        validate::ifname(&req.ifname)?;
-        validate::network_name(&req.network_name)
+    /// ADD and CHECK: identifiers, netns and the attachment's options;
+    /// DEL only the identifiers (the plugin passes on what it could not
+    /// parse, so a runtime can still clean up).
+    fn validate_request(req: &AttachmentRequest, del: bool) -> Result<(), ApiError> {
+        if del {
+            req.validate_ids()
+        } else {
+            req.validate()
+        }
     }
 
     /// Runs one CNI command, counting and timing it.
@@ -789,7 +809,7 @@ impl Daemon {
 
     pub async fn cni_add(&self, req: AttachmentRequest) -> Result<CniResult, ApiError> {
         self.timed("add", async {
-            Self::validate_request(&req)?;
+            Self::validate_request(&req, false)?;
             let r = self.driver(&req)?.add(&req).await?;
             self.after_vlan_change(&req).await;
             Ok(r)
@@ -799,7 +819,7 @@ impl Daemon {
 
     pub async fn cni_del(&self, req: AttachmentRequest) -> Result<(), ApiError> {
         self.timed("del", async {
-            Self::validate_request(&req)?;
+            Self::validate_request(&req, true)?;
             self.driver(&req)?.del(&req).await?;
             self.after_vlan_change(&req).await;
             Ok(())
@@ -823,7 +843,7 @@ impl Daemon {
 
     pub async fn cni_check(&self, req: AttachmentRequest) -> Result<(), ApiError> {
         self.timed("check", async {
-            Self::validate_request(&req)?;
+            Self::validate_request(&req, false)?;
             self.driver(&req)?.check(&req).await
         })
         .await
@@ -842,7 +862,7 @@ impl Daemon {
     pub async fn cni_gc(&self, req: GcRequest) -> Result<GcResponse, ApiError> {
         self.refuse_if_vip_only()?;
         self.timed("gc", async {
-            validate::network_name(&req.network_name)?;
+            req.validate()?;
             let valid: BTreeSet<(String, String)> = req
                 .valid_attachments
                 .iter()

@@ -1,6 +1,7 @@
 //! netd: Furrow's per-node network daemon.
 
 pub mod api;
+pub mod api_access;
 pub mod api_trace;
 pub mod api_views;
 pub mod daemon;

@@ -46,13 +46,17 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     );
     // Bind before the (possibly slow) reconcile so a second netd for the
     // same instance is refused at once, but serve only once reconciled.
-    let listener = furrow_netd::api::bind(&cfg.socket)
+    let listener = furrow_netd::api::bind(&cfg.socket, cfg.socket_dir_owned, cfg.api_read_group)
         .with_context(|| format!("binding {}", cfg.socket.display()))?;
+    let access = furrow_netd::api_access::Access::new(cfg.api_read_group);
+    if let Some(g) = cfg.api_read_group {
+        tracing::info!(group = g, "API: read-only views for the --api-read-group");
+    }
     let socket = cfg.socket.clone();
     let metrics_listen = cfg.metrics_listen;
     let daemon: Arc<Daemon> = Daemon::start(cfg).await?;
     daemon.spawn_watchers();
-    let app = furrow_netd::api::router(daemon.clone());
+    let app = furrow_netd::api::router(daemon.clone(), access);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = metrics_listen {
@@ -105,9 +109,12 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         d3.vip.shutdown().await;
         let _ = stop_tx.send(true);
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<furrow_netd::api_access::Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     // Ports, maps, pinned links and NAT rules stay: pods keep their
     // connectivity while netd is down, and the next start adopts them.
     let _ = std::fs::remove_file(&socket);

@@ -77,6 +77,13 @@ pub struct Options {
     /// API socket [default: /run/furrow/netd.sock, or /run/furrow/<instance>/netd.sock].
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Lets a group read netd's API: the socket becomes mode 0660 with this
+    /// group (a name or a numeric gid), and its members (by primary or
+    /// supplementary group) get the read-only views (GET: netctl status,
+    /// ports, get, ...; secrets redacted); changes stay root's. Without it
+    /// the socket is root's alone (0600).
+    #[arg(long, value_name = "GROUP", env = "FURROW_API_READ_GROUP")]
+    pub api_read_group: Option<String>,
     /// State directory holding the embedded store [default: /var/lib/furrow[/<instance>]].
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -176,6 +183,11 @@ pub struct Resolved {
     pub node: String,
     pub node_labels: std::collections::BTreeMap<String, String>,
     pub socket: PathBuf,
+    /// Whether the socket is at its default place, in a directory that is
+    /// netd's own (whose permissions netd then sets).
+    pub socket_dir_owned: bool,
+    /// --api-read-group, resolved to a gid.
+    pub api_read_group: Option<u32>,
     pub state_dir: PathBuf,
     pub store: StoreConfig,
     pub resources: ResourceSource,
@@ -307,6 +319,14 @@ impl Options {
                 .socket
                 .clone()
                 .unwrap_or_else(|| sub("/run/furrow", "netd.sock")),
+            socket_dir_owned: self.socket.is_none(),
+            api_read_group: match &self.api_read_group {
+                None => None,
+                Some(g) => Some(resolve_group(g).map_err(|msg| OptionsError {
+                    flag: "api-read-group",
+                    msg,
+                })?),
+            },
             state_dir,
             store,
             resources: self.resources,
@@ -436,6 +456,20 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// A group name or numeric gid, as the system knows it.
+fn resolve_group(g: &str) -> Result<u32, String> {
+    if let Ok(gid) = g.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(grp)) => Ok(grp.gid.as_raw()),
+        Ok(None) => Err(format!(
+            "{g:?}: no such group (give a group name or a numeric gid)"
+        )),
+        Err(e) => Err(format!("{g:?}: cannot look the group up: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,6 +583,38 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert_eq!(e.flag, "etcd-prefix");
+    }
+
+    #[test]
+    fn api_read_group_takes_a_gid_or_a_name() {
+        let r = parse(&["--node-name", "n1"]).resolve().unwrap();
+        assert_eq!(r.api_read_group, None);
+        assert!(r.socket_dir_owned);
+        let r = parse(&[
+            "--node-name",
+            "n1",
+            "--api-read-group",
+            "4242",
+            "--socket",
+            "/x/s",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(r.api_read_group, Some(4242));
+        assert!(!r.socket_dir_owned);
+        let r = parse(&["--node-name", "n1", "--api-read-group", "root"])
+            .resolve()
+            .unwrap();
+        assert_eq!(r.api_read_group, Some(0));
+        let e = parse(&[
+            "--node-name",
+            "n1",
+            "--api-read-group",
+            "no-such-group-here",
+        ])
+        .resolve()
+        .unwrap_err();
+        assert_eq!(e.flag, "api-read-group");
     }
 
     #[test]

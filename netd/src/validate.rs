@@ -1,16 +1,12 @@
 //! Checks on identifiers that arrive from outside (the plugin validates
 //! them too, but the API can be called directly and these end up in store
-//! keys and kernel names).
+//! keys and kernel names). The rules live in furrow_api::wire, shared with
+//! the plugin and the fuzz targets.
 
 use furrow_api::error::code;
 use furrow_api::ApiError;
 
-/// The CNI spec's rule for container IDs and network names.
-pub fn is_cni_identifier(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
-}
+pub use furrow_api::wire::is_cni_identifier;
 
 pub fn container_id(id: &str) -> Result<(), ApiError> {
     if is_cni_identifier(id) {
@@ -24,32 +20,17 @@ pub fn container_id(id: &str) -> Result<(), ApiError> {
 }
 
 pub fn ifname(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 15
-        && name != "."
-        && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+    match furrow_api::wire::ifname_problem(name) {
+        None => Ok(()),
+        Some(why) => Err(ApiError::new(
             code::INVALID_ENV,
-            format!("CNI_IFNAME {name:?} is invalid: expected 1-15 characters, not \".\" or \"..\", without '/', ':' or whitespace"),
-        ))
+            format!("CNI_IFNAME {name:?} is invalid: {why}"),
+        )),
     }
 }
 
 pub fn network_name(name: &str) -> Result<(), ApiError> {
-    if is_cni_identifier(name) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_field(
-            "name",
-            format!("{name:?} is not a valid network name: expected letters, digits, '_', '.' or '-', starting with a letter or digit"),
-        ))
-    }
+    furrow_api::wire::validate_network_name(name)
 }
 
 #[cfg(test)]
@@ -67,6 +48,7 @@ mod tests {
         assert!(ifname("..").is_err());
         assert!(ifname("e th").is_err());
         assert!(ifname("e:0").is_err());
+        assert!(ifname("e\u{b}0").is_err());
         assert!(network_name("mgmt-net.1").is_ok());
         assert!(network_name("a b").is_err());
     }

@@ -4,7 +4,11 @@
 //!   upstream routers from the node holding it (or from every eligible
 //!   node, for ECMP) and withdraws it on step-down.
 //!
-//! Election and gratuitous ARP / unsolicited NA announcement live with
-//! the controller in netd.
+//! - [`neigh`]: ARP and IPv6 neighbour discovery frames: the gratuitous
+//!   ARPs and unsolicited NAs that announce a VIP's holder, and the ARP
+//!   answers of netd's DHCP responders (parsing frames from the wire).
+//!
+//! Election lives with the controller in netd.
 
 pub mod bgp;
+pub mod neigh;

@@ -158,6 +158,17 @@ pub fn canonical_kind(input: &str) -> Option<&'static str> {
     }
 }
 
+/// Hides a document's secrets (a BGPPeer's `spec.password`) before it
+/// leaves netd: every API answer carrying resource documents goes
+/// through this, whoever asks.
+pub fn redact_secrets(doc: &mut serde_json::Value) {
+    if let Some(p) = doc.pointer_mut("/spec/password") {
+        if !p.is_null() {
+            *p = serde_json::Value::String(REDACTED.into());
+        }
+    }
+}
+
 /// Reads the kind of an untyped document and checks its apiVersion,
 /// naming the field at fault.
 pub fn document_kind(doc: &serde_json::Value) -> Result<&'static str, FieldError> {
@@ -214,6 +225,19 @@ mod tests {
         let doc = serde_json::json!({"clusterCIDR": "10.0.0.0/16", "mtuu": 1400});
         let err = serde_json::from_value::<ManagementNetworkSpec>(doc).unwrap_err();
         assert!(err.to_string().contains("mtuu"), "{err}");
+    }
+
+    #[test]
+    fn redaction_hides_passwords_only() {
+        let mut d =
+            serde_json::json!({"kind": "BGPPeer", "spec": {"password": "hunter2", "peerASN": 1}});
+        redact_secrets(&mut d);
+        assert_eq!(d["spec"]["password"], REDACTED);
+        assert_eq!(d["spec"]["peerASN"], 1);
+        let mut d = serde_json::json!({"kind": "BGPPeer", "spec": {"passwordFile": "/x"}});
+        let before = d.clone();
+        redact_secrets(&mut d);
+        assert_eq!(d, before);
     }
 
     #[test]

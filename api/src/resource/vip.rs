@@ -331,7 +331,7 @@ impl VirtualIpPool {
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpPeerSpec {
     /// This node's AS (1-4294967295; 4-octet ASNs supported).
@@ -346,9 +346,17 @@ pub struct BgpPeerSpec {
     /// quickly.
     #[serde(default = "default_hold_time")]
     pub hold_time: u16,
-    /// TCP MD5 signature key (RFC 2385).
+    /// TCP MD5 signature key (RFC 2385), 1-80 bytes. Deprecated in
+    /// favour of `passwordFile`: an inline key is kept in the store (and in
+    /// the CRD object) in clear. netd's API shows it as `<redacted>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// A file on the node holding the TCP MD5 key (e.g. a Kubernetes
+    /// Secret mounted into netd's pod): read at every reconcile and when
+    /// it changes, one trailing newline dropped, 1-80 bytes. Not with
+    /// `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_address: Option<IpAddr>,
     /// BGP identifier; default: the node's first IPv4 address towards the
@@ -362,6 +370,54 @@ pub struct BgpPeerSpec {
     pub next_hop_v4: Option<std::net::Ipv4Addr>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+}
+
+// By hand, so the password never reaches a log.
+impl std::fmt::Debug for BgpPeerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BgpPeerSpec")
+            .field("my_asn", &self.my_asn)
+            .field("peer_asn", &self.peer_asn)
+            .field("peer_address", &self.peer_address)
+            .field("peer_port", &self.peer_port)
+            .field("hold_time", &self.hold_time)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("password_file", &self.password_file)
+            .field("source_address", &self.source_address)
+            .field("router_id", &self.router_id)
+            .field("next_hop_v6", &self.next_hop_v6)
+            .field("next_hop_v4", &self.next_hop_v4)
+            .field("node_selector", &self.node_selector)
+            .finish()
+    }
+}
+
+/// What netd shows instead of a secret (BGPPeer `spec.password`).
+pub const REDACTED: &str = "<redacted>";
+
+/// The longest TCP MD5 key (RFC 2385 keys; Linux' TCP_MD5SIG_MAXKEYLEN).
+pub const MAX_BGP_PASSWORD_LEN: usize = 80;
+
+/// The key in a `passwordFile`'s contents: UTF-8, one trailing newline
+/// (`\n` or `\r\n`) dropped, then 1-80 bytes. The error never quotes
+/// the contents.
+pub fn password_from_file(contents: &[u8]) -> Result<String, String> {
+    let trimmed = contents
+        .strip_suffix(b"\r\n")
+        .or_else(|| contents.strip_suffix(b"\n"))
+        .unwrap_or(contents);
+    let text =
+        std::str::from_utf8(trimmed).map_err(|_| "the file is not UTF-8 text".to_string())?;
+    if text.is_empty() {
+        return Err("the file is empty: expected a TCP MD5 key of 1-80 bytes".into());
+    }
+    if text.len() > MAX_BGP_PASSWORD_LEN {
+        return Err(format!(
+            "the key in the file is {} bytes: expected 1-{MAX_BGP_PASSWORD_LEN} (TCP MD5)",
+            text.len()
+        ));
+    }
+    Ok(text.to_string())
 }
 
 fn default_bgp_port() -> u16 {
@@ -411,8 +467,29 @@ impl BgpPeer {
             );
         }
         if let Some(p) = &s.password {
-            if p.is_empty() || p.len() > 80 {
+            if p == REDACTED {
+                err(
+                    &mut errs,
+                    "spec.password",
+                    format!("{REDACTED:?} is what netd shows instead of the key: give the key itself, or spec.passwordFile"),
+                );
+            } else if p.is_empty() || p.len() > MAX_BGP_PASSWORD_LEN {
                 err(&mut errs, "spec.password", "1-80 bytes (TCP MD5 key)");
+            }
+        }
+        if let Some(f) = &s.password_file {
+            if s.password.is_some() {
+                err(
+                    &mut errs,
+                    "spec.passwordFile",
+                    "not with spec.password: set one of the two",
+                );
+            } else if !f.starts_with('/') || f.len() > 4096 || f.contains('\0') {
+                err(
+                    &mut errs,
+                    "spec.passwordFile",
+                    "an absolute path on the node (at most 4096 bytes)",
+                );
             }
         }
         if s.router_id.is_some_and(|r| r.is_unspecified()) {
@@ -525,6 +602,7 @@ mod tests {
                 peer_port: 179,
                 hold_time: 9,
                 password: None,
+                password_file: None,
                 source_address: None,
                 router_id: None,
                 next_hop_v6: None,
@@ -540,6 +618,50 @@ mod tests {
             fields(&b.validate()),
             ["spec.myASN", "spec.nodeSelector.rack", "spec.holdTime"]
         );
+    }
+
+    #[test]
+    fn peer_passwords_inline_or_from_a_file_never_both() {
+        let mut b = BgpPeer::new(
+            "tor",
+            BgpPeerSpec {
+                my_asn: 65001,
+                peer_asn: 65000,
+                peer_address: "10.0.0.1".parse().unwrap(),
+                peer_port: 179,
+                hold_time: 9,
+                password: Some("s3cret".into()),
+                password_file: Some("/etc/furrow/bgp/tor".into()),
+                source_address: None,
+                router_id: None,
+                next_hop_v6: None,
+                next_hop_v4: None,
+                node_selector: Default::default(),
+            },
+        );
+        assert_eq!(fields(&b.validate()), ["spec.passwordFile"]);
+        b.spec.password = None;
+        assert!(b.validate().is_empty());
+        b.spec.password_file = Some("relative/path".into());
+        assert_eq!(fields(&b.validate()), ["spec.passwordFile"]);
+        b.spec.password_file = None;
+        b.spec.password = Some(REDACTED.into());
+        assert_eq!(fields(&b.validate()), ["spec.password"]);
+        b.spec.password = Some("hunter2".into());
+        assert!(!format!("{b:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn password_files_lose_one_trailing_newline() {
+        assert_eq!(password_from_file(b"s3cret\n").unwrap(), "s3cret");
+        assert_eq!(password_from_file(b"s3cret\r\n").unwrap(), "s3cret");
+        assert_eq!(password_from_file(b"s3cret").unwrap(), "s3cret");
+        assert_eq!(password_from_file(b"s3 cret\n\n").unwrap(), "s3 cret\n");
+        assert!(password_from_file(b"\n").is_err());
+        assert!(password_from_file(&[b'x'; 81]).is_err());
+        assert_eq!(password_from_file(&[b'x'; 80]).unwrap().len(), 80);
+        let e = password_from_file(b"\xff\xfehunter2").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -186,22 +186,10 @@ impl DhcpClients {
     /// DNS), from a short-lived node port, without taking a lease; the
     /// answer is kept in the store for every node to show.
     pub async fn discover(&self, req: DiscoverRequest) -> Result<DiscoveredNetwork, ApiError> {
-        let timeout = req.timeout_seconds.unwrap_or(10);
-        if !(1..=60).contains(&timeout) {
-            return Err(ApiError::new(
-                furrow_api::error::code::INVALID_CONFIG,
-                format!("timeoutSeconds: {timeout} out of range: expected 1 to 60"),
-            ));
-        }
-        if req.vlan > 4094 {
-            return Err(ApiError::new(
-                furrow_api::error::code::INVALID_CONFIG,
-                format!(
-                    "vlan: {} out of range: expected 0 (untagged) or 1 to 4094",
-                    req.vlan
-                ),
-            ));
-        }
+        req.validate()?;
+        let timeout = req
+            .timeout_seconds
+            .unwrap_or(DiscoverRequest::DEFAULT_TIMEOUT);
         let _one = self.discover_lock.lock().await;
         let id = format!("discover:{}:{}", req.cluster_network, req.vlan);
         let mac = stable_mac(&format!("{id}@{}", self.node.cfg.node));

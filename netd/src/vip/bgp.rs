@@ -30,6 +30,14 @@ struct State {
     selected: Vec<String>,
     /// Routes wanted, by prefix, with the VIPs that want them.
     routes: BTreeMap<IpNet, BTreeSet<String>>,
+    /// The BGPPeers that select this node, as last reconciled.
+    peers: Vec<BgpPeer>,
+    /// What each peer's spec.passwordFile held at the last reconcile
+    /// (the key, or why it could not be read), to notice changes.
+    secrets: BTreeMap<String, Result<String, String>>,
+    /// Peers left out of the speaker, with why (a passwordFile that
+    /// cannot be read): shown in `netctl bgp`.
+    peer_problems: BTreeMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -55,6 +63,23 @@ impl BgpControl {
             .collect();
         let mut st = self.st.lock().await;
         st.selected = mine.iter().map(|p| p.metadata.name.clone()).collect();
+        st.peers = mine.iter().map(|p| (*p).clone()).collect();
+        // Read every reconcile: a mounted Secret changes under netd.
+        let secrets: BTreeMap<String, Result<String, String>> = mine
+            .iter()
+            .filter_map(|p| Some((p.metadata.name.clone(), read_password_file(p)?)))
+            .collect();
+        let problems: BTreeMap<String, String> = secrets
+            .iter()
+            .filter_map(|(n, r)| r.as_ref().err().map(|e| (n.clone(), e.clone())))
+            .collect();
+        for (name, problem) in &problems {
+            if st.peer_problems.get(name) != Some(problem) {
+                tracing::warn!(peer = %name, %problem, "BGP peer left out");
+            }
+        }
+        st.secrets = secrets;
+        st.peer_problems = problems;
         if mine.is_empty() {
             st.problem = None;
             stop(&mut st).await;
@@ -83,12 +108,40 @@ impl BgpControl {
                 }
             }
         }
-        let cfgs: Vec<PeerConfig> = mine.iter().map(|p| peer_config(p)).collect();
+        let cfgs: Vec<PeerConfig> = mine
+            .iter()
+            .filter_map(|p| {
+                let password = match st.secrets.get(&p.metadata.name) {
+                    Some(Ok(key)) => Some(key.clone()),
+                    Some(Err(_)) => return None,
+                    None => p.spec.password.clone(),
+                };
+                Some(peer_config(p, password))
+            })
+            .collect();
+        let none_usable = cfgs.is_empty();
         let speaker = st.speaker.clone().expect("started above");
         st.problem = match speaker.set_peers(cfgs) {
+            Ok(()) if none_usable => Some(format!(
+                "no usable BGPPeer: {}",
+                st.peer_problems
+                    .iter()
+                    .map(|(n, e)| format!("{n}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
             Ok(()) => None,
             Err(e) => Some(format!("BGPPeer refused by the speaker: {e}")),
         };
+    }
+
+    /// Whether a selected peer's spec.passwordFile now holds something
+    /// else than at the last reconcile (or became readable, or not).
+    pub async fn secrets_changed(&self) -> bool {
+        let st = self.st.lock().await;
+        st.peers.iter().any(|p| {
+            read_password_file(p).is_some_and(|now| st.secrets.get(&p.metadata.name) != Some(&now))
+        })
     }
 
     /// This node's AS and router id, from the peers that select it.
@@ -221,7 +274,35 @@ impl BgpControl {
                 connect_attempts: p.counters.connect_attempts,
                 established_count: p.counters.established,
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut peers = peers;
+        for p in &st.peers {
+            let Some(problem) = st.peer_problems.get(&p.metadata.name) else {
+                continue;
+            };
+            peers.push(BgpPeerInfo {
+                name: p.metadata.name.clone(),
+                address: p.spec.peer_address,
+                port: p.spec.peer_port,
+                remote_as: p.spec.peer_asn,
+                state: "NotStarted".into(),
+                uptime_ms: 0,
+                last_error: Some(problem.clone()),
+                local_address: None,
+                peer_id: None,
+                hold_time: None,
+                keepalive: None,
+                families: vec![],
+                advertised: vec![],
+                notes: vec![],
+                updates_sent: 0,
+                updates_received: 0,
+                notifications_sent: 0,
+                notifications_received: 0,
+                connect_attempts: 0,
+                established_count: 0,
+            });
+        }
         BgpInfo {
             node: self.node.cfg.node.clone(),
             local_as: st.identity.map(|i| i.0),
@@ -245,12 +326,27 @@ async fn stop(st: &mut State) {
     }
 }
 
-fn peer_config(p: &BgpPeer) -> PeerConfig {
+/// The key in a peer's spec.passwordFile, or why there is none; None
+/// for a peer without the field. Errors name the field and the path,
+/// never the contents.
+fn read_password_file(p: &BgpPeer) -> Option<Result<String, String>> {
+    let path = p.spec.password_file.as_ref()?;
+    Some(
+        std::fs::read(path)
+            .map_err(|e| format!("spec.passwordFile {path:?}: cannot read it: {e}"))
+            .and_then(|b| {
+                furrow_api::resource::password_from_file(&b)
+                    .map_err(|e| format!("spec.passwordFile {path:?}: {e}"))
+            }),
+    )
+}
+
+fn peer_config(p: &BgpPeer, password: Option<String>) -> PeerConfig {
     let s = &p.spec;
     let mut c = PeerConfig::new(p.metadata.name.clone(), s.peer_address, s.peer_asn);
     c.port = s.peer_port;
     c.hold_time = Some(s.hold_time);
-    c.password = s.password.clone();
+    c.password = password;
     c.local_address = s.source_address;
     c.next_hop_v4 = s.next_hop_v4;
     c.next_hop_v6 = s.next_hop_v6;

@@ -923,6 +923,11 @@ impl VipService {
         self.bgp.shutdown().await;
     }
 
+    /// Whether a BGPPeer's passwordFile changed since the last reconcile.
+    pub async fn bgp_secrets_changed(&self) -> bool {
+        self.bgp.secrets_changed().await
+    }
+
     /// `GET /v1/bgp`.
     pub async fn bgp_info(&self) -> furrow_api::wire::BgpInfo {
         self.bgp.info().await
