@@ -10,6 +10,7 @@
  * kernel unchanged: this program never drops. */
 
 #include "lib/common.h"
+#include "lib/generation.h"
 #include "lib/eth.h"
 #include "lib/ipv4.h"
 #include "lib/stats.h"

@@ -198,21 +198,10 @@ impl TcSocket {
         }
     }
 
-    /// Creates our filter or, if our slot holds one already, swaps its
-    /// program in place (RTM_NEWTFILTER with NLM_F_CREATE but without
-    /// NLM_F_EXCL: cls_bpf replaces the filter under RCU, so traffic sees
-    /// either program and never none).
-    pub fn upsert_filter(
-        &mut self,
-        ifindex: u32,
-        hook: Hook,
-        prog_fd: RawFd,
-        prog_name: &str,
-    ) -> Result<(), NlError> {
-        self.upsert_filter_at(ifindex, hook, Slot::DATAPATH, prog_fd, prog_name)
-    }
-
-    /// [`TcSocket::upsert_filter`] at another slot.
+    /// Creates the filter at `slot` or, if the slot holds one already,
+    /// swaps its program in place (RTM_NEWTFILTER with NLM_F_CREATE but
+    /// without NLM_F_EXCL: cls_bpf replaces the filter under RCU, so
+    /// traffic sees either program and never none).
     pub fn upsert_filter_at(
         &mut self,
         ifindex: u32,
