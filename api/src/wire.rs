@@ -178,7 +178,8 @@ pub struct StoreStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatapathStatus {
-    /// `ebpf-tc`: programs attached as tc (cls_bpf direct-action) filters.
+    /// `ebpf-tcx`: programs attached through tcx links pinned on bpffs
+    /// (adopted by a restarted or upgraded netd).
     pub mode: String,
     pub healthy: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -107,12 +107,18 @@ impl Daemon {
             .context("opening the store")?;
         let host = Netlink::current().context("opening rtnetlink")?;
         let pin_dir = cfg.bpf_dir.clone();
+        let generation = cfg.datapath_generation;
         let datapath = if vip_only {
             None
         } else {
+            // Adopts the programs and links an earlier netd pinned (a
+            // restart or an upgrade is hitless: nothing is detached or
+            // flushed here; the drivers reconcile ports with the store).
             Some(
-                tokio::task::spawn_blocking(move || Datapath::open(DatapathConfig { pin_dir }))
-                    .await?
+                tokio::task::spawn_blocking(move || {
+                    Datapath::open(DatapathConfig::new(pin_dir).with_generation(generation))
+                })
+                .await?
                     .with_context(|| {
                         format!(
                             "loading the eBPF datapath (pins in {})",

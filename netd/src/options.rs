@@ -149,6 +149,12 @@ pub struct Options {
     /// interface of the IPv4 default route.
     #[arg(long, env = "FURROW_UNDERLAY_INTERFACE", value_name = "IFNAME")]
     pub underlay_interface: Option<String>,
+    /// Upgrade drills and tests only: the eBPF programs' generation
+    /// global. Another value than the running programs' makes netd load
+    /// new programs and swap them into the existing links at start, as an
+    /// upgrade that changes a program does. Leave at 0 otherwise.
+    #[arg(long, hide = true, default_value_t = 0, env = "FURROW_DATAPATH_GENERATION")]
+    pub datapath_generation: u32,
 }
 
 /// Options with every default filled in.
@@ -169,6 +175,8 @@ pub struct Resolved {
     pub vip_only: bool,
     pub node_grace: std::time::Duration,
     pub underlay_interface: Option<String>,
+    /// See [`Options::datapath_generation`].
+    pub datapath_generation: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +316,7 @@ impl Options {
                 }
                 other => other.clone(),
             },
+            datapath_generation: self.datapath_generation,
         })
     }
 
