@@ -19,9 +19,9 @@ use crate::{
     l2::{RawFdb, RawFdbKey, RawL2Cn, RawL2Dhcp, RawL2Port, RawL2Vlan, RawVlanKey, RawVlanStats},
     maps::{RawMgmtEndpoint, RawPortStats, MAP_SPECS},
     object::{L2_OBJECT, MGMT_OBJECT},
-    sys, tcx, DatapathError, MgmtEndpoint, PortStats, MAP_L2_CLUSTER_NETWORKS, MAP_L2_DHCP, MAP_L2_FDB,
-    MAP_L2_PORTS, MAP_L2_VLANS, MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS, MODE,
-    PROGRAMS,
+    sys, tcx, DatapathError, MgmtEndpoint, PortStats, MAP_L2_CLUSTER_NETWORKS, MAP_L2_DHCP,
+    MAP_L2_FDB, MAP_L2_PORTS, MAP_L2_VLANS, MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS,
+    MODE, PROGRAMS,
 };
 
 /// Where one datapath instance keeps its pins.
@@ -681,7 +681,11 @@ fn load_or_reuse(
 
 /// Removes the pins of `name` in `progs_dir` other than `keep` (older
 /// builds' or generations'; links that still run them keep them alive).
-fn remove_stale_program_pins(progs_dir: &Path, name: &str, keep: &str) -> Result<(), DatapathError> {
+fn remove_stale_program_pins(
+    progs_dir: &Path,
+    name: &str,
+    keep: &str,
+) -> Result<(), DatapathError> {
     let Ok(entries) = fs::read_dir(progs_dir) else {
         return Ok(());
     };

@@ -508,7 +508,9 @@ impl VipFence {
             let err = |cause| tcx_error("reading the VIP fence link", ifindex, cause);
             let path = tcx::pin_path(dir, LINK_FENCE, ifindex).map_err(err)?;
             return Ok(match tcx::Pinned::open(&path).map_err(err)? {
-                Some(p) => p.info.prog_id == self.prog_id && p.is_on(ifindex, Hook::Egress).map_err(err)?,
+                Some(p) => {
+                    p.info.prog_id == self.prog_id && p.is_on(ifindex, Hook::Egress).map_err(err)?
+                }
                 None => false,
             });
         }

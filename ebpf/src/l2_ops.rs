@@ -187,12 +187,19 @@ impl Datapath {
                 .map_err(|e| insert_error(MAP_L2_CLUSTER_NETWORKS, self.l2.max[3], e))?;
         }
 
-        if is_uplink {
-            self.link_port(ifname, ifindex, Hook::Egress, PROG_L2_UPLINK_EGRESS)?;
-        } else {
-            self.unlink_port(ifname, ifindex, Hook::Egress)?;
-        }
-        self.link_port(ifname, ifindex, Hook::Ingress, PROG_L2_INGRESS)
+        // Both hooks at once (each link change waits for RCU: see
+        // attach_port).
+        let (egress, ingress) = crate::ports::in_parallel(
+            || {
+                if is_uplink {
+                    self.link_port(ifname, ifindex, Hook::Egress, PROG_L2_UPLINK_EGRESS)
+                } else {
+                    self.unlink_port(ifname, ifindex, Hook::Egress)
+                }
+            },
+            || self.link_port(ifname, ifindex, Hook::Ingress, PROG_L2_INGRESS),
+        );
+        egress.and(ingress)
     }
 
     /// Takes a port out of the switch: removes our links (and unpins
@@ -207,9 +214,11 @@ impl Datapath {
         let current = ifindex_of(ifname)?;
         let target = current.filter(|&i| ifindex == 0 || i == ifindex);
         if let Some(i) = target {
-            for hook in [Hook::Ingress, Hook::Egress] {
-                self.unlink_port(ifname, i, hook)?;
-            }
+            let (ingress, egress) = crate::ports::in_parallel(
+                || self.unlink_port(ifname, i, Hook::Ingress),
+                || self.unlink_port(ifname, i, Hook::Egress),
+            );
+            ingress.and(egress)?;
         }
         let Some(idx) = (if ifindex == 0 { target } else { Some(ifindex) }) else {
             return Ok(());

@@ -53,11 +53,14 @@ pub use testrun::{
 };
 
 /// One program on a tcx hook, as [`tcx_programs`] reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcxProgram {
     pub prog_id: u32,
     /// The link that attaches it (0: attached without a link).
     pub link_id: u32,
+    /// The program's name as the kernel keeps it (15 bytes at most;
+    /// empty if it went meanwhile).
+    pub name: String,
 }
 
 /// What runs on the tcx ingress (`egress` false) or egress hook of
@@ -65,18 +68,29 @@ pub struct TcxProgram {
 /// `tc filter show` and `ip link` do not show tcx). Empty if nothing, or
 /// no such device. For diagnostics and tests.
 pub fn tcx_programs(ifindex: u32, egress: bool) -> Result<Vec<TcxProgram>, DatapathError> {
-    let hook = if egress { tc::Hook::Egress } else { tc::Hook::Ingress };
+    let hook = if egress {
+        tc::Hook::Egress
+    } else {
+        tc::Hook::Ingress
+    };
     let entries = tcx::query(ifindex, hook).map_err(|cause| DatapathError::Syscall {
         call: "querying a tcx hook (BPF_PROG_QUERY)",
         cause,
     })?;
-    Ok(entries
+    entries
         .into_iter()
-        .map(|e| TcxProgram {
-            prog_id: e.prog_id,
-            link_id: e.link_id,
+        .map(|e| {
+            let name = tcx::prog_name(e.prog_id).map_err(|cause| DatapathError::Syscall {
+                call: "reading a program's name",
+                cause,
+            })?;
+            Ok(TcxProgram {
+                prog_id: e.prog_id,
+                link_id: e.link_id,
+                name: name.unwrap_or_default(),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Datapath mode reported by [`Datapath::status`]: programs attached

@@ -257,7 +257,11 @@ pub(crate) fn prog_basics(prog: BorrowedFd<'_>) -> io::Result<ProgBasics> {
         info: &mut info as *mut ProgInfoPrefix as u64,
     };
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    let len = info.name.iter().position(|b| *b == 0).unwrap_or(info.name.len());
+    let len = info
+        .name
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(info.name.len());
     Ok(ProgBasics {
         id: info.id,
         tag: info.tag,

@@ -209,7 +209,13 @@ pub(crate) fn ensure(
     // Should pinning fail, dropping `link` detaches it again.
     sys::obj_pin(link.as_fd(), &path)?;
     let id = sys::link_info(link.as_fd())?.id;
-    tracing::debug!(link = id, ifindex, ?hook, prog = prog_id, "tcx link created");
+    tracing::debug!(
+        link = id,
+        ifindex,
+        ?hook,
+        prog = prog_id,
+        "tcx link created"
+    );
     Ok((id, Ensured::Created))
 }
 
@@ -356,7 +362,14 @@ mod tests {
             PinName::parse("fence-1-2"),
             Some(PinName::new("fence", 1, 2))
         );
-        for bad in ["", "ingress", "ingress-1", "-1-2", "ingress-x-2", "ingress-1-y"] {
+        for bad in [
+            "",
+            "ingress",
+            "ingress-1",
+            "-1-2",
+            "ingress-x-2",
+            "ingress-1-y",
+        ] {
             assert_eq!(PinName::parse(bad), None, "{bad}");
         }
     }

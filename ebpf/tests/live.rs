@@ -113,8 +113,7 @@ fn pods_talk_through_the_datapath_then_the_kernel() {
                 )
             });
             std::thread::sleep(std::time::Duration::from_millis(100));
-            let mut dp =
-                Datapath::open(DatapathConfig::new(&pins.0).with_generation(1)).unwrap();
+            let mut dp = Datapath::open(DatapathConfig::new(&pins.0).with_generation(1)).unwrap();
             assert_eq!(dp.open_report().links_updated, 4);
             assert_eq!(
                 node.run(|| dp.pinned_ports()).unwrap(),

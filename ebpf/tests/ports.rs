@@ -21,8 +21,16 @@ fn assert_attached(ns: &NetNs, ifname: &str, dp: &Datapath) {
         ("ingress", ingress, PROG_MGMT_FROM_POD),
         ("egress", egress, PROG_MGMT_TO_POD),
     ] {
-        assert_eq!(got.len(), 1, "{ifname} {hook}: exactly one program: {got:?}");
-        assert_eq!(got[0].prog_id, dp.program_id(prog).unwrap(), "{ifname} {hook}");
+        assert_eq!(
+            got.len(),
+            1,
+            "{ifname} {hook}: exactly one program: {got:?}"
+        );
+        assert_eq!(
+            got[0].prog_id,
+            dp.program_id(prog).unwrap(),
+            "{ifname} {hook}"
+        );
         assert_ne!(got[0].link_id, 0, "{ifname} {hook}: through a link");
     }
     assert_eq!(ns.tc_prog_ids(ifname), (vec![], vec![]), "no filter");
@@ -30,7 +38,10 @@ fn assert_attached(ns: &NetNs, ifname: &str, dp: &Datapath) {
     let atts = ns.run(|| dp.attachments()).unwrap();
     let mine: Vec<_> = atts.iter().filter(|a| a.ifname == ifname).collect();
     assert_eq!(mine.len(), 2, "{atts:?}");
-    assert!(mine.iter().all(|a| a.mode == "tcx" && a.link_id != 0), "{atts:?}");
+    assert!(
+        mine.iter().all(|a| a.mode == "tcx" && a.link_id != 0),
+        "{atts:?}"
+    );
 }
 
 fn no_filters(ns: &NetNs, ifname: &str) -> bool {
@@ -171,7 +182,10 @@ fn reopen_adopts_links_and_identical_programs() {
     let r = dp.open_report().clone();
     assert_eq!(r.programs_reused.len(), PROGRAMS.len(), "{r:?}");
     assert!(r.programs_loaded.is_empty(), "{r:?}");
-    assert_eq!((r.links_adopted, r.links_updated, r.links_removed), (4, 0, 0));
+    assert_eq!(
+        (r.links_adopted, r.links_updated, r.links_removed),
+        (4, 0, 0)
+    );
     assert_eq!(ids(&dp), old, "identical programs are reused");
     assert_eq!(
         node.run(|| dp.pinned_ports()).unwrap(),
@@ -216,7 +230,10 @@ fn a_changed_program_is_swapped_into_the_same_links() {
     let dp = Datapath::open(DatapathConfig::new(&pins.0).with_generation(7)).unwrap();
     let r = dp.open_report().clone();
     assert_eq!(r.programs_loaded.len(), PROGRAMS.len(), "{r:?}");
-    assert_eq!((r.links_adopted, r.links_updated, r.links_removed), (4, 4, 0));
+    assert_eq!(
+        (r.links_adopted, r.links_updated, r.links_removed),
+        (4, 4, 0)
+    );
     let new = ids(&dp);
     assert_ne!(new.0, old.0);
     assert_ne!(new.1, old.1);
@@ -271,7 +288,10 @@ fn an_older_netds_filter_is_migrated_to_a_link() {
     // What an older netd left: cls_bpf filters in the fixed slot, running
     // programs that use this instance's maps (tc loads them from the pins).
     node.cmd("tc", &["qdisc", "add", "dev", "fwport0", "clsact"]);
-    for (hook, prog) in [("ingress", PROG_MGMT_FROM_POD), ("egress", PROG_MGMT_TO_POD)] {
+    for (hook, prog) in [
+        ("ingress", PROG_MGMT_FROM_POD),
+        ("egress", PROG_MGMT_TO_POD),
+    ] {
         let pin = std::fs::read_dir(pins.0.join("progs"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -365,7 +385,12 @@ fn links_removed_or_taken_over_behind_our_back() {
     let ingress_pin = std::fs::read_dir(pins.0.join("links"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("ingress-"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ingress-")
+        })
         .unwrap();
     std::fs::remove_file(ingress_pin).unwrap();
     assert!(node.tcx("fwport0").0.is_empty());

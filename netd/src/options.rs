@@ -153,7 +153,12 @@ pub struct Options {
     /// global. Another value than the running programs' makes netd load
     /// new programs and swap them into the existing links at start, as an
     /// upgrade that changes a program does. Leave at 0 otherwise.
-    #[arg(long, hide = true, default_value_t = 0, env = "FURROW_DATAPATH_GENERATION")]
+    #[arg(
+        long,
+        hide = true,
+        default_value_t = 0,
+        env = "FURROW_DATAPATH_GENERATION"
+    )]
     pub datapath_generation: u32,
 }
 

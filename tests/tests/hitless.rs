@@ -120,7 +120,9 @@ fn flows_lose_nothing_across_sigterm_sigkill_and_an_upgrade() {
     }
     for i in 0..2 {
         lab.add_data_nic(i, NIC).unwrap();
-        lab.node(i).cluster_network(CN, "ebpf", &[NIC], 1500).unwrap();
+        lab.node(i)
+            .cluster_network(CN, "ebpf", &[NIC], 1500)
+            .unwrap();
         let info = lab.node(i).cluster_network_info(CN).unwrap();
         assert!(info.problem.is_none(), "{:?}", info.problem);
         assert_eq!(info.backend, "ebpf");
@@ -229,6 +231,23 @@ fn flows_lose_nothing_across_sigterm_sigkill_and_an_upgrade() {
             .contains("tcx link now runs the new program"),
         "netd says it swapped the programs"
     );
+    // netd's API shows the same links, with the new programs.
+    let st: furrow_api::wire::NodeStatus = lab.node(0).netd.client().get("/v1/status").unwrap();
+    assert_eq!(st.datapath.mode, "ebpf-tcx");
+    let api: BTreeMap<(String, String), (u32, u32)> = st
+        .datapath
+        .attachments
+        .iter()
+        .map(|a| {
+            assert_eq!(a.mode, "tcx", "{a:?}");
+            ((a.ifname.clone(), a.hook.clone()), (a.prog_id, a.link_id))
+        })
+        .collect();
+    let kernel: BTreeMap<(String, String), (u32, u32)> = after
+        .iter()
+        .map(|((n, h), v)| ((n.clone(), h.to_string()), *v))
+        .collect();
+    assert_eq!(api, kernel, "the API lists exactly the links in the kernel");
 
     // Still forwarding, both ways.
     for (from, to) in [(&b, ips[0]), (&c, ips[1])] {

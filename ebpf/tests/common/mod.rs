@@ -182,10 +182,7 @@ impl NetNs {
     pub fn tcx(
         &self,
         ifname: &str,
-    ) -> (
-        Vec<furrow_ebpf::TcxProgram>,
-        Vec<furrow_ebpf::TcxProgram>,
-    ) {
+    ) -> (Vec<furrow_ebpf::TcxProgram>, Vec<furrow_ebpf::TcxProgram>) {
         let idx = self.ifindex(ifname);
         self.run(|| {
             (
