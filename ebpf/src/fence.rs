@@ -550,14 +550,23 @@ impl VipFence {
         Ok(out.into_iter().collect())
     }
 
-    /// Removes this instance's fence filter from every interface that has
-    /// one ([`VipFence::attached`]); returns their indexes. What a
-    /// starting netd does about filters a crashed one left.
+    /// Removes this instance's fence from every interface that has one
+    /// ([`VipFence::attached`]); returns their indexes. In links mode the
+    /// pins of defunct fence links (their device gone) go too. What a
+    /// starting netd does about fences a crashed one left.
     pub fn detach_all(&self) -> Result<Vec<u32>, DatapathError> {
         let mut out = Vec::new();
         for ifindex in self.attached()? {
             if self.detach(ifindex)? {
                 out.push(ifindex);
+            }
+        }
+        if let Some(dir) = &self.links_dir {
+            let err = |cause| tcx_error("removing defunct VIP fence pins", 0, cause);
+            for p in tcx::list(dir, |k| k == LINK_FENCE).map_err(err)? {
+                if p.is_defunct() {
+                    p.unpin().map_err(err)?;
+                }
             }
         }
         Ok(out)

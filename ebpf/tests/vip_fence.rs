@@ -509,11 +509,26 @@ fn in_links_mode_the_fence_runs_first_whoever_attached_first() {
     // A device that goes away takes its link with it.
     node.run(|| fence.attach(i0)).unwrap();
     node.ip("link del vip0");
+    let fence_pins = || {
+        std::fs::read_dir(pins.0.join("links"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("fence-")
+            })
+            .count()
+    };
+    assert_eq!(fence_pins(), 1, "the defunct link's pin");
     node.run(|| {
         assert!(fence.attached().unwrap().is_empty());
+        assert!(fence.detach_all().unwrap().is_empty());
         assert!(!fence.detach(i0).unwrap());
         assert!(fence.attach(i0).is_err(), "no such device");
     });
+    assert_eq!(fence_pins(), 0, "defunct pins removed");
     fence.destroy().unwrap();
     dp.destroy().unwrap();
     assert!(!pins.0.exists());
