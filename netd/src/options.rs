@@ -416,6 +416,23 @@ mod tests {
         assert_eq!(r.state_dir, PathBuf::from("/var/lib/furrow"));
         assert_eq!(r.bpf_dir, PathBuf::from("/sys/fs/bpf/furrow/default"));
         assert_eq!(r.nft_table, "furrow");
+        assert_eq!(r.datapath_generation, 0);
+    }
+
+    #[test]
+    fn the_datapath_generation_is_a_hidden_drill_option() {
+        let r = parse(&["--node-name", "n1", "--datapath-generation", "3"])
+            .resolve()
+            .unwrap();
+        assert_eq!(r.datapath_generation, 3);
+        assert!(
+            Options::try_parse_from(["netd", "--datapath-generation", "-1"]).is_err(),
+            "a u32"
+        );
+        let help = <Options as clap::CommandFactory>::command()
+            .render_help()
+            .to_string();
+        assert!(!help.contains("datapath-generation"), "hidden from --help");
     }
 
     #[test]
