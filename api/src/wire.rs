@@ -178,7 +178,8 @@ pub struct StoreStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatapathStatus {
-    /// `ebpf-tc`: programs attached as tc (cls_bpf direct-action) filters.
+    /// `ebpf-tcx`: programs attached through tcx links pinned on bpffs
+    /// (adopted by a restarted or upgraded netd).
     pub mode: String,
     pub healthy: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -187,6 +188,29 @@ pub struct DatapathStatus {
     pub pin_dir: String,
     pub programs: Vec<String>,
     pub maps: Vec<MapUsage>,
+    /// Where the programs run on this node: one entry per hook.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<DatapathAttachment>,
+}
+
+/// One hook of one interface running a datapath program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatapathAttachment {
+    pub ifname: String,
+    pub ifindex: u32,
+    /// `ingress` or `egress`.
+    pub hook: String,
+    /// `tcx`: a pinned tcx link; `tc`: a cls_bpf filter an older netd
+    /// left, migrated when the port is attached again.
+    pub mode: String,
+    /// The tcx link's id (0 for `tc`): stays the same across restarts
+    /// and upgrades.
+    pub link_id: u32,
+    /// The program's id: changes when an upgrade changes the program.
+    pub prog_id: u32,
+    /// The program's name as the kernel keeps it (15 bytes at most).
+    pub program: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

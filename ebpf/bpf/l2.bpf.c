@@ -28,6 +28,7 @@
 #include <linux/in.h>
 
 #include "lib/common.h"
+#include "lib/generation.h"
 #include "lib/eth.h"
 #include "lib/stats.h"
 #include "lib/vlan.h"

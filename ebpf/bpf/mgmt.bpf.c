@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Management (pod) network datapath, attached to each pod's host-side veth
- * as tc filters (clsact, cls_bpf in direct-action mode).
+ * through tcx links (ebpf/src/tcx.rs).
  *
  * Every pod routes everything via the gateway address carried by its host
  * veth, so each frame a pod sends arrives here addressed to the host veth's
@@ -10,6 +10,7 @@
  * kernel unchanged: this program never drops. */
 
 #include "lib/common.h"
+#include "lib/generation.h"
 #include "lib/eth.h"
 #include "lib/ipv4.h"
 #include "lib/stats.h"

@@ -3,7 +3,7 @@
 use std::{
     fs, io,
     net::Ipv4Addr,
-    os::fd::{AsFd, BorrowedFd},
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -19,28 +19,84 @@ use crate::{
     l2::{RawFdb, RawFdbKey, RawL2Cn, RawL2Dhcp, RawL2Port, RawL2Vlan, RawVlanKey, RawVlanStats},
     maps::{RawMgmtEndpoint, RawPortStats, MAP_SPECS},
     object::{L2_OBJECT, MGMT_OBJECT},
-    ports::Direction,
-    DatapathError, MgmtEndpoint, PortStats, MAP_L2_CLUSTER_NETWORKS, MAP_L2_DHCP, MAP_L2_FDB,
-    MAP_L2_PORTS, MAP_L2_VLANS, MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS, MODE,
-    PROGRAMS, PROG_L2_INGRESS, PROG_L2_UPLINK_EGRESS,
+    sys, tcx, DatapathError, MgmtEndpoint, PortStats, MAP_L2_CLUSTER_NETWORKS, MAP_L2_DHCP,
+    MAP_L2_FDB, MAP_L2_PORTS, MAP_L2_VLANS, MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS,
+    MODE, PROGRAMS,
 };
 
 /// Where one datapath instance keeps its pins.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatapathConfig {
     /// Absolute directory on bpffs, one per netd instance, e.g.
-    /// `/sys/fs/bpf/furrow/<instance>`. Maps are pinned in `maps/`.
-    /// Instances with different directories share nothing. (The tc
-    /// filters that run the programs need no pins.)
+    /// `/sys/fs/bpf/furrow/<instance>`. Maps are pinned in `maps/`,
+    /// programs in `progs/`, the tcx links that run them in `links/`.
+    /// Instances with different directories share nothing.
     pub pin_dir: PathBuf,
+    /// The programs' `furrow_datapath_generation` (bpf/lib/generation.h):
+    /// 0 normally. Another value than the pinned programs' loads new
+    /// programs and swaps them into the existing links, as an upgrade
+    /// that changes a program does: for upgrade drills and tests.
+    pub generation: u32,
 }
 
 impl DatapathConfig {
     pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
         DatapathConfig {
             pin_dir: pin_dir.into(),
+            generation: 0,
         }
     }
+
+    /// The same with [`DatapathConfig::generation`] set.
+    pub fn with_generation(mut self, generation: u32) -> Self {
+        self.generation = generation;
+        self
+    }
+}
+
+/// What [`Datapath::open`] found and did with the pins of an earlier
+/// process: programs reused or loaded anew, links adopted, updated in
+/// place, or removed because their device is gone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Programs whose pinned copy was identical (same object, generation
+    /// and maps): reused, same kernel ids.
+    pub programs_reused: Vec<String>,
+    /// Programs loaded (first start, or changed).
+    pub programs_loaded: Vec<String>,
+    /// Pinned links found on their device, whatever they ran.
+    pub links_adopted: u32,
+    /// Of those, links whose program was replaced (BPF_LINK_UPDATE).
+    pub links_updated: u32,
+    /// Pins of defunct links (device gone) removed.
+    pub links_removed: u32,
+}
+
+/// One attachment of this instance, as [`Datapath::attachments`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// The device (calling thread's netns).
+    pub ifname: String,
+    pub ifindex: u32,
+    /// `ingress` or `egress`.
+    pub hook: &'static str,
+    /// `tcx` (a pinned link) or `tc` (a classic cls_bpf filter left by
+    /// an older netd, until the port is attached again).
+    pub mode: &'static str,
+    /// The tcx link's id (0 for `tc`).
+    pub link_id: u32,
+    pub prog_id: u32,
+    /// The program's name as the kernel keeps it (15 bytes at most).
+    pub program: String,
+}
+
+/// A loaded (or reused) program of the datapath.
+pub(crate) struct LoadedProg {
+    pub name: &'static str,
+    pub fd: OwnedFd,
+    pub id: u32,
+    /// Its pin's file name in `progs/`.
+    pub pin: String,
 }
 
 /// Usage of one map.
@@ -84,21 +140,23 @@ pub(crate) struct L2Maps {
 /// takes the ports over with [`Datapath::attach_port`].
 pub struct Datapath {
     pub(crate) pin_dir: PathBuf,
-    pub(crate) bpf: Ebpf,
-    /// bpf/l2.bpf.o; shares furrow_port_stats with `bpf` through its pin.
-    pub(crate) l2_bpf: Ebpf,
+    /// bpf/mgmt.bpf.o as aya loaded it (its maps are taken out; the
+    /// programs in use are in `progs`).
+    _bpf: Ebpf,
+    /// bpf/l2.bpf.o; shares furrow_port_stats with `_bpf` through its pin.
+    _l2_bpf: Ebpf,
     pub(crate) l2: L2Maps,
     eps: HashMap<MapData, u32, RawMgmtEndpoint>,
     pub(crate) stats: PerCpuHashMap<MapData, u32, RawPortStats>,
     eps_max: u32,
     pub(crate) stats_max: u32,
-    /// Kernel ids of the loaded programs, by `Direction::index`.
-    pub(crate) prog_ids: [u32; 2],
-    /// Kernel ids of (furrow_l2_ingress, furrow_l2_uplink_egress).
-    pub(crate) l2_prog_ids: [u32; 2],
+    /// The programs, in the order of [`PROGRAMS`]: the pinned ones of
+    /// an earlier process when identical, else loaded by this value.
+    pub(crate) progs: Vec<LoadedProg>,
     /// Kernel ids of the pinned maps: a program using one is ours.
     /// Management maps (endpoints, counters) first, then the L2 maps.
     pub(crate) map_ids: Vec<u32>,
+    pub(crate) opened: OpenReport,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -112,11 +170,21 @@ impl std::fmt::Debug for Datapath {
 impl Datapath {
     /// Mounts bpffs on /sys/fs/bpf if needed, creates the pin directory,
     /// loads the embedded object with its maps pinned under `pin_dir/maps`
-    /// (reusing existing pins and their contents) and loads the programs.
-    /// Attaches nothing: see [`Datapath::attach_port`].
+    /// (reusing existing pins and their contents), then the programs:
+    /// a program pinned in `pin_dir/progs` by an earlier process is
+    /// reused when identical (same object, generation and maps), else the
+    /// new one is loaded and pinned. Then adopts the links pinned in
+    /// `pin_dir/links`: a link running an older program gets this one in
+    /// place (BPF_LINK_UPDATE: no moment without a program), a defunct
+    /// link (device gone) loses its pin. Detaches and flushes nothing:
+    /// traffic keeps flowing through the whole restart or upgrade. Ports
+    /// are then (re)attached with [`Datapath::attach_port`] /
+    /// [`Datapath::l2_attach_port`], which finds their links in place.
+    /// [`Datapath::open_report`] says what was found.
     ///
     /// Only one process may use a pin directory at a time.
     pub fn open(cfg: DatapathConfig) -> Result<Self, DatapathError> {
+        let generation = cfg.generation;
         let pin_dir = cfg.pin_dir;
         if !pin_dir.is_absolute() {
             return Err(DatapathError::InvalidConfig(format!(
@@ -133,29 +201,28 @@ impl Datapath {
         })?;
         check_pinned_maps(&maps_dir)?;
 
+        let progs_dir = pin_dir.join("progs");
+        let links_dir = pin_dir.join("links");
+        for dir in [&progs_dir, &links_dir] {
+            fs::create_dir_all(dir).map_err(|cause| DatapathError::Bpffs {
+                what: "creating",
+                path: dir.clone(),
+                cause,
+            })?;
+        }
+
         let mut bpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
+            .override_global(GENERATION_GLOBAL, &generation, true)
             .load(MGMT_OBJECT)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
         // The second object finds furrow_port_stats pinned by the first
         // and uses that same map.
         let mut l2_bpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
+            .override_global(GENERATION_GLOBAL, &generation, true)
             .load(L2_OBJECT)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
-        for name in PROGRAMS {
-            let obj = if bpf.program(name).is_some() {
-                &mut bpf
-            } else {
-                &mut l2_bpf
-            };
-            let prog: &mut SchedClassifier = obj
-                .program_mut(name)
-                .ok_or_else(|| DatapathError::UnknownProgram(name.into()))?
-                .try_into()
-                .map_err(|e| DatapathError::program(name, e))?;
-            prog.load().map_err(|e| DatapathError::program(name, e))?;
-        }
 
         let eps: HashMap<MapData, u32, RawMgmtEndpoint> = take_map(&mut bpf, MAP_MGMT_ENDPOINTS)?
             .try_into()
@@ -189,28 +256,109 @@ impl Datapath {
             map_ids.push(id);
         }
 
+        let mut opened = OpenReport::default();
+        let mut progs = Vec::with_capacity(PROGRAMS.len());
+        for name in PROGRAMS {
+            let (obj, image) = if bpf.program(name).is_some() {
+                (&mut bpf, MGMT_OBJECT)
+            } else {
+                (&mut l2_bpf, L2_OBJECT)
+            };
+            let identity = program_identity(name, image, generation, &map_ids);
+            let (prog, reused) = load_or_reuse(obj, name, &progs_dir, identity)?;
+            if reused {
+                opened.programs_reused.push(name.to_owned());
+            } else {
+                opened.programs_loaded.push(name.to_owned());
+            }
+            progs.push(prog);
+        }
+
         let mut dp = Datapath {
             pin_dir,
-            bpf,
-            l2_bpf,
+            _bpf: bpf,
+            _l2_bpf: l2_bpf,
             l2,
             eps,
             stats,
             eps_max,
             stats_max,
-            prog_ids: [0; 2],
-            l2_prog_ids: [0; 2],
+            progs,
             map_ids,
+            opened,
         };
-        for dir in Direction::ALL {
-            dp.prog_ids[dir.index()] = dp.program_id(dir.program())?;
+        dp.adopt_links()?;
+        // The links run this value's programs now: older copies can go.
+        for p in &dp.progs {
+            remove_stale_program_pins(&progs_dir, p.name, &p.pin)?;
         }
-        dp.l2_prog_ids = [
-            dp.program_id(PROG_L2_INGRESS)?,
-            dp.program_id(PROG_L2_UPLINK_EGRESS)?,
-        ];
-        tracing::debug!(pin_dir = %dp.pin_dir.display(), "datapath loaded");
+        tracing::info!(
+            pin_dir = %dp.pin_dir.display(),
+            generation,
+            report = ?dp.opened,
+            "datapath loaded"
+        );
         Ok(dp)
+    }
+
+    /// What [`Datapath::open`] found and did.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.opened
+    }
+
+    pub(crate) fn links_dir(&self) -> PathBuf {
+        self.pin_dir.join("links")
+    }
+
+    /// Every datapath link pinned by this instance (any netns): defunct
+    /// ones lose their pin, live ones running another program than this
+    /// value's of the same name get it in place.
+    fn adopt_links(&mut self) -> Result<(), DatapathError> {
+        let dir = self.links_dir();
+        let err = |cause| DatapathError::Syscall {
+            call: "adopting the pinned tcx links",
+            cause,
+        };
+        for p in tcx::list(&dir, is_datapath_link_kind).map_err(err)? {
+            if p.is_defunct() {
+                p.unpin().map_err(err)?;
+                self.opened.links_removed += 1;
+                tracing::info!(pin = %p.path.display(), "removed the pin of a defunct tcx link (device gone)");
+                continue;
+            }
+            self.opened.links_adopted += 1;
+            let Some(running) = tcx::prog_name(p.info.prog_id).map_err(err)? else {
+                continue;
+            };
+            let Some(ours) = self
+                .progs
+                .iter()
+                .find(|q| tcx::same_prog_name(&running, q.name))
+            else {
+                tracing::warn!(pin = %p.path.display(), program = %running, "pinned link runs a program this build does not know; left as it is");
+                continue;
+            };
+            if ours.id != p.info.prog_id {
+                sys::link_update(p.fd.as_fd(), ours.fd.as_fd(), None).map_err(err)?;
+                self.opened.links_updated += 1;
+                tracing::info!(
+                    link = p.info.id,
+                    ifindex = p.info.ifindex,
+                    program = ours.name,
+                    from = p.info.prog_id,
+                    to = ours.id,
+                    "tcx link now runs the new program (updated in place)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn prog(&self, name: &str) -> Result<&LoadedProg, DatapathError> {
+        self.progs
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| DatapathError::UnknownProgram(name.into()))
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -331,30 +479,13 @@ impl Datapath {
 
     /// The fd of a loaded program, for [`crate::test_run`].
     pub fn program_fd(&self, name: &str) -> Result<BorrowedFd<'_>, DatapathError> {
-        Ok(self
-            .classifier(name)?
-            .fd()
-            .map_err(|e| DatapathError::program(name, e))?
-            .as_fd())
+        Ok(self.prog(name)?.fd.as_fd())
     }
 
-    /// The kernel's id of a loaded program (what `tc filter show` and
-    /// bpftool show).
+    /// The kernel's id of a program of this datapath (what its links
+    /// run, and what bpftool shows).
     pub fn program_id(&self, name: &str) -> Result<u32, DatapathError> {
-        let info = self
-            .classifier(name)?
-            .info()
-            .map_err(|e| DatapathError::program(name, e))?;
-        Ok(info.id())
-    }
-
-    pub(crate) fn classifier(&self, name: &str) -> Result<&SchedClassifier, DatapathError> {
-        self.bpf
-            .program(name)
-            .or_else(|| self.l2_bpf.program(name))
-            .ok_or_else(|| DatapathError::UnknownProgram(name.into()))?
-            .try_into()
-            .map_err(|e| DatapathError::program(name, e))
+        Ok(self.prog(name)?.id)
     }
 
     /// Mode, pin directory, programs and map usage.
@@ -416,17 +547,36 @@ impl Datapath {
         }
     }
 
-    /// Removes our filters from every interface of the calling thread's
-    /// netns that [`Datapath::pinned_ports`] reports, then every pin of
-    /// this instance (maps and the directories). For tests and uninstall.
+    /// Removes our links and filters from every interface of the calling
+    /// thread's netns that [`Datapath::pinned_ports`] reports, detaches
+    /// the datapath links pinned for other namespaces, then removes every
+    /// pin of this instance (maps, programs, links and the directories;
+    /// a directory something else still pins in, the VIP fence's links,
+    /// stays). For tests and uninstall.
     pub fn destroy(mut self) -> Result<(), DatapathError> {
         for ifname in self.pinned_ports()? {
             self.detach_port(&ifname, 0)?;
         }
+        let links_dir = self.links_dir();
+        let err = |cause| DatapathError::Syscall {
+            call: "detaching the pinned tcx links",
+            cause,
+        };
+        for p in tcx::list(&links_dir, is_datapath_link_kind).map_err(err)? {
+            if !p.is_defunct() {
+                sys::link_detach(p.fd.as_fd()).map_err(err)?;
+            }
+            p.unpin().map_err(err)?;
+        }
         let maps_dir = self.maps_dir();
+        let progs_dir = self.pin_dir.join("progs");
         remove_dir_contents(&maps_dir)?;
-        for dir in [maps_dir, self.pin_dir.clone()] {
+        remove_dir_contents(&progs_dir)?;
+        for dir in [maps_dir, progs_dir, links_dir, self.pin_dir.clone()] {
             match fs::remove_dir(&dir) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                    tracing::debug!(dir = %dir.display(), "pin directory still in use; left");
+                }
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     return Err(DatapathError::Bpffs {
                         what: "removing",
@@ -439,6 +589,127 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// The read-only global of bpf/lib/generation.h.
+const GENERATION_GLOBAL: &str = "furrow_datapath_generation";
+
+/// Kinds of the datapath's link pins (`crate::tcx`): one per hook.
+pub(crate) const LINK_INGRESS: &str = "ingress";
+pub(crate) const LINK_EGRESS: &str = "egress";
+
+pub(crate) fn is_datapath_link_kind(kind: &str) -> bool {
+    kind == LINK_INGRESS || kind == LINK_EGRESS
+}
+
+/// What makes a loaded program what it is, hashed (FNV-1a, 64 bits): its
+/// name, the whole object it comes from, the generation global, and the
+/// ids of the pinned maps (a map re-created since makes the pinned
+/// program stale: it would still use the old one). Equal identities mean
+/// the pinned program can be reused as it is.
+fn program_identity(name: &str, image: &[u8], generation: u32, map_ids: &[u32]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(b"furrow-prog-1\0");
+    eat(name.as_bytes());
+    eat(&[0]);
+    eat(&(image.len() as u64).to_le_bytes());
+    eat(image);
+    eat(&generation.to_le_bytes());
+    for id in map_ids {
+        eat(&id.to_le_bytes());
+    }
+    h
+}
+
+/// The program `name` of `obj`: the copy pinned at
+/// `progs_dir/<name>-<identity>` if there is one, else loaded now and
+/// pinned there. `true` if reused.
+fn load_or_reuse(
+    obj: &mut Ebpf,
+    name: &'static str,
+    progs_dir: &Path,
+    identity: u64,
+) -> Result<(LoadedProg, bool), DatapathError> {
+    let pin = format!("{name}-{identity:016x}");
+    let path = progs_dir.join(&pin);
+    let pin_err = |what, cause| DatapathError::Bpffs {
+        what,
+        path: path.clone(),
+        cause,
+    };
+    match sys::obj_get(&path) {
+        Ok(fd) => match sys::prog_basics(fd.as_fd()) {
+            Ok(b) if tcx::same_prog_name(&b.name, name) => {
+                let id = b.id;
+                return Ok((LoadedProg { name, fd, id, pin }, true));
+            }
+            r => {
+                tracing::warn!(path = %path.display(), found = ?r, "pinned program is not what its name says; loading it again");
+                fs::remove_file(&path).map_err(|e| pin_err("removing", e))?;
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(pin_err("opening", e)),
+    }
+    let prog: &mut SchedClassifier = obj
+        .program_mut(name)
+        .ok_or_else(|| DatapathError::UnknownProgram(name.into()))?
+        .try_into()
+        .map_err(|e| DatapathError::program(name, e))?;
+    prog.load().map_err(|e| DatapathError::program(name, e))?;
+    let fd = prog
+        .fd()
+        .map_err(|e| DatapathError::program(name, e))?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|cause| DatapathError::Syscall { call: "dup", cause })?;
+    let id = sys::prog_basics(fd.as_fd())
+        .map_err(|cause| DatapathError::Syscall {
+            call: "reading a program's info",
+            cause,
+        })?
+        .id;
+    sys::obj_pin(fd.as_fd(), &path).map_err(|e| pin_err("pinning a program at", e))?;
+    Ok((LoadedProg { name, fd, id, pin }, false))
+}
+
+/// Removes the pins of `name` in `progs_dir` other than `keep` (older
+/// builds' or generations'; links that still run them keep them alive).
+fn remove_stale_program_pins(
+    progs_dir: &Path,
+    name: &str,
+    keep: &str,
+) -> Result<(), DatapathError> {
+    let Ok(entries) = fs::read_dir(progs_dir) else {
+        return Ok(());
+    };
+    for e in entries.filter_map(Result::ok) {
+        let f = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = f.strip_prefix(name).and_then(|r| r.strip_prefix('-')) else {
+            continue;
+        };
+        let is_hash = rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit());
+        if f == keep || !is_hash {
+            continue;
+        }
+        match fs::remove_file(e.path()) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                return Err(DatapathError::Bpffs {
+                    what: "removing",
+                    path: e.path(),
+                    cause: err,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The L2 maps in the order of `L2Maps::max`.

@@ -94,6 +94,14 @@ pub enum DatapathError {
         cause: io::Error,
     },
 
+    /// A tcx link operation (bpf(2)) on an interface failed.
+    #[error("tcx: {what} on {ifname}: {cause}")]
+    Tcx {
+        what: &'static str,
+        ifname: String,
+        cause: io::Error,
+    },
+
     #[error("{call}: {cause}")]
     Syscall {
         call: &'static str,

@@ -12,18 +12,31 @@
 //! the VIP and neighbour advertisements for it. Anything else passes with
 //! no verdict (`TC_ACT_UNSPEC`), so filters after it on the hook still run.
 //!
-//! Attachment: a cls_bpf filter (direct-action) on the clsact egress hook
-//! at [`FENCE_PRIORITY`] (224), i.e. before the datapath's filters at 240
-//! (on an L2 uplink, `furrow_l2_uplink_egress` could otherwise hand the
-//! node's ARP replies to local VMs before the fence saw them), with a
-//! handle of the instance's own ([`fence_handle`]): several netd instances
-//! can fence VIPs on one device, each replacing or deleting only its own
-//! filter. A filter rather than a tcx link for the reasons `ports.rs`
-//! gives, and one more: it lives with the device, not with netd's file
-//! descriptors, so it keeps fencing after netd is killed (a tcx link would
-//! need a pin for that). The flip side is cleanup: a restarted netd finds
-//! its predecessor's filters with [`VipFence::attached`] and removes them
-//! with [`VipFence::detach_all`] (or replaces them by attaching).
+//! Attachment, two modes:
+//!
+//! - With links ([`VipFence::with_tcx_links`], what netd uses next to the
+//!   datapath): a tcx link on the egress hook, put first in the hook's
+//!   list (`BPF_F_BEFORE`, no anchor), pinned as
+//!   `<pin_dir>/links/fence-<netns>-<ifindex>`. The datapath attaches
+//!   with tcx links too, and tcx runs before classic tc: a fence filter
+//!   would come after `furrow_l2_uplink_egress`, which returns a verdict
+//!   (so the filter would not even run) after handing the node's ARP
+//!   replies to local VMs. First in the list, the fence sees every frame
+//!   before the datapath, whichever was attached first; it returns
+//!   `TC_ACT_UNSPEC` (`TCX_NEXT`) for what it lets pass. The pin keeps the
+//!   link, and so the fence, alive after netd is killed.
+//! - Without (`netd --vip-only`: no datapath, no pins): a cls_bpf filter
+//!   (direct-action) on the clsact egress hook at [`FENCE_PRIORITY`] (224,
+//!   before the slot older datapaths used, 240), with a handle of the
+//!   instance's own ([`fence_handle`]): several netd instances can fence
+//!   VIPs on one device, each replacing or deleting only its own filter.
+//!   It lives with the device, so it keeps fencing after netd is killed.
+//!
+//! Either way a restarted netd finds its predecessor's links or filters
+//! with [`VipFence::attached`] and removes them with
+//! [`VipFence::detach_all`] (or replaces them by attaching); attaching in
+//! links mode also deletes a filter of this instance left on the device
+//! (migration from the filter mode).
 //!
 //! Maps: `furrow_vip_deadlines` (hash, [`VIP_FENCE_MAX`] entries) and
 //! `furrow_vip_fence_drops` (per-CPU array of counters). With a pin
@@ -62,8 +75,12 @@ use crate::{
     maps::BPF_MAP_TYPE_HASH,
     object::VIP_FENCE_OBJECT,
     tc::{Hook, NlError, Slot, TcSocket},
+    tcx::{self, Position},
     DatapathError,
 };
+
+/// Pin kind of the fence's links (`crate::tcx`).
+const LINK_FENCE: &str = "fence";
 
 /// The program (tc egress).
 pub const PROG_VIP_FENCE: &str = "furrow_vip_fence";
@@ -267,6 +284,8 @@ pub struct VipFence {
     drops: PerCpuArray<MapData, u64>,
     pin_dir: Option<PathBuf>,
     handle: u32,
+    /// Links mode: where the links are pinned.
+    links_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for VipFence {
@@ -274,6 +293,7 @@ impl std::fmt::Debug for VipFence {
         f.debug_struct("VipFence")
             .field("pin_dir", &self.pin_dir)
             .field("handle", &format_args!("{:#x}", self.handle))
+            .field("links_dir", &self.links_dir)
             .field("prog_id", &self.prog_id)
             .finish_non_exhaustive()
     }
@@ -361,6 +381,7 @@ impl VipFence {
             drops,
             pin_dir: pin_dir.map(Path::to_path_buf),
             handle,
+            links_dir: None,
         };
         tracing::debug!(?fence, "VIP fence loaded");
         Ok(fence)
@@ -368,6 +389,38 @@ impl VipFence {
 
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin_dir.as_deref()
+    }
+
+    /// Switches to links mode (see the module doc): from now on the fence
+    /// attaches through tcx links pinned in `dir/links` (`dir` absolute,
+    /// on bpffs: the instance's directory, where the datapath pins its
+    /// own links), first on each egress hook. What netd uses whenever it
+    /// runs the datapath.
+    pub fn with_tcx_links(mut self, dir: &Path) -> Result<Self, DatapathError> {
+        if !dir.is_absolute() {
+            return Err(DatapathError::InvalidConfig(format!(
+                "link directory {} must be an absolute path",
+                dir.display()
+            )));
+        }
+        bpffs::ensure_on_bpffs(dir)?;
+        let links = dir.join("links");
+        fs::create_dir_all(&links).map_err(|cause| DatapathError::Bpffs {
+            what: "creating",
+            path: links.clone(),
+            cause,
+        })?;
+        self.links_dir = Some(links);
+        Ok(self)
+    }
+
+    /// `tcx` (links mode) or `tc` (filters).
+    pub fn mode(&self) -> &'static str {
+        if self.links_dir.is_some() {
+            "tcx"
+        } else {
+            "tc"
+        }
     }
 
     /// This instance's filter handle ([`fence_handle`]).
@@ -392,13 +445,32 @@ impl VipFence {
         }
     }
 
-    /// Puts the fence filter on `ifindex`'s egress hook (adding the clsact
-    /// qdisc if needed), or swaps the program of a filter already in this
-    /// instance's slot (a predecessor's, or this value's: idempotent). No
-    /// other filter is touched. ~70 µs; the filter stays when this value
-    /// is dropped.
+    /// Puts the fence on `ifindex`'s egress hook, or swaps the program of
+    /// this instance's fence already there (a predecessor's, or this
+    /// value's: idempotent). In links mode: a pinned tcx link, first on
+    /// the hook (~10 ms to create, then nothing to do), and this
+    /// instance's filter, if an older netd left one, is deleted. Else a
+    /// filter in this instance's slot (adding the clsact qdisc if needed,
+    /// ~70 µs). Nothing else on the hook is touched; the fence stays when
+    /// this value is dropped.
     pub fn attach(&self, ifindex: u32) -> Result<(), DatapathError> {
         let err = |what| move |e: NlError| tc_error(what, ifindex, e);
+        if let Some(dir) = &self.links_dir {
+            tcx::ensure(
+                dir,
+                LINK_FENCE,
+                ifindex,
+                Hook::Egress,
+                self.prog_fd.as_fd(),
+                self.prog_id,
+                Position::First,
+            )
+            .map_err(|cause| tcx_error("attaching the VIP fence link", ifindex, cause))?;
+            let mut tc = TcSocket::open().map_err(err("opening rtnetlink"))?;
+            tc.delete_filter_at(ifindex, Hook::Egress, self.slot())
+                .map_err(err("deleting an older VIP fence filter"))?;
+            return Ok(());
+        }
         let mut tc = TcSocket::open().map_err(err("opening rtnetlink"))?;
         tc.ensure_clsact(ifindex)
             .map_err(err("adding the clsact qdisc"))?;
@@ -412,19 +484,36 @@ impl VipFence {
         .map_err(err("attaching the VIP fence"))
     }
 
-    /// Removes this instance's fence filter from `ifindex`. `Ok(false)`
-    /// if there was none (or the device is gone).
+    /// Removes this instance's fence (link and unpin it, or filter) from
+    /// `ifindex`. `Ok(false)` if there was none (or the device is gone).
     pub fn detach(&self, ifindex: u32) -> Result<bool, DatapathError> {
+        let mut removed = false;
+        if let Some(dir) = &self.links_dir {
+            removed = tcx::remove(dir, LINK_FENCE, ifindex, Hook::Egress)
+                .map_err(|cause| tcx_error("detaching the VIP fence link", ifindex, cause))?;
+        }
         let err = |what| move |e: NlError| tc_error(what, ifindex, e);
         let mut tc = TcSocket::open().map_err(err("opening rtnetlink"))?;
-        tc.delete_filter_at(ifindex, Hook::Egress, self.slot())
-            .map_err(err("deleting the VIP fence"))
+        let filter = tc
+            .delete_filter_at(ifindex, Hook::Egress, self.slot())
+            .map_err(err("deleting the VIP fence"))?;
+        Ok(removed || filter)
     }
 
-    /// Whether `ifindex` has this instance's fence filter, direct-action,
-    /// running the program of this value (false after a restart until
-    /// [`VipFence::attach`]).
+    /// Whether `ifindex` has this instance's fence running the program of
+    /// this value (false after a restart until [`VipFence::attach`]): in
+    /// links mode its link, else its filter, direct-action.
     pub fn is_attached(&self, ifindex: u32) -> Result<bool, DatapathError> {
+        if let Some(dir) = &self.links_dir {
+            let err = |cause| tcx_error("reading the VIP fence link", ifindex, cause);
+            let path = tcx::pin_path(dir, LINK_FENCE, ifindex).map_err(err)?;
+            return Ok(match tcx::Pinned::open(&path).map_err(err)? {
+                Some(p) => {
+                    p.info.prog_id == self.prog_id && p.is_on(ifindex, Hook::Egress).map_err(err)?
+                }
+                None => false,
+            });
+        }
         let err = |what| move |e: NlError| tc_error(what, ifindex, e);
         let mut tc = TcSocket::open().map_err(err("opening rtnetlink"))?;
         let filters = tc
@@ -435,14 +524,21 @@ impl VipFence {
             .any(|f| f.in_slot(self.slot()) && f.direct_action && f.prog_id == Some(self.prog_id)))
     }
 
-    /// Indexes of the interfaces (calling thread's netns) with a filter in
-    /// this instance's slot, whatever program it runs: this value's or a
-    /// predecessor's. Sorted. One qdisc dump plus one filter dump per
-    /// device with a clsact qdisc.
+    /// Indexes of the interfaces (calling thread's netns) with a fence of
+    /// this instance, whatever program it runs (this value's or a
+    /// predecessor's): a live link pinned in the links directory (links
+    /// mode), or a filter in this instance's slot. Sorted. One qdisc dump
+    /// plus one filter dump per device with a clsact qdisc, and a few
+    /// bpf(2) calls per pinned link.
     pub fn attached(&self) -> Result<Vec<u32>, DatapathError> {
         let err = |what| move |e: NlError| tc_error(what, 0, e);
-        let mut tc = TcSocket::open().map_err(err("opening rtnetlink"))?;
         let mut out = BTreeSet::new();
+        if let Some(dir) = &self.links_dir {
+            let pins = tcx::list_here(dir, |k| k == LINK_FENCE, |_| Some(Hook::Egress))
+                .map_err(|cause| tcx_error("listing the VIP fence links", 0, cause))?;
+            out.extend(pins.iter().map(|p| p.info.ifindex));
+        }
+        let mut tc = TcSocket::open().map_err(err("opening rtnetlink"))?;
         for ifindex in tc.clsact_devices().map_err(err("listing qdiscs"))? {
             let filters = tc
                 .filters(ifindex, Hook::Egress)
@@ -454,14 +550,23 @@ impl VipFence {
         Ok(out.into_iter().collect())
     }
 
-    /// Removes this instance's fence filter from every interface that has
-    /// one ([`VipFence::attached`]); returns their indexes. What a
-    /// starting netd does about filters a crashed one left.
+    /// Removes this instance's fence from every interface that has one
+    /// ([`VipFence::attached`]); returns their indexes. In links mode the
+    /// pins of defunct fence links (their device gone) go too. What a
+    /// starting netd does about fences a crashed one left.
     pub fn detach_all(&self) -> Result<Vec<u32>, DatapathError> {
         let mut out = Vec::new();
         for ifindex in self.attached()? {
             if self.detach(ifindex)? {
                 out.push(ifindex);
+            }
+        }
+        if let Some(dir) = &self.links_dir {
+            let err = |cause| tcx_error("removing defunct VIP fence pins", 0, cause);
+            for p in tcx::list(dir, |k| k == LINK_FENCE).map_err(err)? {
+                if p.is_defunct() {
+                    p.unpin().map_err(err)?;
+                }
             }
         }
         Ok(out)
@@ -559,10 +664,21 @@ impl VipFence {
         })
     }
 
-    /// Removes this instance's filters everywhere and its pins (for tests
+    /// Removes this instance's fences everywhere and its pins (for tests
     /// and uninstall; the datapath's pins are left alone).
     pub fn destroy(self) -> Result<(), DatapathError> {
         self.detach_all()?;
+        if let Some(dir) = &self.links_dir {
+            // Other namespaces' links (and defunct ones) too.
+            let err = |cause| tcx_error("removing the VIP fence links", 0, cause);
+            for p in tcx::list(dir, |k| k == LINK_FENCE).map_err(err)? {
+                if !p.is_defunct() {
+                    crate::sys::link_detach(p.fd.as_fd()).map_err(err)?;
+                }
+                p.unpin().map_err(err)?;
+            }
+            let _ = fs::remove_dir(dir);
+        }
         if let Some(dir) = &self.pin_dir {
             let maps_dir = dir.join("maps");
             for (name, ..) in &MAP_SHAPES {
@@ -628,6 +744,22 @@ fn take_map(bpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Datapa
             name: name.to_owned(),
         }),
     })
+}
+
+fn tcx_error(what: &'static str, ifindex: u32, cause: std::io::Error) -> DatapathError {
+    DatapathError::Tcx {
+        what,
+        ifname: ifname_for_error(ifindex),
+        cause,
+    }
+}
+
+fn ifname_for_error(ifindex: u32) -> String {
+    match crate::ports::ifname_of(ifindex) {
+        Ok(Some(name)) => name,
+        _ if ifindex == 0 => "all interfaces".to_owned(),
+        _ => format!("ifindex {ifindex}"),
+    }
 }
 
 fn tc_error(what: &'static str, ifindex: u32, e: NlError) -> DatapathError {

@@ -1,11 +1,7 @@
 //! The L2 switch's operations on [`Datapath`]: ports, VLAN flood lists,
 //! aging, the FDB and counters.
 
-use std::{
-    collections::BTreeSet,
-    os::fd::{AsFd, AsRawFd},
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use aya::maps::MapError;
 
@@ -17,7 +13,7 @@ use crate::{
     },
     link::link_facts,
     ports::{ifindex_of, validate_ifname},
-    tc::{Hook, NlError, TcSocket},
+    tc::Hook,
     Datapath, DatapathError, FdbEntry, L2DhcpResponder, L2Mode, L2Port, L2PortFlags, L2Vlan,
     VlanStats, L2_DEFAULT_AGING, L2_MAX_MEMBERS, MAP_L2_CLUSTER_NETWORKS, MAP_L2_DHCP, MAP_L2_FDB,
     MAP_L2_PORTS, MAP_L2_VLANS, MAP_L2_VLAN_STATS, PROG_L2_INGRESS, PROG_L2_UPLINK_EGRESS,
@@ -58,14 +54,6 @@ fn insert_error(map: &'static str, max_entries: u32, e: MapError) -> DatapathErr
     }
 }
 
-fn tc_error(what: &'static str, ifname: &str, e: NlError) -> DatapathError {
-    DatapathError::Tc {
-        what,
-        ifname: ifname.to_owned(),
-        cause: e.into(),
-    }
-}
-
 /// The fields that decide where a port's frames belong: a change flushes
 /// the MACs learned on it.
 fn forwarding_identity(p: &RawL2Port) -> (u32, u8, u16, [u64; 64]) {
@@ -78,11 +66,13 @@ impl Datapath {
     /// Makes `ifname` (index `ifindex`, in the calling thread's netns) a
     /// port of the switch of `port.cluster_network`: writes its port entry,
     /// creates its zeroed counters entry (an existing one is kept), and
-    /// attaches `furrow_l2_ingress` at tc ingress (plus
-    /// `furrow_l2_uplink_egress` at egress for an uplink) in our filter
-    /// slot, replacing whatever program sat there atomically (a
-    /// management port becomes an L2 port without a gap; an egress filter
-    /// of ours on a VM port is removed).
+    /// attaches `furrow_l2_ingress` at ingress (plus
+    /// `furrow_l2_uplink_egress` at egress for an uplink) through this
+    /// instance's pinned tcx links, replacing whatever program a link
+    /// already ran in place (a management port becomes an L2 port
+    /// without a gap; an egress link of ours on a VM port is removed).
+    /// Links adopted after a restart are kept as they are; an older
+    /// netd's cls_bpf filter is migrated.
     ///
     /// Idempotent, and the way to change a port's configuration: if its
     /// cluster network, mode or VLANs change, the MACs learned on it are
@@ -197,27 +187,25 @@ impl Datapath {
                 .map_err(|e| insert_error(MAP_L2_CLUSTER_NETWORKS, self.l2.max[3], e))?;
         }
 
-        let err = |what| move |e: NlError| tc_error(what, ifname, e);
-        let mut tc = TcSocket::open().map_err(err("opening rtnetlink"))?;
-        tc.ensure_clsact(ifindex)
-            .map_err(err("adding the clsact qdisc"))?;
-        if is_uplink {
-            let fd = self.prog_raw_fd(PROG_L2_UPLINK_EGRESS)?;
-            tc.upsert_filter(ifindex, Hook::Egress, fd, PROG_L2_UPLINK_EGRESS)
-                .map_err(err("attaching the egress filter"))?;
-        } else {
-            tc.delete_filter(ifindex, Hook::Egress)
-                .map_err(err("deleting the egress filter"))?;
-        }
-        let fd = self.prog_raw_fd(PROG_L2_INGRESS)?;
-        tc.upsert_filter(ifindex, Hook::Ingress, fd, PROG_L2_INGRESS)
-            .map_err(err("attaching the ingress filter"))?;
-        Ok(())
+        // Both hooks at once (each link change waits for RCU: see
+        // attach_port).
+        let (egress, ingress) = crate::ports::in_parallel(
+            || {
+                if is_uplink {
+                    self.link_port(ifname, ifindex, Hook::Egress, PROG_L2_UPLINK_EGRESS)
+                } else {
+                    self.unlink_port(ifname, ifindex, Hook::Egress)
+                }
+            },
+            || self.link_port(ifname, ifindex, Hook::Ingress, PROG_L2_INGRESS),
+        );
+        egress.and(ingress)
     }
 
-    /// Takes a port out of the switch: removes our filters if `ifname`
-    /// still has index `ifindex` (a newer device reusing the name is left
-    /// alone), then its port entry, its counters, its place in every flood
+    /// Takes a port out of the switch: removes our links (and unpins
+    /// them) if `ifname` still has index `ifindex` (a newer device reusing
+    /// the name is left alone; a gone device's defunct pins are removed),
+    /// then its port entry, its counters, its place in every flood
     /// list and every FDB entry pointing at it (static ones included).
     /// Idempotent; works when the device is already gone. `ifindex` 0
     /// means whatever interface has the name now.
@@ -226,16 +214,18 @@ impl Datapath {
         let current = ifindex_of(ifname)?;
         let target = current.filter(|&i| ifindex == 0 || i == ifindex);
         if let Some(i) = target {
-            let err = |what| move |e: NlError| tc_error(what, ifname, e);
-            let mut tc = TcSocket::open().map_err(err("opening rtnetlink"))?;
-            for hook in [Hook::Ingress, Hook::Egress] {
-                tc.delete_filter(i, hook)
-                    .map_err(err("deleting a filter"))?;
-            }
+            let (ingress, egress) = crate::ports::in_parallel(
+                || self.unlink_port(ifname, i, Hook::Ingress),
+                || self.unlink_port(ifname, i, Hook::Egress),
+            );
+            ingress.and(egress)?;
         }
         let Some(idx) = (if ifindex == 0 { target } else { Some(ifindex) }) else {
             return Ok(());
         };
+        if target.is_none() {
+            self.unpin_defunct(idx)?;
+        }
         if let Some(prev) = self.raw_l2_port(idx)? {
             if prev.is_uplink() {
                 self.clear_cn_uplink(prev.cn, idx)?;
@@ -311,15 +301,6 @@ impl Datapath {
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(DatapathError::map(MAP_L2_PORTS, e)),
         }
-    }
-
-    fn prog_raw_fd(&self, name: &str) -> Result<i32, DatapathError> {
-        Ok(self
-            .classifier(name)?
-            .fd()
-            .map_err(|e| DatapathError::program(name, e))?
-            .as_fd()
-            .as_raw_fd())
     }
 
     // ---- VLANs -----------------------------------------------------------

@@ -3,10 +3,11 @@
 //! [`Datapath::l2_attach_port`]).
 //!
 //! The programs are written in C (`bpf/`), compiled by clang from `build.rs`
-//! and embedded in this crate. [`Datapath`] loads them, pins their maps
-//! under a per-instance bpffs directory so that a restarted netd finds its
-//! state again, attaches them to ports as tc filters (clsact, cls_bpf in
-//! direct-action mode, over rtnetlink), and offers the table operations
+//! and embedded in this crate. [`Datapath`] loads them, pins their maps,
+//! the programs themselves and the tcx links that attach them to ports
+//! under a per-instance bpffs directory, so that a restarted or upgraded
+//! netd adopts what runs in the kernel instead of tearing it down
+//! (hitless: see [`Datapath::open`]), and offers the table operations
 //! netd needs. [`test_run`] runs a loaded program on a crafted frame
 //! (BPF_PROG_TEST_RUN).
 //!
@@ -31,9 +32,10 @@ mod object;
 mod ports;
 mod sys;
 mod tc;
+mod tcx;
 mod testrun;
 
-pub use datapath::{Datapath, DatapathConfig, DatapathInfo, MapUsage};
+pub use datapath::{Attachment, Datapath, DatapathConfig, DatapathInfo, MapUsage, OpenReport};
 pub use error::DatapathError;
 pub use fence::{FenceDrops, MonotonicNs, VipFence};
 pub use l2::{
@@ -50,9 +52,50 @@ pub use testrun::{
     test_run, SkbContext, TestRunOutput, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
 };
 
-/// Datapath mode reported by [`Datapath::status`]: tc filters (clsact +
-/// cls_bpf direct-action), not tcx links.
-pub const MODE: &str = "ebpf-tc";
+/// One program on a tcx hook, as [`tcx_programs`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcxProgram {
+    pub prog_id: u32,
+    /// The link that attaches it (0: attached without a link).
+    pub link_id: u32,
+    /// The program's name as the kernel keeps it (15 bytes at most;
+    /// empty if it went meanwhile).
+    pub name: String,
+}
+
+/// What runs on the tcx ingress (`egress` false) or egress hook of
+/// `ifindex` in the calling thread's netns, in run order (BPF_PROG_QUERY;
+/// `tc filter show` and `ip link` do not show tcx). Empty if nothing, or
+/// no such device. For diagnostics and tests.
+pub fn tcx_programs(ifindex: u32, egress: bool) -> Result<Vec<TcxProgram>, DatapathError> {
+    let hook = if egress {
+        tc::Hook::Egress
+    } else {
+        tc::Hook::Ingress
+    };
+    let entries = tcx::query(ifindex, hook).map_err(|cause| DatapathError::Syscall {
+        call: "querying a tcx hook (BPF_PROG_QUERY)",
+        cause,
+    })?;
+    entries
+        .into_iter()
+        .map(|e| {
+            let name = tcx::prog_name(e.prog_id).map_err(|cause| DatapathError::Syscall {
+                call: "reading a program's name",
+                cause,
+            })?;
+            Ok(TcxProgram {
+                prog_id: e.prog_id,
+                link_id: e.link_id,
+                name: name.unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Datapath mode reported by [`Datapath::status`]: programs attached
+/// through tcx links pinned on bpffs (Linux 6.6+).
+pub const MODE: &str = "ebpf-tcx";
 
 /// Pods on this node: IPv4 address (network order) to [`MgmtEndpoint`].
 pub const MAP_MGMT_ENDPOINTS: &str = "furrow_mgmt_eps";

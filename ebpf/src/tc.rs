@@ -1,8 +1,11 @@
-//! Legacy tc over rtnetlink: the clsact qdisc and the cls_bpf filters that
-//! run our programs, addressed by ifindex (no name lookups, so no races
-//! with renames). One socket per operation, opened on the calling thread so
-//! it talks to that thread's network namespace; every request waits for its
-//! ack (or the end of its dump), so nothing is left unread.
+//! Classic tc over rtnetlink: the clsact qdisc and cls_bpf filters,
+//! addressed by ifindex. The datapath attaches through tcx links now
+//! (`crate::tcx`); this is what finds and deletes the filters older netd
+//! versions put in [`Slot::DATAPATH`] (migration), and what the VIP fence
+//! uses without a datapath (`netd --vip-only`). No name lookups, so no
+//! races with renames. One socket per operation, opened on the calling
+//! thread so it talks to that thread's network namespace; every request
+//! waits for its ack (or the end of its dump), so nothing is left unread.
 
 use std::{io, os::fd::RawFd};
 
@@ -17,7 +20,8 @@ use netlink_packet_route::{
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-/// tcm_info priority (the "pref" `tc` shows) of our filters. Filters run
+/// tcm_info priority (the "pref" `tc` shows) of the filters older netd
+/// versions attached (now migrated to tcx links). Filters run
 /// in ascending priority order and the first direct-action verdict wins:
 /// 1-239 stay free for anything that must run before us. `tc filter add`
 /// without a priority picks 49152 and below, i.e. after us.
@@ -198,21 +202,10 @@ impl TcSocket {
         }
     }
 
-    /// Creates our filter or, if our slot holds one already, swaps its
-    /// program in place (RTM_NEWTFILTER with NLM_F_CREATE but without
-    /// NLM_F_EXCL: cls_bpf replaces the filter under RCU, so traffic sees
-    /// either program and never none).
-    pub fn upsert_filter(
-        &mut self,
-        ifindex: u32,
-        hook: Hook,
-        prog_fd: RawFd,
-        prog_name: &str,
-    ) -> Result<(), NlError> {
-        self.upsert_filter_at(ifindex, hook, Slot::DATAPATH, prog_fd, prog_name)
-    }
-
-    /// [`TcSocket::upsert_filter`] at another slot.
+    /// Creates the filter at `slot` or, if the slot holds one already,
+    /// swaps its program in place (RTM_NEWTFILTER with NLM_F_CREATE but
+    /// without NLM_F_EXCL: cls_bpf replaces the filter under RCU, so
+    /// traffic sees either program and never none).
     pub fn upsert_filter_at(
         &mut self,
         ifindex: u32,

@@ -75,8 +75,8 @@ fn attach_and_detach_cost_per_port() {
         assert_eq!(dp.all_port_stats().unwrap(), vec![]);
 
         format!(
-            "per port over {PORTS} ports: attach_port {} (first, incl. clsact), {} (again, in-place \
-             replace); detach_port {} (live veth), {} (veth already deleted); \
+            "per port over {PORTS} ports: attach_port {} (first: creates two tcx links), {} (again: adopts \
+             them); detach_port {} (live veth), {} (veth already deleted); \
              is_port_attached {}; pinned_ports with {PORTS} ports {:.1} µs in all",
             per_port(attach),
             per_port(reattach),

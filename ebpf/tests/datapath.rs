@@ -31,10 +31,19 @@ fn open_pins_maps_and_reports_status() {
     ] {
         assert!(pins.0.join("maps").join(map).exists(), "{map} not pinned");
     }
-    assert!(!pins.0.join("links").exists(), "tc filters need no pins");
+    // The programs are pinned too (one each); no link before a port.
+    let progs: Vec<String> = std::fs::read_dir(pins.0.join("progs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(progs.len(), PROGRAMS.len(), "{progs:?}");
+    for p in PROGRAMS {
+        assert!(progs.iter().any(|f| f.starts_with(&format!("{p}-"))), "{p}");
+    }
+    assert_eq!(std::fs::read_dir(pins.0.join("links")).unwrap().count(), 0);
 
     let st = dp.status();
-    assert_eq!(st.mode, "ebpf-tc");
+    assert_eq!(st.mode, "ebpf-tcx");
     assert_eq!(st.mode, MODE);
     assert_eq!(st.pin_dir, pins.0);
     assert_eq!(

@@ -38,21 +38,9 @@ fn node_with(names: &[&str]) -> (NetNs, NetNs) {
     (node, peers)
 }
 
-/// Program ids of our filters on (ingress, egress).
+/// Program ids on (ingress, egress): tcx links, then any filter.
 fn filter_ids(ns: &NetNs, ifname: &str) -> (Vec<u64>, Vec<u64>) {
-    let ours = |hook| {
-        ns.tc_filters(ifname, hook)
-            .into_iter()
-            .filter(|f| {
-                f.kind == "bpf"
-                    && f.pref == u64::from(FILTER_PRIORITY)
-                    && f.handle == format!("{FILTER_HANDLE:#x}")
-                    && f.direct_action
-            })
-            .map(|f| f.prog_id)
-            .collect()
-    };
-    (ours("ingress"), ours("egress"))
+    ns.hook_prog_ids(ifname)
 }
 
 fn pid(dp: &Datapath, name: &str) -> u64 {
@@ -104,14 +92,18 @@ fn attach_detach_idempotent_with_one_filter_per_hook() {
     assert_eq!(usage(&dp, MAP_L2_PORTS), Some(2));
     assert_eq!(usage(&dp, MAP_L2_CLUSTER_NETWORKS), Some(1));
 
-    // Someone removes the uplink's egress filter: no longer attached.
-    let out = node.cmd(
-        "tc",
-        &[
-            "filter", "del", "dev", "upl", "egress", "pref", "240", "handle", "0xf0", "bpf",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
+    // Someone removes the uplink's egress link (its pin): no longer
+    // attached.
+    let pin = std::fs::read_dir(pins.0.join("links"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("egress-") && n.ends_with(&format!("-{upl}"))
+        })
+        .unwrap();
+    std::fs::remove_file(pin).unwrap();
+    assert!(node.tcx("upl").1.is_empty());
     assert!(!node.run(|| dp.is_port_attached("upl")).unwrap());
 
     node.run(|| {
@@ -385,14 +377,16 @@ fn restart_keeps_l2_state_and_takes_the_ports_over() {
     assert_eq!(dp.l2_vlans().unwrap().len(), 1);
     assert_eq!(dp.fdb_entries().unwrap().len(), 1);
     assert_eq!(dp.l2_aging(CN).unwrap().as_secs(), 42);
-    // The old programs still run (netd down, traffic flows) and are ours.
+    // The programs ran on through the restart, through our pinned links:
+    // reused as they are (same build), the ports are attached already.
     assert_eq!(node.run(|| dp.pinned_ports()).unwrap(), vec!["upl", "vm1"]);
     assert_eq!(
         node.run(|| dp.pinned_l2_ports()).unwrap(),
         vec!["upl", "vm1"]
     );
     assert!(node.run(|| dp.pinned_mgmt_ports()).unwrap().is_empty());
-    assert!(!node.run(|| dp.is_port_attached("vm1")).unwrap());
+    assert!(node.run(|| dp.is_port_attached("vm1")).unwrap());
+    assert!(node.run(|| dp.is_port_attached("upl")).unwrap());
     node.run(|| {
         dp.l2_attach_port("vm1", vm1, &trunk).unwrap();
         dp.l2_attach_port("upl", upl, &uplink_port(CN, mac))

@@ -94,20 +94,16 @@ fn pods_talk_through_the_datapath_then_the_kernel() {
     assert!(sb.rx_packets >= 3 && sb.tx_packets >= 3, "{sb:?}");
 
     // netd restarts: the filters keep forwarding without it...
-    let old_ids = node.tc_prog_ids(a.host_if);
+    let old_ids = node.hook_prog_ids(a.host_if);
     drop(dp);
     assert!(
         ping(&a, POD_B, 1),
         "forwarding continues while netd is down"
     );
-    // ...and the new instance takes over the same filters and counters,
-    // replacing the programs while traffic flows.
-    let mut dp = Datapath::open(DatapathConfig::new(&pins.0)).unwrap();
-    assert_eq!(
-        node.run(|| dp.pinned_ports()).unwrap(),
-        vec!["fwpoda", "fwpodb"]
-    );
-    let flood = {
+    // ...and the new instance, an upgrade (other programs), takes over
+    // the same links and counters, swapping the programs in while
+    // traffic flows.
+    let (flood, mut dp) = {
         let ns = &a.ns;
         std::thread::scope(|s| {
             let pinger = s.spawn(|| {
@@ -117,11 +113,17 @@ fn pods_talk_through_the_datapath_then_the_kernel() {
                 )
             });
             std::thread::sleep(std::time::Duration::from_millis(100));
+            let mut dp = Datapath::open(DatapathConfig::new(&pins.0).with_generation(1)).unwrap();
+            assert_eq!(dp.open_report().links_updated, 4);
+            assert_eq!(
+                node.run(|| dp.pinned_ports()).unwrap(),
+                vec!["fwpoda", "fwpodb"]
+            );
             node.run(|| {
                 dp.attach_port(a.host_if, a.host_idx).unwrap();
                 dp.attach_port(b.host_if, b.host_idx).unwrap();
             });
-            pinger.join().unwrap()
+            (pinger.join().unwrap(), dp)
         })
     };
     let text = String::from_utf8_lossy(&flood.stdout);
@@ -129,7 +131,7 @@ fn pods_talk_through_the_datapath_then_the_kernel() {
         flood.status.success() && text.contains(" 0% packet loss"),
         "no loss while the programs are replaced: {text}"
     );
-    let new_ids = node.tc_prog_ids(a.host_if);
+    let new_ids = node.hook_prog_ids(a.host_if);
     assert_ne!(new_ids, old_ids);
     assert_eq!(
         new_ids,
@@ -137,7 +139,7 @@ fn pods_talk_through_the_datapath_then_the_kernel() {
             vec![dp.program_id(PROG_MGMT_FROM_POD).unwrap().into()],
             vec![dp.program_id(PROG_MGMT_TO_POD).unwrap().into()]
         ),
-        "one filter per hook, running the new programs"
+        "one link per hook, running the new programs"
     );
     let before = redirected(&dp, &a);
     assert!(before > ra, "counters survived the restart");
@@ -156,7 +158,7 @@ fn pods_talk_through_the_datapath_then_the_kernel() {
     assert!(node.run(|| dp.pinned_ports()).unwrap().is_empty());
     assert_eq!(dp.all_port_stats().unwrap(), vec![]);
     for p in [&a, &b] {
-        assert_eq!(node.tc_prog_ids(p.host_if), (vec![], vec![]));
+        assert_eq!(node.hook_prog_ids(p.host_if), (vec![], vec![]));
     }
     assert!(
         !ping(&a, POD_B, 1),

@@ -417,20 +417,28 @@ fn node_with(names: &[&str]) -> (NetNs, NetNs) {
     (node, peers)
 }
 
+/// Program ids on `ifname`'s tcx egress hook, in run order.
+fn tcx_egress(ns: &NetNs, ifname: &str) -> Vec<u32> {
+    ns.tcx(ifname).1.iter().map(|p| p.prog_id).collect()
+}
+
 #[test]
-fn attach_is_idempotent_and_uses_its_own_slot_before_the_datapath() {
+fn in_links_mode_the_fence_runs_first_whoever_attached_first() {
     let (node, _peers) = node_with(&["vip0", "vip1"]);
     let (i0, i1) = (node.ifindex("vip0"), node.ifindex("vip1"));
     let pins = PinDir::new();
-    let fence = VipFence::open(Some(&pins.0)).unwrap();
+    let fence = VipFence::open(Some(&pins.0))
+        .unwrap()
+        .with_tcx_links(&pins.0)
+        .unwrap();
+    assert_eq!(fence.mode(), "tcx");
     assert_eq!(fence.handle(), fence_handle(Some(&pins.0)));
     assert!(pins.0.join("maps/furrow_vip_deadlines").exists());
-    assert!(pins.0.join("maps/furrow_vip_fence_drops").exists());
 
-    // The datapath on vip0 first (a management port: a filter per hook).
+    // The datapath on vip0 first (a management port: a link per hook).
     let mut dp = Datapath::open(DatapathConfig::new(&pins.0)).unwrap();
     node.run(|| dp.attach_port("vip0", i0)).unwrap();
-    let dp_egress = egress(&node, "vip0");
+    let dp_egress = tcx_egress(&node, "vip0");
     assert_eq!(dp_egress.len(), 1);
 
     node.run(|| {
@@ -439,13 +447,12 @@ fn attach_is_idempotent_and_uses_its_own_slot_before_the_datapath() {
             fence.attach(i1).unwrap();
         }
     });
-    // One fence filter each, before the datapath's; ingress untouched.
-    assert_eq!(
-        egress(&node, "vip0"),
-        vec![fence_filter(&fence), dp_egress[0].clone()]
-    );
-    assert_eq!(egress(&node, "vip1"), vec![fence_filter(&fence)]);
-    assert!(node.tc_prog_ids("vip1").0.is_empty());
+    // One fence link each, before the datapath's; ingress untouched.
+    let fid = fence.program_id();
+    assert_eq!(tcx_egress(&node, "vip0"), vec![fid, dp_egress[0]]);
+    assert_eq!(tcx_egress(&node, "vip1"), vec![fid]);
+    assert!(node.tcx("vip1").0.is_empty());
+    assert!(egress(&node, "vip0").is_empty(), "no filter");
     node.run(|| {
         assert!(fence.is_attached(i0).unwrap() && fence.is_attached(i1).unwrap());
         assert_eq!(fence.attached().unwrap(), vec![i0, i1]);
@@ -455,33 +462,97 @@ fn attach_is_idempotent_and_uses_its_own_slot_before_the_datapath() {
     });
     // Not visible from another netns.
     assert!(NetNs::new().run(|| fence.attached()).unwrap().is_empty());
+    // The datapath attached after the fence still runs after it.
+    node.run(|| dp.attach_port("vip1", i1)).unwrap();
+    assert_eq!(
+        tcx_egress(&node, "vip1"),
+        vec![fid, dp.program_id(PROG_MGMT_TO_POD).unwrap()]
+    );
 
     // Detaching either leaves the other alone.
     node.run(|| {
         assert!(fence.detach(i0).unwrap());
         assert!(!fence.detach(i0).unwrap());
     });
-    assert_eq!(egress(&node, "vip0"), dp_egress);
+    assert_eq!(tcx_egress(&node, "vip0"), dp_egress);
     node.run(|| fence.attach(i0)).unwrap();
+    assert_eq!(tcx_egress(&node, "vip0"), vec![fid, dp_egress[0]]);
     node.run(|| dp.detach_port("vip0", i0)).unwrap();
-    assert_eq!(egress(&node, "vip0"), vec![fence_filter(&fence)]);
+    assert_eq!(tcx_egress(&node, "vip0"), vec![fid]);
+
+    // The link outlives the process (netd killed): a new instance finds
+    // it, swaps its program in place, and can remove it.
+    let link = node.tcx("vip0").1[0].link_id;
+    drop(fence);
+    assert_eq!(tcx_egress(&node, "vip0"), vec![fid]);
+    let fence = VipFence::open(Some(&pins.0))
+        .unwrap()
+        .with_tcx_links(&pins.0)
+        .unwrap();
+    node.run(|| {
+        assert_eq!(fence.attached().unwrap(), vec![i0, i1]);
+        assert!(!fence.is_attached(i0).unwrap(), "the old program");
+        fence.attach(i0).unwrap();
+        assert!(fence.is_attached(i0).unwrap());
+    });
+    assert_eq!(node.tcx("vip0").1[0].link_id, link, "same link");
     node.run(|| {
         assert_eq!(fence.detach_all().unwrap(), vec![i0, i1]);
         assert!(fence.attached().unwrap().is_empty());
-        assert!(!fence.is_attached(i0).unwrap());
     });
-    assert!(egress(&node, "vip0").is_empty() && egress(&node, "vip1").is_empty());
+    assert!(tcx_egress(&node, "vip0").is_empty());
+    assert_eq!(
+        tcx_egress(&node, "vip1"),
+        vec![dp.program_id(PROG_MGMT_TO_POD).unwrap()]
+    );
 
-    // A device that goes away takes its filter with it.
-    node.run(|| fence.attach(i1)).unwrap();
-    node.ip("link del vip1");
+    // A device that goes away takes its link with it.
+    node.run(|| fence.attach(i0)).unwrap();
+    node.ip("link del vip0");
+    let fence_pins = || {
+        std::fs::read_dir(pins.0.join("links"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("fence-")
+            })
+            .count()
+    };
+    assert_eq!(fence_pins(), 1, "the defunct link's pin");
     node.run(|| {
         assert!(fence.attached().unwrap().is_empty());
-        assert!(!fence.detach(i1).unwrap());
-        assert!(fence.attach(i1).is_err(), "no such device");
+        assert!(fence.detach_all().unwrap().is_empty());
+        assert!(!fence.detach(i0).unwrap());
+        assert!(fence.attach(i0).is_err(), "no such device");
     });
+    assert_eq!(fence_pins(), 0, "defunct pins removed");
     fence.destroy().unwrap();
     dp.destroy().unwrap();
+    assert!(!pins.0.exists());
+}
+
+#[test]
+fn links_mode_migrates_the_filter_of_the_same_instance() {
+    let (node, _peers) = node_with(&["vipm"]);
+    let idx = node.ifindex("vipm");
+    let pins = PinDir::new();
+    let old = VipFence::open(Some(&pins.0)).unwrap();
+    assert_eq!(old.mode(), "tc");
+    node.run(|| old.attach(idx)).unwrap();
+    assert_eq!(egress(&node, "vipm"), vec![fence_filter(&old)]);
+    let new = VipFence::open(Some(&pins.0))
+        .unwrap()
+        .with_tcx_links(&pins.0)
+        .unwrap();
+    node.run(|| assert_eq!(new.attached().unwrap(), vec![idx]));
+    node.run(|| new.attach(idx)).unwrap();
+    assert!(egress(&node, "vipm").is_empty(), "the filter is gone");
+    assert_eq!(tcx_egress(&node, "vipm"), vec![new.program_id()]);
+    node.run(|| assert_eq!(new.detach_all().unwrap(), vec![idx]));
+    new.destroy().unwrap();
 }
 
 #[test]
@@ -662,9 +733,13 @@ impl Live {
 fn live_a_vip_goes_silent_at_its_deadline_and_the_rest_keeps_flowing() {
     let l = live();
     let pins = PinDir::new();
-    let mut fence = VipFence::open(Some(&pins.0)).unwrap();
+    let mut fence = VipFence::open(Some(&pins.0))
+        .unwrap()
+        .with_tcx_links(&pins.0)
+        .unwrap();
     // The datapath's management programs on the same device, after the
-    // fence: its egress program counts what it sees.
+    // fence (both tcx links; the fence first, though attached second):
+    // its egress program counts what it sees.
     let mut dp = Datapath::open(DatapathConfig::new(&pins.0)).unwrap();
     l.node.run(|| dp.attach_port("vipn0", l.idx)).unwrap();
     l.node.run(|| fence.attach(l.idx)).unwrap();

@@ -200,11 +200,11 @@ pub fn run(client: &Client, peers: &[std::net::Ipv4Addr]) -> Report {
             ),
             ("ebpf", false, _) if report.kernel.available("bridgeVlanFiltering") => (
                 Severity::Warn,
-                "VLAN networks can use backend: bridge (the kernel bridge has VLAN filtering); the management network needs BPF: use a kernel with CONFIG_BPF_SYSCALL and cls_bpf".into(),
+                "VLAN networks can use backend: bridge (the kernel bridge has VLAN filtering); the management network needs BPF: use a kernel with CONFIG_BPF_SYSCALL and tcx (Linux 6.6+)".into(),
             ),
             ("ebpf", false, _) => (
                 Severity::Error,
-                "Furrow needs BPF here (no kernel bridge VLAN filtering either): use a kernel with CONFIG_BPF_SYSCALL, CONFIG_NET_CLS_BPF and CONFIG_NET_SCH_INGRESS, and run netd as root".into(),
+                "Furrow needs BPF here (no kernel bridge VLAN filtering either): use a kernel with CONFIG_BPF_SYSCALL and CONFIG_NET_XGRESS (Linux 6.6+, for tcx links), and run netd as root".into(),
             ),
             _ => (
                 Severity::Warn,
@@ -272,8 +272,8 @@ fn kernel_findings(k: &KernelReport, f: &mut Findings) {
                     "no bonding; the eBPF backend does active-backup over several NICs itself. The kernel-bridge backend needs CONFIG_BONDING",
                 ),
                 "tcx" => (
-                    Severity::Ok,
-                    "nothing to do: Furrow attaches its programs as clsact + cls_bpf filters",
+                    Severity::Error,
+                    "the eBPF datapath attaches its programs through tcx links (pinned, so restarts and upgrades are hitless): use Linux 6.6 or later with CONFIG_NET_XGRESS; VLAN networks can use backend: bridge meanwhile",
                 ),
                 "bpffs" => (
                     Severity::Warn,
@@ -285,7 +285,7 @@ fn kernel_findings(k: &KernelReport, f: &mut Findings) {
                 ),
                 "bpf" | "bpfDatapath" => (
                     Severity::Error,
-                    "the eBPF datapath cannot run: use a kernel with CONFIG_BPF_SYSCALL, CONFIG_NET_CLS_BPF and CONFIG_NET_SCH_INGRESS (and run as root)",
+                    "the eBPF datapath cannot run: use a kernel with CONFIG_BPF_SYSCALL and CONFIG_NET_XGRESS (Linux 6.6+, for tcx links) (and run as root)",
                 ),
                 _ => (Severity::Warn, ""),
             };
@@ -317,6 +317,14 @@ fn backends(k: &KernelReport, in_use: Option<(bool, bool)>) -> Vec<BackendReport
             ),
         ),
         _ => (false, "BPF could not be probed (run as root)".to_string()),
+    };
+    // The datapath attaches through tcx links: BPF alone is not enough.
+    let (ebpf_usable, ebpf_detail) = match k.get("tcx") {
+        Some(t) if ebpf_usable && t.probed && !t.available => (
+            false,
+            format!("{ebpf_detail}; but tcx links are missing: {}", t.detail),
+        ),
+        _ => (ebpf_usable, ebpf_detail),
     };
     let bridge = k.get("bridgeVlanFiltering");
     let bridge_usable = bridge.is_some_and(|b| b.available);

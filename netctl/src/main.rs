@@ -408,6 +408,23 @@ fn status_table(s: &NodeStatus) -> String {
         }
     ));
     out.push_str(&format!("  programs: {}\n", s.datapath.programs.join(", ")));
+    if !s.datapath.attachments.is_empty() {
+        let tcx = s
+            .datapath
+            .attachments
+            .iter()
+            .filter(|a| a.mode == "tcx")
+            .count();
+        let tc = s.datapath.attachments.len() - tcx;
+        out.push_str(&format!(
+            "  attached: {tcx} tcx links{}\n",
+            if tc > 0 {
+                format!(", {tc} tc filters of an older netd (migrated on the next attach)")
+            } else {
+                String::new()
+            }
+        ));
+    }
     for m in &s.datapath.maps {
         out.push_str(&format!(
             "  map {}: {}/{} entries\n",

@@ -108,18 +108,24 @@ impl Daemon {
             .context("opening the store")?;
         let host = Netlink::current().context("opening rtnetlink")?;
         let pin_dir = cfg.bpf_dir.clone();
+        let generation = cfg.datapath_generation;
         let datapath = if vip_only {
             None
         } else {
+            // Adopts the programs and links an earlier netd pinned (a
+            // restart or an upgrade is hitless: nothing is detached or
+            // flushed here; the drivers reconcile ports with the store).
             Some(
-                tokio::task::spawn_blocking(move || Datapath::open(DatapathConfig { pin_dir }))
-                    .await?
-                    .with_context(|| {
-                        format!(
-                            "loading the eBPF datapath (pins in {})",
-                            cfg.bpf_dir.display()
-                        )
-                    })?,
+                tokio::task::spawn_blocking(move || {
+                    Datapath::open(DatapathConfig::new(pin_dir).with_generation(generation))
+                })
+                .await?
+                .with_context(|| {
+                    format!(
+                        "loading the eBPF datapath (pins in {})",
+                        cfg.bpf_dir.display()
+                    )
+                })?,
             )
         };
         let firewall = NftablesDriver::new(&cfg.nft_table)
@@ -982,20 +988,39 @@ impl Daemon {
                 revision: 0,
             },
         };
-        let info = self
+        let (info, attachments) = self
             .node
-            .try_with_datapath(|dp| dp.status())
+            .try_with_datapath(|dp| (dp.status(), dp.attachments()))
             .await
-            .unwrap_or_else(|| furrow_ebpf::DatapathInfo {
-                mode: "none (--vip-only)".into(),
-                pin_dir: Default::default(),
-                programs: Vec::new(),
-                maps: Vec::new(),
+            .unwrap_or_else(|| {
+                let info = furrow_ebpf::DatapathInfo {
+                    mode: "none (--vip-only)".into(),
+                    pin_dir: Default::default(),
+                    programs: Vec::new(),
+                    maps: Vec::new(),
+                };
+                (info, Ok(Vec::new()))
             });
+        let (attachments, dp_message) = match attachments {
+            Ok(a) => (a, String::new()),
+            Err(e) => (Vec::new(), format!("listing the attachments: {e}")),
+        };
         let datapath = DatapathStatus {
             mode: info.mode.clone(),
-            healthy: true,
-            message: String::new(),
+            healthy: dp_message.is_empty(),
+            message: dp_message,
+            attachments: attachments
+                .into_iter()
+                .map(|a| furrow_api::wire::DatapathAttachment {
+                    ifname: a.ifname,
+                    ifindex: a.ifindex,
+                    hook: a.hook.into(),
+                    mode: a.mode.into(),
+                    link_id: a.link_id,
+                    prog_id: a.prog_id,
+                    program: a.program,
+                })
+                .collect(),
             pin_dir: info.pin_dir.display().to_string(),
             programs: info.programs.clone(),
             maps: info

@@ -144,7 +144,7 @@ impl Node {
         self.masq.lock().await.networks.contains_key(network)
     }
 
-    /// Runs datapath work (map updates, tc filter attach) off the async threads.
+    /// Runs datapath work (map updates, tcx link attach) off the async threads.
     pub async fn with_datapath<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Datapath) -> T + Send + 'static,

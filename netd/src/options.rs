@@ -174,6 +174,17 @@ pub struct Options {
     /// interface of the IPv4 default route.
     #[arg(long, env = "FURROW_UNDERLAY_INTERFACE", value_name = "IFNAME")]
     pub underlay_interface: Option<String>,
+    /// Upgrade drills and tests only: the eBPF programs' generation
+    /// global. Another value than the running programs' makes netd load
+    /// new programs and swap them into the existing links at start, as an
+    /// upgrade that changes a program does. Leave at 0 otherwise.
+    #[arg(
+        long,
+        hide = true,
+        default_value_t = 0,
+        env = "FURROW_DATAPATH_GENERATION"
+    )]
+    pub datapath_generation: u32,
 }
 
 /// Options with every default filled in.
@@ -201,6 +212,8 @@ pub struct Resolved {
     pub vip_only: bool,
     pub node_grace: std::time::Duration,
     pub underlay_interface: Option<String>,
+    /// See [`Options::datapath_generation`].
+    pub datapath_generation: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -367,6 +380,7 @@ impl Options {
                 }
                 other => other.clone(),
             },
+            datapath_generation: self.datapath_generation,
         })
     }
 
@@ -485,6 +499,23 @@ mod tests {
         assert_eq!(r.state_dir, PathBuf::from("/var/lib/furrow"));
         assert_eq!(r.bpf_dir, PathBuf::from("/sys/fs/bpf/furrow/default"));
         assert_eq!(r.nft_table, "furrow");
+        assert_eq!(r.datapath_generation, 0);
+    }
+
+    #[test]
+    fn the_datapath_generation_is_a_hidden_drill_option() {
+        let r = parse(&["--node-name", "n1", "--datapath-generation", "3"])
+            .resolve()
+            .unwrap();
+        assert_eq!(r.datapath_generation, 3);
+        assert!(
+            Options::try_parse_from(["netd", "--datapath-generation", "-1"]).is_err(),
+            "a u32"
+        );
+        let help = <Options as clap::CommandFactory>::command()
+            .render_help()
+            .to_string();
+        assert!(!help.contains("datapath-generation"), "hidden from --help");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod capture;
 pub mod cni;
 pub mod dhcp_clients;
 pub mod etcd;
+pub mod flow;
 pub mod guest;
 pub mod inspect;
 pub mod janitor;

@@ -183,7 +183,7 @@ fn netctl_status_and_ports_show_what_was_built() {
     assert_eq!(s.networks[0].subnet.unwrap().to_string(), "10.52.0.0/24");
     assert_eq!(s.networks[0].addresses_allocated, 2);
     assert!(s.datapath.healthy && s.firewall.healthy && s.store.healthy);
-    assert_eq!(s.datapath.mode, "ebpf-tc");
+    assert_eq!(s.datapath.mode, "ebpf-tcx");
     assert_eq!(s.firewall.table, inspect::nft_table(node));
     let eps = s
         .datapath

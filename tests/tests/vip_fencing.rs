@@ -383,8 +383,8 @@ fn a_holder_cut_off_while_claiming_another_vip_still_drops_on_time() {
 
 /// A holder whose netd cannot run (stopped, starved, stuck) must stop
 /// answering at its fencing bound, like one cut off from etcd: netd's own
-/// loop cannot remove the address then, so the kernel fence (a tc egress
-/// filter at pref 224 on the VIP's interface, `furrow_ebpf::fence`, fed
+/// loop cannot remove the address then, so the kernel fence (a tcx egress
+/// link, first on the VIP's interface, `furrow_ebpf::fence`, fed
 /// with the election's `valid_until`) must. Without it the address stays
 /// (3 s lifetime) and answers after the takeover (1 s): measured 1.3 s of
 /// two MACs answering.
@@ -395,16 +395,12 @@ fn a_stalled_holder_stops_answering_before_anyone_takes_it() {
     lab.node(0).apply(&vip_yaml("cp", ip)).unwrap();
     let old = single_holder(&lab, ip, None, T).unwrap();
     let old_mac = mac_of(&lab, old);
-    // The holder fences its VIP in the kernel: its filter is on the VIP's
+    // The holder fences its VIP in the kernel: its link is on the VIP's
     // interface before anything goes wrong.
     assert!(
         fence_filters(&lab, old) > 0,
-        "node{} holds {VIP} but has no VIP fence filter (pref {FENCE_PREF}) on uplink0: {}",
+        "node{} holds {VIP} but has no VIP fence link on uplink0",
         old + 1,
-        lab.node(old)
-            .ns
-            .run("tc", &["filter", "show", "dev", "uplink0", "egress"])
-            .unwrap_or_default()
     );
     let cap = Capture::start_with(&lab.external, "eth0", &["-tt"], "arp", false).unwrap();
     let prober = arp::Prober::start(&lab.external, "eth0", EXTERNAL_IP, VIP, PROBE_EVERY).unwrap();
@@ -452,11 +448,11 @@ fn a_stalled_holder_stops_answering_before_anyone_takes_it() {
         "the stalled holder answered for {kept:?} after its netd stopped (bound {:?} + {FENCE_SLACK:?})",
         TAKEOVER - MARGIN
     );
-    // Resumed, it gave the VIP up and took its filter off the interface.
+    // Resumed, it gave the VIP up and took its fence off the interface.
     wait_until("the old holder to drop the address", T, || {
         !has_addr(&lab, old, ip)
     });
-    wait_until("the old holder to remove its VIP fence filter", T, || {
+    wait_until("the old holder to remove its VIP fence link", T, || {
         fence_filters(&lab, old) == 0
     });
     assert_eq!(single_holder(&lab, ip, Some(old), T).unwrap(), new);
@@ -512,26 +508,30 @@ fn a_killed_holders_node_goes_silent_and_its_restarted_netd_removes_the_address(
     assert_eq!(single_holder(&lab, ip, None, T).unwrap(), new);
 }
 
-/// tc priority of the VIP fence filter (`furrow_ebpf::fence::FENCE_PRIORITY`).
-const FENCE_PREF: u64 = 224;
-
-/// How many VIP fence filters node `i` has on uplink0's egress.
+/// How many VIP fence programs node `i` runs on uplink0's egress: tcx
+/// programs (netd with a datapath attaches the fence as the hook's first
+/// tcx link) named `furrow_vip_fence` (truncated by the kernel).
 fn fence_filters(lab: &Lab, i: usize) -> usize {
     let out = lab
         .node(i)
         .ns
-        .run("tc", &["-j", "filter", "show", "dev", "uplink0", "egress"])
+        .ip(&["-j", "link", "show", "dev", "uplink0"])
         .unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    v.as_array().map_or(0, |a| {
-        a.iter()
-            .filter(|f| {
-                f["kind"] == "bpf"
-                    && f["pref"].as_u64() == Some(FENCE_PREF)
-                    && f.get("options").is_some()
-            })
-            .count()
-    })
+    let Some(idx) = v[0]["ifindex"].as_u64() else {
+        return 0;
+    };
+    let progs = lab
+        .node(i)
+        .ns
+        .enter(move || furrow_ebpf::tcx_programs(idx as u32, true).unwrap_or_default())
+        .unwrap_or_default();
+    let is_fence = |p: &furrow_ebpf::TcxProgram| p.name.starts_with("furrow_vip_fenc");
+    let n = progs.iter().filter(|p| is_fence(p)).count();
+    if n > 0 {
+        assert!(is_fence(&progs[0]), "the fence runs first: {progs:?}");
+    }
+    n
 }
 
 /// A process stopped (SIGSTOP) until the guard drops (SIGCONT).

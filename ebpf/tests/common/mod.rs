@@ -177,6 +177,41 @@ impl NetNs {
         };
         (ids("ingress"), ids("egress"))
     }
+
+    /// What runs on the tcx (ingress, egress) hooks of `ifname`, in order.
+    pub fn tcx(
+        &self,
+        ifname: &str,
+    ) -> (Vec<furrow_ebpf::TcxProgram>, Vec<furrow_ebpf::TcxProgram>) {
+        let idx = self.ifindex(ifname);
+        self.run(|| {
+            (
+                furrow_ebpf::tcx_programs(idx, false).unwrap(),
+                furrow_ebpf::tcx_programs(idx, true).unwrap(),
+            )
+        })
+    }
+
+    /// Every program on the (ingress, egress) hooks of `ifname`: tcx
+    /// programs in order, then classic bpf filters.
+    pub fn hook_prog_ids(&self, ifname: &str) -> (Vec<u64>, Vec<u64>) {
+        let (ti, te) = self.tcx(ifname);
+        let (mut ci, mut ce) = self.tc_prog_ids(ifname);
+        let mut i: Vec<u64> = ti.iter().map(|p| p.prog_id.into()).collect();
+        let mut e: Vec<u64> = te.iter().map(|p| p.prog_id.into()).collect();
+        i.append(&mut ci);
+        e.append(&mut ce);
+        (i, e)
+    }
+
+    /// Link ids on the tcx (ingress, egress) hooks of `ifname`.
+    pub fn tcx_link_ids(&self, ifname: &str) -> (Vec<u32>, Vec<u32>) {
+        let (i, e) = self.tcx(ifname);
+        (
+            i.iter().map(|p| p.link_id).collect(),
+            e.iter().map(|p| p.link_id).collect(),
+        )
+    }
 }
 
 /// A unique bpffs pin directory, removed on drop.

@@ -332,13 +332,13 @@ fn tcx_feature() -> KernelFeature {
         Ok(_) => KernelFeature::new(
             "tcx",
             true,
-            "a tcx ingress link can be created (Furrow attaches with clsact + cls_bpf filters all the same)",
+            "a tcx ingress link can be created (the eBPF datapath attaches through pinned tcx links)",
         ),
         Err(e) => KernelFeature::new(
             "tcx",
             false,
             format!(
-                "creating a tcx link: {e} (tcx needs Linux 6.6; Furrow uses clsact + cls_bpf filters, which need no tcx)"
+                "creating a tcx link: {e} (tcx needs Linux 6.6; the eBPF datapath attaches through tcx links)"
             ),
         ),
     }

@@ -31,10 +31,15 @@
 //! (say, a plain `ingress` qdisc where clsact is needed) is logged once
 //! and retried every few seconds. [`Fence::status`] says which.
 //!
-//! The filters are cls_bpf filters: they stay when netd dies (and keep
-//! fencing with the deadlines last written, which is the point), so
-//! [`Fence::start`] removes this instance's (its handle is derived from
-//! the pin directory) from every interface before VIPs are held again.
+//! Next to the datapath ([`Fence::linked`]) the fence attaches through
+//! tcx links pinned in the instance's bpffs directory, first on each
+//! egress hook (before the datapath's links, which run before any classic
+//! filter); with `--vip-only` (no datapath, no pins) through cls_bpf
+//! filters. Either way it stays when netd dies (and keeps fencing with the
+//! deadlines last written, which is the point), so [`Fence::start`]
+//! removes this instance's (found by pin, or by the filter handle derived
+//! from the pin directory) from every interface before VIPs are held
+//! again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -63,6 +68,8 @@ pub struct Fence {
     pin_dir: Option<PathBuf>,
     /// This instance's filter handle.
     handle: u32,
+    /// Links mode: the instance directory the links are pinned in.
+    links: Option<PathBuf>,
     inner: Arc<Mutex<Inner>>,
     /// Serialises [`Fence::start`]: a second load racing the first would
     /// clear what was held meanwhile.
@@ -164,10 +171,19 @@ impl Fence {
         Fence::with(Some(dir), handle)
     }
 
+    /// The same fence attaching through tcx links pinned in
+    /// `bpf_dir/links` (see the module doc): what netd uses whenever the
+    /// datapath runs.
+    pub fn linked(mut self, bpf_dir: impl Into<PathBuf>) -> Fence {
+        self.links = Some(bpf_dir.into());
+        self
+    }
+
     fn with(pin_dir: Option<PathBuf>, handle: u32) -> Fence {
         Fence {
             pin_dir,
             handle,
+            links: None,
             starting: Default::default(),
             inner: Arc::new(Mutex::new(Inner {
                 loaded: Loaded::NotStarted,
@@ -205,8 +221,12 @@ impl Fence {
             return;
         }
         let (pin_dir, handle) = (self.pin_dir.clone(), self.handle);
+        let links = self.links.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let mut fence = VipFence::open_with(pin_dir.as_deref(), handle)?;
+            if let Some(dir) = links {
+                fence = fence.with_tcx_links(&dir)?;
+            }
             let stale = fence.detach_all()?;
             fence.clear()?;
             Ok::<_, furrow_ebpf::DatapathError>((fence, stale))

@@ -133,7 +133,16 @@ impl VipService {
         };
         VipService {
             bgp: BgpControl::new(node.clone()),
-            fence: super::fence::Fence::new(node.cfg.bpf_dir.clone()),
+            fence: {
+                let fence = super::fence::Fence::new(node.cfg.bpf_dir.clone());
+                if node.cfg.vip_only {
+                    fence
+                } else {
+                    // The datapath's tcx links run before classic
+                    // filters: the fence must be a link too, first.
+                    fence.linked(node.cfg.bpf_dir.clone())
+                }
+            },
             node,
             vlan,
             election,
