@@ -67,13 +67,21 @@ fn trace_gives_the_datapaths_verdicts() {
     assert_eq!(r.port.ifname, vm_if("a100"));
     assert_eq!(r.port.owner.as_deref(), Some("lab/a100"));
     let stages: Vec<&str> = r.steps.iter().map(|s| s.stage.as_str()).collect();
+    // (VM ports have port security: the step says what it checked.)
     assert_eq!(
         stages,
-        ["port", "vlan", "source", "fdb", "forward"],
+        ["port", "vlan", "security", "source", "fdb", "forward"],
         "{r:?}"
     );
     assert!(
-        r.steps[3].entries.iter().any(|e| e.contains("static")),
+        r.steps[2]
+            .entries
+            .iter()
+            .any(|e| e.contains("furrow_l2_psec")),
+        "{r:?}"
+    );
+    assert!(
+        r.steps[4].entries.iter().any(|e| e.contains("static")),
         "{r:?}"
     );
 

@@ -54,13 +54,17 @@ fn vmnc(name: &str, entries: &[(&str, &str)]) -> String {
         "apiVersion: network.furrow.io/v1alpha1\nkind: VirtualMachineNetworkConfig\nmetadata:\n  name: {name}\nspec:\n  vmName: {name}\n  networkConfigs:\n"
     );
     for (mac, ip) in entries {
-        y += &format!("    - networkName: default/{NET}\n      macAddress: {mac}\n      ipAddress: {ip}\n");
+        y += &format!(
+            "    - networkName: default/{NET}\n      macAddress: {mac}\n      ipAddress: {ip}\n"
+        );
     }
     y
 }
 
 fn addr(vm: &Pod, a: &str) {
-    vm.ns.ip(&["addr", "add", a, "dev", "eth0", "nodad"]).unwrap();
+    vm.ns
+        .ip(&["addr", "add", a, "dev", "eth0", "nodad"])
+        .unwrap();
 }
 
 fn frames_forged_by(mac: &str, forged_mac: &str, ll: &str) -> Vec<String> {
@@ -118,7 +122,9 @@ fn leaks(lines: &[String], mac: &str, forged_mac: &str) -> Vec<&'static str> {
         out.push("router advertisement");
     }
     if lines.iter().any(|l| {
-        from(l, mac) && l.contains("neighbor advertisement") && l.contains(&format!("tgt is {ALICE6}"))
+        from(l, mac)
+            && l.contains("neighbor advertisement")
+            && l.contains(&format!("tgt is {ALICE6}"))
     }) {
         out.push("neighbour advertisement for the neighbour's address");
     }
@@ -161,10 +167,19 @@ impl Captures {
         let port = fabric_ports(trunk).unwrap().remove(0);
         Captures {
             caps: vec![
-                ("alice", Capture::start(&alice.ns, "eth0", FILTER, true).unwrap()),
-                ("bob", Capture::start(&bob.ns, "eth0", FILTER, true).unwrap()),
+                (
+                    "alice",
+                    Capture::start(&alice.ns, "eth0", FILTER, true).unwrap(),
+                ),
+                (
+                    "bob",
+                    Capture::start(&bob.ns, "eth0", FILTER, true).unwrap(),
+                ),
                 // Tagged there (VLAN 100).
-                ("fabric", Capture::start(trunk, &port, &format!("vlan and ({FILTER})"), true).unwrap()),
+                (
+                    "fabric",
+                    Capture::start(trunk, &port, &format!("vlan and ({FILTER})"), true).unwrap(),
+                ),
             ],
         }
     }
@@ -184,12 +199,19 @@ fn spoofing_from_a_vm_reaches_no_one_and_is_counted() {
     lab.add_data_nic(0, NIC).unwrap();
     lab.add_data_nic(1, NIC).unwrap();
     for i in 0..2 {
-        lab.node(i).cluster_network(CN, "ebpf", &[NIC], 1500).unwrap();
+        lab.node(i)
+            .cluster_network(CN, "ebpf", &[NIC], 1500)
+            .unwrap();
     }
     let (n1, n2) = (lab.node(0), lab.node(1));
     n1.apply(&vmnc(
         "vms",
-        &[(MALLORY_MAC, MALLORY), (ALICE_MAC, ALICE), (KA_MAC, KA), (FREE_MAC, FREE)],
+        &[
+            (MALLORY_MAC, MALLORY),
+            (ALICE_MAC, ALICE),
+            (KA_MAC, KA),
+            (FREE_MAC, FREE),
+        ],
     ))
     .unwrap();
     n2.apply(&vmnc("vms", &[(BOB_MAC, BOB)])).unwrap();
@@ -199,7 +221,11 @@ fn spoofing_from_a_vm_reaches_no_one_and_is_counted() {
     let mallory = n1
         .vm(
             "mallory",
-            &nad(n1, MALLORY_MAC, json!({"allowedAddressPairs": [{"ipAddress": MALLORY6}]})),
+            &nad(
+                n1,
+                MALLORY_MAC,
+                json!({"allowedAddressPairs": [{"ipAddress": MALLORY6}]}),
+            ),
         )
         .unwrap();
     let alice = n1.vm("alice", &nad(n1, ALICE_MAC, json!({}))).unwrap();
@@ -212,16 +238,31 @@ fn spoofing_from_a_vm_reaches_no_one_and_is_counted() {
 
     // Normal traffic works, on the node and across the fabric.
     let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-    assert!(probe::ping_ok(&mallory.ns, ip(ALICE), 3), "mallory -> alice");
+    assert!(
+        probe::ping_ok(&mallory.ns, ip(ALICE), 3),
+        "mallory -> alice"
+    );
     assert!(probe::ping_ok(&mallory.ns, ip(BOB), 3), "mallory -> bob");
-    assert!(probe::ping_ok(&mallory.ns, ip(ALICE6), 3), "mallory -> alice (IPv6)");
+    assert!(
+        probe::ping_ok(&mallory.ns, ip(ALICE6), 3),
+        "mallory -> alice (IPv6)"
+    );
 
     // The forgeries.
     let caps = Captures::start(&lab, &alice, &bob);
     let ll = scapy::eui64_link_local(MALLORY_MAC);
-    scapy::send(&mallory.ns, "eth0", &frames_forged_by(MALLORY_MAC, FORGED_MAC, &ll), 3).unwrap();
+    scapy::send(
+        &mallory.ns,
+        "eth0",
+        &frames_forged_by(MALLORY_MAC, FORGED_MAC, &ll),
+        3,
+    )
+    .unwrap();
     // ... and mallory's normal traffic still flows right after.
-    assert!(probe::ping_ok(&mallory.ns, ip(BOB), 3), "mallory -> bob after");
+    assert!(
+        probe::ping_ok(&mallory.ns, ip(BOB), 3),
+        "mallory -> bob after"
+    );
     for (who, lines) in caps.stop() {
         let l = leaks(&lines, MALLORY_MAC, FORGED_MAC);
         assert!(l.is_empty(), "{who} saw {l:?}:\n{}", lines.join("\n"));
@@ -239,14 +280,24 @@ fn spoofing_from_a_vm_reaches_no_one_and_is_counted() {
         ("spoofNd", d.spoof_nd),
         ("spoofIpv6", d.spoof_ipv6),
     ] {
-        assert!(n >= 3, "{reason}: {n} drops counted for 3 forged frames: {d:?}");
+        assert!(
+            n >= 3,
+            "{reason}: {n} drops counted for 3 forged frames: {d:?}"
+        );
     }
     assert_eq!(port_of(&c, "lab/alice").drops.port_security(), 0);
     assert!(c.totals.port_security() >= d.port_security());
     // The table shows the reasons too.
     let out = n1.netd.netctl(&["counters"]).unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    for r in ["spoof-mac", "spoof-ipv4", "spoof-arp", "spoof-nd", "spoof-ipv6", "ra-guard"] {
+    for r in [
+        "spoof-mac",
+        "spoof-ipv4",
+        "spoof-arp",
+        "spoof-nd",
+        "spoof-ipv6",
+        "ra-guard",
+    ] {
         assert!(table.contains(r), "{r} missing:\n{table}");
     }
     // And `netctl ports` carries them per port.
@@ -256,16 +307,31 @@ fn spoofing_from_a_vm_reaches_no_one_and_is_counted() {
         .find(|p| p.container_id == mallory.container_id)
         .unwrap();
     let drops = &mp.counters.as_ref().unwrap().drops;
-    assert!(drops.get("spoof_arp").copied().unwrap_or(0) >= 3, "{drops:?}");
+    assert!(
+        drops.get("spoof_arp").copied().unwrap_or(0) >= 3,
+        "{drops:?}"
+    );
     // `netctl trace` gives the same verdict, naming port security.
     let out = n1
         .netd
         .netctl(&[
-            "trace", "lab/mallory", "--dst-mac", "ff:ff:ff:ff:ff:ff", "--src-ip", ALICE,
-            "--dst-ip", "10.78.0.255", "-o", "json",
+            "trace",
+            "lab/mallory",
+            "--dst-mac",
+            "ff:ff:ff:ff:ff:ff",
+            "--src-ip",
+            ALICE,
+            "--dst-ip",
+            "10.78.0.255",
+            "-o",
+            "json",
         ])
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t: TraceResponse = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(t.verdict, "drop", "{t:?}");
     assert!(t.reason.contains("port security"), "{t:?}");
@@ -273,7 +339,14 @@ fn spoofing_from_a_vm_reaches_no_one_and_is_counted() {
 
     // ---- keepalived: a VIP held through an allowed address pair ----
     let ka = n1
-        .vm("ka", &nad(n1, KA_MAC, json!({"allowedAddressPairs": [{"ipAddress": VIP}]})))
+        .vm(
+            "ka",
+            &nad(
+                n1,
+                KA_MAC,
+                json!({"allowedAddressPairs": [{"ipAddress": VIP}]}),
+            ),
+        )
         .unwrap();
     addr(&ka, &format!("{KA}/24"));
     addr(&ka, &format!("{VIP}/32"));
@@ -292,12 +365,20 @@ fn spoofing_from_a_vm_reaches_no_one_and_is_counted() {
             continue;
         }
         let from = |m: &str| {
-            lines
-                .iter()
-                .any(|l| l.split_whitespace().nth(1) == Some(m) && l.contains(&format!("tell {VIP}")))
+            lines.iter().any(|l| {
+                l.split_whitespace().nth(1) == Some(m) && l.contains(&format!("tell {VIP}"))
+            })
         };
-        assert!(from(KA_MAC), "{who} did not see the VIP's gratuitous ARP:\n{}", lines.join("\n"));
-        assert!(!from(MALLORY_MAC), "{who} saw mallory's claim on the VIP:\n{}", lines.join("\n"));
+        assert!(
+            from(KA_MAC),
+            "{who} did not see the VIP's gratuitous ARP:\n{}",
+            lines.join("\n")
+        );
+        assert!(
+            !from(MALLORY_MAC),
+            "{who} saw mallory's claim on the VIP:\n{}",
+            lines.join("\n")
+        );
     }
     // The neighbour reaches the VIP (answered from it), across nodes too.
     assert!(probe::ping_ok(&alice.ns, ip(VIP), 3), "alice -> VIP");
@@ -312,7 +393,13 @@ fn spoofing_from_a_vm_reaches_no_one_and_is_counted() {
     addr(&free, &format!("{FREE}/24"));
     let caps = Captures::start(&lab, &alice, &bob);
     let ll = scapy::eui64_link_local(FREE_MAC);
-    scapy::send(&free.ns, "eth0", &frames_forged_by(FREE_MAC, FORGED_MAC_FREE, &ll), 2).unwrap();
+    scapy::send(
+        &free.ns,
+        "eth0",
+        &frames_forged_by(FREE_MAC, FORGED_MAC_FREE, &ll),
+        2,
+    )
+    .unwrap();
     for (who, lines) in caps.stop() {
         let l = leaks(&lines, FREE_MAC, FORGED_MAC_FREE);
         for want in [
@@ -330,7 +417,13 @@ fn spoofing_from_a_vm_reaches_no_one_and_is_counted() {
     }
     assert_eq!(port_of(&counters(n1), "lab/free").drops.port_security(), 0);
 
-    for (n, vm) in [(n1, &mallory), (n1, &alice), (n1, &ka), (n1, &free), (n2, &bob)] {
+    for (n, vm) in [
+        (n1, &mallory),
+        (n1, &alice),
+        (n1, &ka),
+        (n1, &free),
+        (n2, &bob),
+    ] {
         n.del_pod(vm).expect_ok("DEL");
     }
 }

@@ -19,7 +19,7 @@ use furrow_dhcp::server::{
 use tokio::sync::Mutex;
 
 use super::leases::{self, LeaseCache, LeaseRecord, LeaseState};
-use crate::drivers::vlan::portsec::{AddrSource, AddressBook};
+use crate::drivers::vlan::portsec::{AddrSource, AddressBook, PortSettings};
 use crate::drivers::vlan::{NodePortSpec, VlanDriver};
 use crate::node::Node;
 use crate::rawsock::arp_reply_for;
@@ -202,6 +202,8 @@ pub struct DhcpService {
     /// Every VirtualMachineNetworkConfig address: (CNI network, MAC, IP),
     /// pool or not (port security takes them as the VMs' addresses).
     reserved: Arc<Mutex<Vec<(String, MacAddr, Ipv4Addr)>>>,
+    /// Their port security settings, by (CNI network, MAC).
+    settings: Arc<Mutex<BTreeMap<(String, MacAddr), PortSettings>>>,
 }
 
 impl DhcpService {
@@ -211,13 +213,17 @@ impl DhcpService {
             vlan,
             pools: Arc::new(Mutex::new(BTreeMap::new())),
             reserved: Arc::new(Mutex::new(Vec::new())),
+            settings: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
 
     /// What this node knows of VMs' IPv4 addresses, for port security:
     /// reservations, and leases bound and not expired (any node's).
     pub async fn address_book(&self) -> AddressBook {
-        let mut book = AddressBook::default();
+        let mut book = AddressBook {
+            settings: self.settings.lock().await.clone(),
+            ..Default::default()
+        };
         for (net, mac, ip) in self.reserved.lock().await.iter() {
             book.add(net, *mac, *ip, AddrSource::Reservation);
         }
@@ -258,6 +264,20 @@ impl DhcpService {
             .filter_map(|e| {
                 e.ip_address
                     .map(|ip| (e.cni_network().to_string(), e.mac_address, ip))
+            })
+            .collect();
+        *self.settings.lock().await = vmncs
+            .iter()
+            .flat_map(|v| &v.spec.network_configs)
+            .filter(|e| e.port_security.is_some() || !e.allowed_address_pairs.is_empty())
+            .map(|e| {
+                (
+                    (e.cni_network().to_string(), e.mac_address),
+                    PortSettings {
+                        port_security: e.port_security,
+                        allowed_address_pairs: e.allowed_address_pairs.clone(),
+                    },
+                )
             })
             .collect();
         let r = self.reconcile_pools(pools, vmncs, ports).await;

@@ -18,6 +18,8 @@
 //! - IPv6 enforced when the port has IPv6 allowed address pairs (Furrow
 //!   learns no IPv6 addresses itself): the pairs plus the EUI-64
 //!   link-local address of each of the port's MACs;
+//! - a VirtualMachineNetworkConfig entry for the VM's MAC on the network
+//!   may override `portSecurity` and add allowed address pairs;
 //! - allowed address pairs add their addresses to an enforced family
 //!   (they never turn enforcement on for IPv4, so a VIP on a VM whose own
 //!   address netd does not know never blocks that address).
@@ -58,6 +60,18 @@ pub struct AddressBook {
     pub pool_networks: BTreeSet<String>,
     /// (CNI network, VM MAC) -> its IPv4 addresses.
     pub ipv4: BTreeMap<(String, MacAddr), BTreeMap<Ipv4Addr, AddrSource>>,
+    /// (CNI network, VM MAC) -> its VirtualMachineNetworkConfig entry's
+    /// port security settings, where it has any.
+    pub settings: BTreeMap<(String, MacAddr), PortSettings>,
+}
+
+/// Port security settings of one VM from its VirtualMachineNetworkConfig.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortSettings {
+    /// Overrides the attachment's `portSecurity`.
+    pub port_security: Option<bool>,
+    /// Added to the attachment's `allowedAddressPairs`.
+    pub allowed_address_pairs: Vec<furrow_api::cni::AddressPair>,
 }
 
 impl AddressBook {
@@ -82,7 +96,11 @@ impl AddressBook {
 
 /// The port security `rec` (with VM MAC `mac`) should have; `None`: off.
 pub fn desired(rec: &VlanPortRecord, mac: MacAddr, book: &AddressBook) -> Option<PortSecurity> {
-    if !rec.port_security {
+    let settings = book.settings.get(&(rec.network_name.clone(), mac));
+    let on = settings
+        .and_then(|s| s.port_security)
+        .unwrap_or(rec.port_security);
+    if !on {
         return None;
     }
     let mut ps = PortSecurity {
@@ -96,7 +114,10 @@ pub fn desired(rec: &VlanPortRecord, mac: MacAddr, book: &AddressBook) -> Option
     ps.enforce_ipv4 = known.is_some_and(|m| !m.is_empty())
         || (rec.trunk.is_empty() && book.pool_networks.contains(&rec.network_name));
     let mut macs = vec![mac.0];
-    for p in &rec.allowed_address_pairs {
+    let extra = settings
+        .map(|s| s.allowed_address_pairs.as_slice())
+        .unwrap_or_default();
+    for p in rec.allowed_address_pairs.iter().chain(extra) {
         let m = p.mac_address.map(|m| m.0).unwrap_or(mac.0);
         if !macs.contains(&m) {
             macs.push(m);
@@ -280,8 +301,26 @@ mod tests {
         let ps = desired(&p, MAC, &AddressBook::default()).unwrap();
         assert!(!ps.enforce_ipv4 && ps.enforce_ipv6);
         // Off.
-        let mut off = r;
+        let mut off = r.clone();
         off.port_security = false;
         assert_eq!(desired(&off, MAC, &book), None);
+        // A VirtualMachineNetworkConfig overrides and adds.
+        let key = ("net".to_string(), MAC);
+        book.settings.insert(
+            key.clone(),
+            PortSettings {
+                port_security: Some(true),
+                allowed_address_pairs: vec![AddressPair {
+                    ip_address: "10.0.0.200/32".parse().unwrap(),
+                    mac_address: None,
+                }],
+            },
+        );
+        let ps = desired(&off, MAC, &book).unwrap();
+        assert!(ps
+            .addresses
+            .contains(&PsecAddr::host("10.0.0.200".parse().unwrap(), MAC.0)));
+        book.settings.get_mut(&key).unwrap().port_security = Some(false);
+        assert_eq!(desired(&r, MAC, &book), None);
     }
 }
