@@ -164,17 +164,19 @@ fn trace_gives_the_datapaths_verdicts() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no VLAN port of VM nope"));
 
     // Tracing learns nothing: a source MAC nobody has sent from stays
-    // unknown (a live frame would have been learned on a100's port).
+    // unknown. From a100's port it is a spoofed MAC: port security drops
+    // it before learning, live or traced.
     let ghost = "02:de:ad:be:ef:01";
     let r = trace(
         n1,
         &["a100", "--dst-mac", &v.vm("b100").mac, "--src-mac", ghost],
     );
-    assert_eq!(r.verdict, "forward", "{r:?}");
+    assert_eq!(r.verdict, "drop", "{r:?}");
+    assert!(r.reason.contains("source MAC"), "{r:?}");
     assert!(
         r.steps
             .iter()
-            .any(|s| s.stage == "source" && s.decision.contains("would learn")),
+            .any(|s| s.stage == "security" && s.decision.contains("dropped")),
         "{r:?}"
     );
     let fdb: serde_json::Value = n1.netd.client().get("/v1/fdb").unwrap();
