@@ -427,3 +427,62 @@ fn spoofing_from_a_vm_reaches_no_one_and_is_counted() {
         n.del_pod(vm).expect_ok("DEL");
     }
 }
+
+/// On a network an IPPool serves, a VM may send nothing but DHCP (and ARP
+/// probes) until its lease is bound; the bound address is allowed before
+/// the ACK arrives, another one never is, and a released one no longer.
+#[test]
+fn a_dhcp_lease_is_what_a_vm_may_send_from() {
+    use furrow_tests::dhcp_clients::Udhcpc;
+    use furrow_tests::scenario::dhcp::{mac_of, DhcpLab, PoolSpec, ROUTER};
+
+    let t = Duration::from_secs(20);
+    let d = DhcpLab::build(&PoolSpec::default()).unwrap();
+    let n1 = d.lab.node(0);
+    let peer = d.vm(1, "peer", None).unwrap();
+    let pc = Udhcpc::start(&peer.ns, "eth0", "peer").unwrap();
+    let peer_ip: IpAddr = pc.bound(t).unwrap()["ip"].parse().unwrap();
+    let vm = d.vm(0, "vm", None).unwrap();
+    let mac = mac_of(&vm, "eth0").unwrap();
+    let spoof_ipv4 = || port_of(&counters(n1), "lab/vm").drops.spoof_ipv4;
+
+    // An address of its own choosing, before any lease: dropped.
+    addr(&vm, "10.80.0.77/24");
+    assert!(
+        !probe::ping(&vm.ns, peer_ip),
+        "a VM without a lease reached its peer"
+    );
+    // (Its ARP for the peer never leaves: claiming an address it has not
+    // been given is a spoofed ARP.)
+    let arp = port_of(&counters(n1), "lab/vm").drops.spoof_arp;
+    assert!(arp > 0, "nothing counted");
+    let before = spoof_ipv4();
+    vm.ns.ip(&["addr", "flush", "dev", "eth0"]).unwrap();
+
+    // Its lease: usable at once, on the node and across the fabric.
+    let c = Udhcpc::start(&vm.ns, "eth0", "vm").unwrap();
+    let ip: IpAddr = c.bound(t).unwrap()["ip"].parse().unwrap();
+    assert!(probe::ping_ok(&vm.ns, peer_ip, 3), "{ip} -> {peer_ip}");
+    // The neighbour's address, even with the lease: dropped.
+    let forged = format!(
+        "Ether(src='{mac}', dst='ff:ff:ff:ff:ff:ff')/IP(src='{peer_ip}', dst='10.80.0.255')/UDP(sport=40002, dport=9999)/Raw(b'forged-ip')"
+    );
+    scapy::send(&vm.ns, "eth0", &[forged], 3).unwrap();
+    let with_lease = spoof_ipv4();
+    assert!(with_lease >= before + 3, "{before} -> {with_lease}");
+
+    // Released: the address is no longer the VM's.
+    c.release(t).unwrap();
+    d.wait_for("the lease released", t, || {
+        Ok(d.lease_of(0, &mac)?.is_none())
+    })
+    .unwrap();
+    let stale = format!(
+        "Ether(src='{mac}', dst='ff:ff:ff:ff:ff:ff')/IP(src='{ip}', dst='{ROUTER}')/UDP(sport=40003, dport=9999)/Raw(b'stale')"
+    );
+    d.wait_for("the released address refused", t, || {
+        scapy::send(&vm.ns, "eth0", std::slice::from_ref(&stale), 1)?;
+        Ok(spoof_ipv4() > with_lease)
+    })
+    .unwrap();
+}
