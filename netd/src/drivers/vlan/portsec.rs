@@ -12,7 +12,8 @@
 //!   bound lease or a reservation for its MAC on its network), and on
 //!   access/untagged ports of networks a Furrow DHCP pool serves even
 //!   before (then only DHCP and ARP probes pass until the lease is bound:
-//!   the address is written before the ACK leaves). Elsewhere (an
+//!   the address is written before the ACK leaves), except for
+//!   `dhcpTrusted` ports (a DHCP server VM has a static address). Elsewhere (an
 //!   external DHCP server, static guests) netd cannot know the address:
 //!   MAC-only;
 //! - IPv6 enforced when the port has IPv6 allowed address pairs (Furrow
@@ -111,8 +112,13 @@ pub fn desired(rec: &VlanPortRecord, mac: MacAddr, book: &AddressBook) -> Option
     for ip in known.into_iter().flat_map(|m| m.keys()) {
         ps.addresses.push(PsecAddr::host(IpAddr::V4(*ip), mac.0));
     }
+    // Before a lease: only where Furrow's DHCP hands the addresses out,
+    // and not for a DHCP server VM (`dhcpTrusted`), whose own address
+    // never comes from the pool.
     ps.enforce_ipv4 = known.is_some_and(|m| !m.is_empty())
-        || (rec.trunk.is_empty() && book.pool_networks.contains(&rec.network_name));
+        || (rec.trunk.is_empty()
+            && !rec.dhcp_trusted
+            && book.pool_networks.contains(&rec.network_name));
     let mut macs = vec![mac.0];
     let extra = settings
         .map(|s| s.allowed_address_pairs.as_slice())
@@ -254,10 +260,13 @@ mod tests {
         book.pool_networks.insert("net".into());
         let ps = desired(&r, MAC, &book).unwrap();
         assert!(ps.enforce_ipv4 && ps.addresses.is_empty());
-        // ... but not on a trunk.
+        // ... but not on a trunk, nor for a DHCP server VM.
         let mut t = r.clone();
         t.trunk = vec![furrow_api::cni::VlanRange { min: 1, max: 2 }];
         assert!(!desired(&t, MAC, &book).unwrap().enforce_ipv4);
+        let mut srv = r.clone();
+        srv.dhcp_trusted = true;
+        assert!(!desired(&srv, MAC, &book).unwrap().enforce_ipv4);
         // A bound lease: allowed.
         book.add("net", MAC, "10.0.0.5".parse().unwrap(), AddrSource::Lease);
         book.add(
