@@ -151,8 +151,9 @@ struct State {
     node_ports: BTreeMap<String, NodePort>,
     /// VMs' addresses as the DHCP service knows them (port security).
     book: portsec::AddressBook,
-    /// Port security as last written, by host ifindex (None: off).
-    psec_applied: BTreeMap<u32, Option<furrow_ebpf::PortSecurity>>,
+    /// Port security as last written, by host ifindex (None: off), with
+    /// the (CNI network, VM MAC) it was computed for.
+    psec_applied: BTreeMap<u32, (portsec::BookKey, Option<furrow_ebpf::PortSecurity>)>,
 }
 
 /// Cheap to clone; background tasks carry a clone.
@@ -879,7 +880,8 @@ impl VlanDriver {
                 .map(|_| portsec::desired(rec, pod_mac, &st.book))
         };
         if let Some(ps) = psec {
-            self.write_port_security(hl.index, ps)
+            let key = (rec.network_name.clone(), pod_mac);
+            self.write_port_security(hl.index, key, ps)
                 .await
                 .map_err(ApiError::internal)?;
         }

@@ -54,6 +54,9 @@ impl AddrSource {
     }
 }
 
+/// (CNI network, VM MAC): what the book's entries are keyed by.
+pub type BookKey = (String, MacAddr);
+
 /// What netd knows of VMs' addresses, kept by the DHCP service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddressBook {
@@ -86,6 +89,30 @@ impl AddressBook {
         // A reservation says more than a lease of the same address.
         if src < *e {
             *e = src;
+        }
+    }
+
+    /// The part of the book that concerns the ports `local`.
+    fn about(&self, local: &BTreeSet<BookKey>) -> AddressBook {
+        AddressBook {
+            pool_networks: self
+                .pool_networks
+                .iter()
+                .filter(|n| local.iter().any(|(ln, _)| ln == *n))
+                .cloned()
+                .collect(),
+            ipv4: self
+                .ipv4
+                .iter()
+                .filter(|(k, _)| local.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            settings: self
+                .settings
+                .iter()
+                .filter(|(k, _)| local.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 
@@ -161,7 +188,15 @@ impl VlanDriver {
             if st.book == book {
                 return;
             }
+            // Leases of VMs on other nodes change nothing here (the ports
+            // being built read the book as stored now).
+            let local: BTreeSet<BookKey> =
+                st.psec_applied.values().map(|(k, _)| k.clone()).collect();
+            let matters = st.book.about(&local) != book.about(&local);
             st.book = book;
+            if !matters {
+                return;
+            }
         }
         match self.records().await {
             Ok(recs) => self.sync_port_security(&recs).await,
@@ -173,7 +208,7 @@ impl VlanDriver {
     /// eBPF network what its record and the address book say; writes only
     /// what changed since the last write.
     pub async fn sync_port_security(&self, recs: &[VlanPortRecord]) {
-        let mut want: Vec<(u32, Option<PortSecurity>)> = Vec::new();
+        let mut want: Vec<(u32, BookKey, Option<PortSecurity>)> = Vec::new();
         {
             let st = self.state.lock().await;
             for r in recs.iter().filter(|r| r.state == PortState::Ready) {
@@ -187,13 +222,14 @@ impl VlanDriver {
                     continue;
                 }
                 let d = desired(r, mac, &st.book);
-                if st.psec_applied.get(&idx) != Some(&d) {
-                    want.push((idx, d));
+                let key = (r.network_name.clone(), mac);
+                if st.psec_applied.get(&idx) != Some(&(key.clone(), d.clone())) {
+                    want.push((idx, key, d));
                 }
             }
         }
-        for (idx, d) in want {
-            if let Err(e) = self.write_port_security(idx, d).await {
+        for (idx, key, d) in want {
+            if let Err(e) = self.write_port_security(idx, key, d).await {
                 tracing::warn!(ifindex = idx, error = %e, "port security not written");
             }
         }
@@ -203,6 +239,7 @@ impl VlanDriver {
     pub(super) async fn write_port_security(
         &self,
         ifindex: u32,
+        key: BookKey,
         ps: Option<PortSecurity>,
     ) -> Result<(), String> {
         let p = ps.clone();
@@ -222,7 +259,11 @@ impl VlanDriver {
                 "port security set"
             );
         }
-        self.state.lock().await.psec_applied.insert(ifindex, ps);
+        self.state
+            .lock()
+            .await
+            .psec_applied
+            .insert(ifindex, (key, ps));
         Ok(())
     }
 
@@ -309,6 +350,19 @@ mod tests {
         // Pairs alone never turn IPv4 enforcement on.
         let ps = desired(&p, MAC, &AddressBook::default()).unwrap();
         assert!(!ps.enforce_ipv4 && ps.enforce_ipv6);
+        // Only what concerns local ports matters.
+        let local: BTreeSet<BookKey> = [("net".to_string(), MAC)].into();
+        let mut other = book.clone();
+        other.add(
+            "net",
+            MacAddr([2, 0, 0, 0, 0, 7]),
+            "10.0.0.9".parse().unwrap(),
+            AddrSource::Lease,
+        );
+        other.pool_networks.insert("elsewhere".into());
+        assert_eq!(book.about(&local), other.about(&local));
+        other.add("net", MAC, "10.0.0.6".parse().unwrap(), AddrSource::Lease);
+        assert_ne!(book.about(&local), other.about(&local));
         // Off.
         let mut off = r.clone();
         off.port_security = false;
