@@ -20,6 +20,7 @@ PKGS=(
   kea-admin                      # perfdhcp: the DHCP benchmark's load generator
   bird2                          # BIRD 2: the upstream router of the BGP tests
   keepalived                     # VRRP: the VIP failover benchmark's anchor
+  python3-scapy                  # forged frames (spoofed MAC/IP, ARP, RA, NA): port security tests
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -167,8 +167,139 @@ pub struct VlanAttachment {
     /// the VM sends (the DHCP guard).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dhcp_trusted: bool,
+    /// CNI config `portSecurity` (default true): the datapath drops what
+    /// the VM sends from a MAC or an address that is not its own (forged
+    /// source MAC or IP, ARP and neighbour advertisements claiming another
+    /// address, router advertisements unless `dhcpTrusted`). `false` turns
+    /// all of that off for the port.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub port_security: bool,
+    /// CNI config `allowedAddressPairs`: further addresses (a VIP a guest
+    /// running keepalived takes over, a prefix it routes) the VM may send
+    /// from, each from its own MAC or from the pair's `macAddress`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_address_pairs: Vec<AddressPair>,
     #[serde(default, skip_serializing_if = "Dns::is_empty")]
     pub dns: Dns,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// Most allowed address pairs one port may have.
+pub const MAX_ADDRESS_PAIRS: usize = 32;
+/// Most distinct MACs (other than the port's) its pairs may name: the
+/// datapath checks a bounded set per port.
+pub const MAX_PAIR_MACS: usize = 8;
+
+/// An allowed address pair (OpenStack's term): an address or prefix a
+/// port may send from besides its own, and the MAC it may use for it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddressPair {
+    /// An IPv4 or IPv6 address (`10.0.0.100`) or prefix (`10.0.0.0/24`,
+    /// no host bits).
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
+    #[serde(with = "addr_or_net")]
+    pub ip_address: IpNet,
+    /// The MAC the VM may send it from; absent: the port's own MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<MacAddr>,
+}
+
+impl AddressPair {
+    /// Parses `10.0.0.100`, `10.0.0.0/24`, `fd00::1`, `fd00::/64`: a
+    /// plain address is a /32 or /128; a prefix must have no host bits.
+    pub fn parse_ip(s: &str) -> Result<IpNet, String> {
+        if let Ok(a) = s.parse::<IpAddr>() {
+            return Ok(IpNet::from(a));
+        }
+        match s.parse::<IpNet>() {
+            Ok(n) if n.trunc() == n => Ok(n),
+            Ok(n) => Err(format!(
+                "{s} has host bits set: expected the prefix {} or the single address {}",
+                n.trunc(),
+                n.addr()
+            )),
+            Err(_) => Err(format!(
+                "{s:?} is not an IP address or prefix (e.g. 10.0.0.100 or 10.0.0.0/24)"
+            )),
+        }
+    }
+
+    /// Problems of a pair list: (path below the list, e.g.
+    /// `[2].ipAddress`, or empty for the list itself; what is wrong).
+    pub fn check_list(pairs: &[AddressPair]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if pairs.len() > MAX_ADDRESS_PAIRS {
+            out.push((
+                String::new(),
+                format!("{} pairs: at most {MAX_ADDRESS_PAIRS}", pairs.len()),
+            ));
+        }
+        let mut macs = std::collections::BTreeSet::new();
+        for (i, p) in pairs.iter().enumerate() {
+            let bad = match p.ip_address.addr() {
+                IpAddr::V4(v) => {
+                    v.is_unspecified() || v.is_broadcast() || v.is_multicast() || v.is_loopback()
+                }
+                IpAddr::V6(v) => v.is_unspecified() || v.is_multicast() || v.is_loopback(),
+            };
+            if bad || p.ip_address.trunc() != p.ip_address {
+                out.push((
+                    format!("[{i}].ipAddress"),
+                    format!("{} cannot be a VM's source address", p.ip_address),
+                ));
+            }
+            if pairs[..i].iter().any(|q| q.ip_address == p.ip_address) {
+                out.push((
+                    format!("[{i}].ipAddress"),
+                    format!("{} is listed twice", p.ip_address),
+                ));
+            }
+            if let Some(m) = p.mac_address {
+                if !m.is_valid_unicast() {
+                    out.push((
+                        format!("[{i}].macAddress"),
+                        format!("{m} is not a unicast address"),
+                    ));
+                } else if macs.insert(m) && macs.len() == MAX_PAIR_MACS + 1 {
+                    out.push((
+                        format!("[{i}].macAddress"),
+                        format!(
+                            "more than {MAX_PAIR_MACS} distinct MACs among the pairs of one port"
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `ipAddress` as text: a plain address for /32 and /128, else a prefix.
+mod addr_or_net {
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+        if n.prefix_len() == n.max_prefix_len() {
+            s.collect_str(&n.addr())
+        } else {
+            s.collect_str(n)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+        let s = String::deserialize(d)?;
+        super::AddressPair::parse_ip(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 impl VlanAttachment {

@@ -690,6 +690,22 @@ impl AttachmentRequest {
                         );
                     }
                 }
+                // The plugin checks these too; the API is an entry of its own.
+                for (path, why) in crate::cni::AddressPair::check_list(&v.allowed_address_pairs) {
+                    bad(
+                        &mut errs,
+                        &format!("attachment.allowedAddressPairs{path}"),
+                        why,
+                    );
+                }
+                if !v.port_security && !v.allowed_address_pairs.is_empty() {
+                    bad(
+                        &mut errs,
+                        "attachment.allowedAddressPairs",
+                        "only with port security on (portSecurity: false allows any address)"
+                            .into(),
+                    );
+                }
                 v.mtu
             }
         };
@@ -809,6 +825,8 @@ mod validation_tests {
                 mtu: None,
                 promisc: false,
                 dhcp_trusted: false,
+                port_security: true,
+                allowed_address_pairs: Vec::new(),
                 dns: Default::default(),
             })
         };

@@ -186,11 +186,32 @@ pub struct Drops {
     pub malformed: u64,
     /// Anything else (a failed tag pop, no responder for steered DHCP).
     pub other: u64,
+    /// Port security: a source MAC that is not the VM port's (nor an
+    /// allowed address pair's).
+    #[serde(default)]
+    pub spoof_mac: u64,
+    /// Port security: an IPv4 source the VM port may not use.
+    #[serde(default)]
+    pub spoof_ipv4: u64,
+    /// Port security: an IPv6 source the VM port may not use.
+    #[serde(default)]
+    pub spoof_ipv6: u64,
+    /// Port security: ARP claiming another MAC or address (a gratuitous
+    /// ARP for a neighbour's address).
+    #[serde(default)]
+    pub spoof_arp: u64,
+    /// Port security: neighbour discovery claiming another MAC or address.
+    #[serde(default)]
+    pub spoof_nd: u64,
+    /// Port security: a router advertisement from a port that is not
+    /// trusted (RA guard).
+    #[serde(default)]
+    pub ra_guard: u64,
 }
 
 impl Drops {
     /// (camelCase reason, count), in field order.
-    pub fn by_reason(&self) -> [(&'static str, u64); 8] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 14] {
         [
             ("vlanFilter", self.vlan_filter),
             ("dhcpGuard", self.dhcp_guard),
@@ -200,7 +221,27 @@ impl Drops {
             ("policy", self.policy),
             ("malformed", self.malformed),
             ("other", self.other),
+            ("spoofMac", self.spoof_mac),
+            ("spoofIpv4", self.spoof_ipv4),
+            ("spoofIpv6", self.spoof_ipv6),
+            ("spoofArp", self.spoof_arp),
+            ("spoofNd", self.spoof_nd),
+            ("raGuard", self.ra_guard),
         ]
+    }
+
+    /// Drops of port security, all reasons together.
+    pub fn port_security(&self) -> u64 {
+        [
+            self.spoof_mac,
+            self.spoof_ipv4,
+            self.spoof_ipv6,
+            self.spoof_arp,
+            self.spoof_nd,
+            self.ra_guard,
+        ]
+        .iter()
+        .fold(0u64, |a, n| a.wrapping_add(*n))
     }
 
     pub fn total(&self) -> u64 {
@@ -218,6 +259,12 @@ impl Drops {
         self.policy = self.policy.wrapping_add(o.policy);
         self.malformed = self.malformed.wrapping_add(o.malformed);
         self.other = self.other.wrapping_add(o.other);
+        self.spoof_mac = self.spoof_mac.wrapping_add(o.spoof_mac);
+        self.spoof_ipv4 = self.spoof_ipv4.wrapping_add(o.spoof_ipv4);
+        self.spoof_ipv6 = self.spoof_ipv6.wrapping_add(o.spoof_ipv6);
+        self.spoof_arp = self.spoof_arp.wrapping_add(o.spoof_arp);
+        self.spoof_nd = self.spoof_nd.wrapping_add(o.spoof_nd);
+        self.ra_guard = self.ra_guard.wrapping_add(o.ra_guard);
     }
 }
 
@@ -234,8 +281,9 @@ pub struct CountersView {
     pub ports: Vec<PortDrops>,
     /// Per VLAN (the frames classified into one).
     pub vlans: Vec<VlanDrops>,
-    /// Checks this datapath does not make, so cannot count (for example
-    /// `spoofing`: there is no port security yet).
+    /// Checks this node does not make, so cannot count: `spoofing on
+    /// <cluster network>` for networks on the kernel-bridge backend (no
+    /// port security there).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_checked: Vec<String>,
 }
@@ -279,7 +327,21 @@ mod tests {
         assert_eq!(v["vlanFilter"], 1);
         assert_eq!(v["dhcpGuard"], 2);
         assert_eq!(v["localOnly"], 0);
+        assert_eq!(v["spoofIpv4"], 0);
         assert_eq!(d.total(), 3);
+        // An older netd's document (no port security counters) still reads.
+        let old: Drops = serde_json::from_value(serde_json::json!({
+            "vlanFilter": 1, "dhcpGuard": 0, "mtu": 0, "hairpin": 0, "localOnly": 0,
+            "policy": 0, "malformed": 0, "other": 0
+        }))
+        .unwrap();
+        assert_eq!((old.vlan_filter, old.ra_guard), (1, 0));
+        let ps = Drops {
+            spoof_mac: 1,
+            ra_guard: 2,
+            ..Default::default()
+        };
+        assert_eq!((ps.port_security(), ps.total()), (3, 3));
         let e = FdbEntryInfo {
             cluster_network: "data".into(),
             vlan: 100,

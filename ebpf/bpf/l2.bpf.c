@@ -21,6 +21,11 @@
  * responders: the same server MAC and IP on every node) never reach the
  * uplink and the uplink never reaches them.
  *
+ * Port security (see lib/portsec.h): frames from a VM port with a
+ * furrow_l2_psec entry must come from the port's MACs and addresses (ARP
+ * and neighbour discovery included); router advertisements only from
+ * trusted ports. Checked after the DHCP guard, before MAC learning.
+ *
  * Both leave a trace record in skb->cb (see struct comments below), which
  * BPF_PROG_TEST_RUN returns: tests and `netctl trace` read the verdict,
  * the VLAN, where the frame went and its tag state from it. */
@@ -34,6 +39,7 @@
 #include "lib/vlan.h"
 #include "lib/l2.h"
 #include "lib/dhcp.h"
+#include "lib/portsec.h"
 
 /* Marks the copy of a VM's VLAN-0 broadcast handed to the node's stack
  * (bpf_clone_redirect with BPF_F_INGRESS on the uplink): the copy passes
@@ -58,6 +64,7 @@
 #define L2_TRACE_F_TRUSTED 0x200 /* the ingress port is trusted */
 #define L2_TRACE_F_DHCP_CLIENT 0x400 /* DHCP client frame (UDP dst 67) */
 #define L2_TRACE_F_DHCP_SERVER 0x800 /* DHCP server frame (UDP src 67) */
+#define L2_TRACE_F_PORT_SECURITY 0x1000 /* the ingress port has port security */
 
 enum l2_verdict {
 	L2_V_PASS_NOT_PORT = 1, /* no port entry: to the kernel */
@@ -85,6 +92,14 @@ enum l2_verdict {
 	/* The VLAN's responder is not a port of it (reconfigured since):
 	 * DHCP client frames are dropped rather than flooded. */
 	L2_V_DROP_NO_RESPONDER = 20,
+	/* Port security (lib/portsec.h), in the order of enum psec_result:
+	 * L2_V_DROP_SPOOF_MAC + (result - PSEC_SPOOF_MAC). */
+	L2_V_DROP_SPOOF_MAC = 21, /* source MAC not one of the port's */
+	L2_V_DROP_SPOOF_IPV4 = 22, /* IPv4 source not allowed */
+	L2_V_DROP_SPOOF_IPV6 = 23, /* IPv6 source not allowed */
+	L2_V_DROP_SPOOF_ARP = 24, /* ARP claiming another MAC or address */
+	L2_V_DROP_SPOOF_ND = 25, /* ND claiming another MAC or address */
+	L2_V_DROP_RA_GUARD = 26, /* router advertisement from an untrusted port */
 };
 
 /* Trace (dry-run) mode, for `netctl trace` (ebpf/src/l2_trace.rs): a
@@ -337,6 +352,35 @@ static __always_inline int drop_local_only(struct __sk_buff *skb, struct port_st
 	return TC_ACT_SHOT;
 }
 
+/* Counts and traces a port security drop (`why`: enum psec_result). */
+static __always_inline int drop_psec(struct __sk_buff *skb, struct port_stats *pst, int why,
+				     __u32 tf, __u16 vid)
+{
+	if (pst) {
+		switch (why) {
+		case PSEC_SPOOF_MAC:
+			pst->drop_spoof_mac++;
+			break;
+		case PSEC_SPOOF_IPV4:
+			pst->drop_spoof_ipv4++;
+			break;
+		case PSEC_SPOOF_IPV6:
+			pst->drop_spoof_ipv6++;
+			break;
+		case PSEC_SPOOF_ARP:
+			pst->drop_spoof_arp++;
+			break;
+		case PSEC_SPOOF_ND:
+			pst->drop_spoof_nd++;
+			break;
+		default:
+			pst->drop_ra_guard++;
+			break;
+		}
+	}
+	return drop(skb, (L2_V_DROP_SPOOF_MAC + (why - PSEC_SPOOF_MAC)) | tf, vid);
+}
+
 /* Hands the (untagged) frame to the one port `out` (index `oif`): known
  * unicast, or DHCP steering (`verdict`). Checks its MTU, sets its tag
  * state, counts. Returns the tc verdict. */
@@ -528,6 +572,21 @@ int furrow_l2_ingress(struct __sk_buff *skb)
 		if (vst)
 			vst->drop_dhcp_guard++;
 		return drop(skb, L2_V_DROP_DHCP_GUARD | tf, vid);
+	}
+
+	/* ---- port security: what a VM port may claim to be ---- */
+	if (!is_uplink) {
+		struct l2_psec *ps = l2_psec_get(ifindex);
+
+		if (ps) {
+			int why;
+
+			tf |= L2_TRACE_F_PORT_SECURITY;
+			/* Before learning: a forged source MAC is never learnt. */
+			why = psec_check(skb, ifindex, ps, src, dhcp, pflags & L2_PORT_F_TRUSTED);
+			if (why)
+				return drop_psec(skb, pst, why, tf, vid);
+		}
 	}
 
 	now = bpf_ktime_get_ns();

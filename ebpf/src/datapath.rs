@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, MapInfo, PerCpuHashMap, PerCpuValues},
+    maps::{HashMap, LpmTrie, MapData, MapInfo, PerCpuHashMap, PerCpuValues},
     programs::SchedClassifier,
     Ebpf, EbpfLoader,
 };
@@ -17,11 +17,12 @@ use crate::{
     bpffs,
     error::map_errno,
     l2::{RawFdb, RawFdbKey, RawL2Cn, RawL2Dhcp, RawL2Port, RawL2Vlan, RawVlanKey, RawVlanStats},
+    l2_psec::{PsecV4Key, PsecV6Key, RawL2Psec, RawPsecAddr},
     maps::{RawMgmtEndpoint, RawPortStats, MAP_SPECS},
     object::{L2_OBJECT, MGMT_OBJECT},
     sys, tcx, DatapathError, MgmtEndpoint, PortStats, MAP_L2_CLUSTER_NETWORKS, MAP_L2_DHCP,
-    MAP_L2_FDB, MAP_L2_PORTS, MAP_L2_VLANS, MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS,
-    MODE, PROGRAMS,
+    MAP_L2_FDB, MAP_L2_PORTS, MAP_L2_PSEC, MAP_L2_PSEC_V4, MAP_L2_PSEC_V6, MAP_L2_VLANS,
+    MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS, MODE, PROGRAMS,
 };
 
 /// Where one datapath instance keeps its pins.
@@ -128,8 +129,13 @@ pub(crate) struct L2Maps {
     pub vlan_stats: PerCpuHashMap<MapData, RawVlanKey, RawVlanStats>,
     /// DHCP responders by (cluster network, VLAN).
     pub dhcp: HashMap<MapData, RawVlanKey, RawL2Dhcp>,
-    /// max_entries of (ports, vlans, fdb, cns, vlan_stats, dhcp) as pinned.
-    pub max: [u32; 6],
+    /// Port security: per port, and its allowed addresses per family.
+    pub psec: HashMap<MapData, u32, RawL2Psec>,
+    pub psec_v4: LpmTrie<MapData, PsecV4Key, RawPsecAddr>,
+    pub psec_v6: LpmTrie<MapData, PsecV6Key, RawPsecAddr>,
+    /// max_entries of (ports, vlans, fdb, cns, vlan_stats, dhcp, psec,
+    /// psec_v4, psec_v6) as pinned.
+    pub max: [u32; 9],
 }
 
 /// The loaded datapaths (management and L2) of one netd instance.
@@ -244,7 +250,10 @@ impl Datapath {
             cns: l2_map!(MAP_L2_CLUSTER_NETWORKS),
             vlan_stats: l2_map!(MAP_L2_VLAN_STATS),
             dhcp: l2_map!(MAP_L2_DHCP),
-            max: [0; 6],
+            psec: l2_map!(MAP_L2_PSEC),
+            psec_v4: l2_map!(MAP_L2_PSEC_V4),
+            psec_v6: l2_map!(MAP_L2_PSEC_V6),
+            max: [0; 9],
         };
         // Reused pins keep the size they were created with; report that.
         let (eps_max, eps_id) = pinned_map_info(&maps_dir, MAP_MGMT_ENDPOINTS)?;
@@ -543,6 +552,21 @@ impl Datapath {
                     entries: count_keys(self.l2.dhcp.keys()),
                     max_entries: self.l2.max[5],
                 },
+                MapUsage {
+                    name: MAP_L2_PSEC.to_owned(),
+                    entries: count(&mut self.l2.psec.keys()),
+                    max_entries: self.l2.max[6],
+                },
+                MapUsage {
+                    name: MAP_L2_PSEC_V4.to_owned(),
+                    entries: count_keys(self.l2.psec_v4.keys()),
+                    max_entries: self.l2.max[7],
+                },
+                MapUsage {
+                    name: MAP_L2_PSEC_V6.to_owned(),
+                    entries: count_keys(self.l2.psec_v6.keys()),
+                    max_entries: self.l2.max[8],
+                },
             ],
         }
     }
@@ -713,13 +737,16 @@ fn remove_stale_program_pins(
 }
 
 /// The L2 maps in the order of `L2Maps::max`.
-const L2_MAP_NAMES: [&str; 6] = [
+const L2_MAP_NAMES: [&str; 9] = [
     MAP_L2_PORTS,
     MAP_L2_VLANS,
     MAP_L2_FDB,
     MAP_L2_CLUSTER_NETWORKS,
     MAP_L2_VLAN_STATS,
     MAP_L2_DHCP,
+    MAP_L2_PSEC,
+    MAP_L2_PSEC_V4,
+    MAP_L2_PSEC_V6,
 ];
 
 fn count_keys<K>(keys: impl Iterator<Item = Result<K, aya::maps::MapError>>) -> Option<u32> {

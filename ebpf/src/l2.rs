@@ -375,6 +375,38 @@ pub enum L2Verdict {
     /// A DHCP client frame on a VLAN whose responder (`out_ifindex`) is
     /// no longer a port of it: dropped rather than flooded.
     DropNoResponder,
+    /// Port security: the source MAC is not one of the port's (its own,
+    /// or an allowed address pair's).
+    DropSpoofMac,
+    /// Port security: an IPv4 source the port may not use.
+    DropSpoofIpv4,
+    /// Port security: an IPv6 source the port may not use.
+    DropSpoofIpv6,
+    /// Port security: ARP whose sender MAC or address is not the port's
+    /// (a gratuitous ARP for a neighbour's address).
+    DropSpoofArp,
+    /// Port security: neighbour discovery claiming another MAC (a
+    /// link-layer address option) or address (a neighbour advertisement's
+    /// target).
+    DropSpoofNd,
+    /// Port security: a router advertisement from a port that is not
+    /// trusted (the RA guard).
+    DropRaGuard,
+}
+
+impl L2Verdict {
+    /// Whether port security dropped the frame.
+    pub fn is_port_security_drop(self) -> bool {
+        matches!(
+            self,
+            L2Verdict::DropSpoofMac
+                | L2Verdict::DropSpoofIpv4
+                | L2Verdict::DropSpoofIpv6
+                | L2Verdict::DropSpoofArp
+                | L2Verdict::DropSpoofNd
+                | L2Verdict::DropRaGuard
+        )
+    }
 }
 
 /// What a frame was to the DHCP rules (IPv4 UDP, first fragment).
@@ -411,6 +443,9 @@ pub struct L2Trace {
     /// What the frame was to the DHCP rules, once classified into a VLAN
     /// (`None`: not DHCP, or dropped before).
     pub dhcp: Option<DhcpFrame>,
+    /// The ingress port has port security and the frame reached its
+    /// checks (see [`crate::PortSecurity`]).
+    pub port_security: bool,
 }
 
 const TRACE_MAGIC: u32 = 0x4c32_0000;
@@ -420,6 +455,7 @@ const TRACE_F_LOCAL_ONLY: u32 = 0x100;
 const TRACE_F_TRUSTED: u32 = 0x200;
 const TRACE_F_DHCP_CLIENT: u32 = 0x400;
 const TRACE_F_DHCP_SERVER: u32 = 0x800;
+const TRACE_F_PORT_SECURITY: u32 = 0x1000;
 
 impl L2Trace {
     /// Decodes `skb->cb` as the L2 programs leave it; `None` if they left
@@ -449,6 +485,12 @@ impl L2Trace {
             18 => L2Verdict::DropDhcpGuard,
             19 => L2Verdict::DropLocalOnly,
             20 => L2Verdict::DropNoResponder,
+            21 => L2Verdict::DropSpoofMac,
+            22 => L2Verdict::DropSpoofIpv4,
+            23 => L2Verdict::DropSpoofIpv6,
+            24 => L2Verdict::DropSpoofArp,
+            25 => L2Verdict::DropSpoofNd,
+            26 => L2Verdict::DropRaGuard,
             _ => return None,
         };
         let vid = (cb[1] != TRACE_NO_VID).then_some(cb[1] as u16);
@@ -481,6 +523,7 @@ impl L2Trace {
             } else {
                 None
             },
+            port_security: f & TRACE_F_PORT_SECURITY != 0,
         })
     }
 }
@@ -877,6 +920,19 @@ mod tests {
             let t = L2Trace::from_cb([TRACE_MAGIC | v, 5, 4, 0, 0]).unwrap();
             assert_eq!((t.verdict, t.out_ifindex), (want, Some(4)));
         }
-        assert_eq!(L2Trace::from_cb([TRACE_MAGIC | 21, 5, 4, 0, 0]), None);
+        for (v, want) in [
+            (21, L2Verdict::DropSpoofMac),
+            (22, L2Verdict::DropSpoofIpv4),
+            (23, L2Verdict::DropSpoofIpv6),
+            (24, L2Verdict::DropSpoofArp),
+            (25, L2Verdict::DropSpoofNd),
+            (26, L2Verdict::DropRaGuard),
+        ] {
+            let t =
+                L2Trace::from_cb([TRACE_MAGIC | TRACE_F_PORT_SECURITY | v, 5, 0, 0, 0]).unwrap();
+            assert_eq!((t.verdict, t.out_ifindex), (want, None));
+            assert!(t.port_security && t.verdict.is_port_security_drop());
+        }
+        assert_eq!(L2Trace::from_cb([TRACE_MAGIC | 27, 5, 4, 0, 0]), None);
     }
 }

@@ -38,7 +38,10 @@ fn duration_ns(d: Duration) -> u64 {
 }
 
 /// ENOENT (removed meanwhile, or never there) is success for deletes.
-fn ok_if_absent(map: &'static str, r: Result<(), MapError>) -> Result<(), DatapathError> {
+pub(crate) fn ok_if_absent(
+    map: &'static str,
+    r: Result<(), MapError>,
+) -> Result<(), DatapathError> {
     match r {
         Err(e) if map_errno(&e) == Some(libc::ENOENT) => Ok(()),
         Err(MapError::KeyNotFound) => Ok(()),
@@ -46,7 +49,7 @@ fn ok_if_absent(map: &'static str, r: Result<(), MapError>) -> Result<(), Datapa
     }
 }
 
-fn insert_error(map: &'static str, max_entries: u32, e: MapError) -> DatapathError {
+pub(crate) fn insert_error(map: &'static str, max_entries: u32, e: MapError) -> DatapathError {
     if map_errno(&e) == Some(libc::E2BIG) {
         DatapathError::MapFull { map, max_entries }
     } else {
@@ -206,7 +209,8 @@ impl Datapath {
     /// them) if `ifname` still has index `ifindex` (a newer device reusing
     /// the name is left alone; a gone device's defunct pins are removed),
     /// then its port entry, its counters, its place in every flood
-    /// list and every FDB entry pointing at it (static ones included).
+    /// list, every FDB entry pointing at it (static ones included) and its
+    /// port security.
     /// Idempotent; works when the device is already gone. `ifindex` 0
     /// means whatever interface has the name now.
     pub fn l2_detach_port(&mut self, ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
@@ -236,6 +240,7 @@ impl Datapath {
         self.remove_from_flood_lists(idx)?;
         self.fdb_flush_port(idx)?;
         self.remove_dhcp_responder_port(idx)?;
+        self.l2_clear_port_security(idx)?;
         Ok(())
     }
 

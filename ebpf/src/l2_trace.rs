@@ -122,8 +122,8 @@ pub struct L2TraceRun {
 /// One decision of the switch, with the map entries behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct L2TraceStep {
-    /// `port`, `vlan`, `filter`, `source`, `fdb`, `forward`, `flood`,
-    /// `drop`, `pass`.
+    /// `port`, `vlan`, `filter`, `security`, `source`, `fdb`, `forward`,
+    /// `flood`, `drop`, `pass`.
     pub stage: &'static str,
     /// What the switch decided, in words.
     pub decision: String,
@@ -189,6 +189,7 @@ impl Datapath {
         // Read before the run what the run's decisions rest on.
         let port = self.l2_port(ifindex)?;
         let flags = self.l2_port_flags(ifindex)?.unwrap_or_default();
+        let psec = self.l2_port_security(ifindex)?;
         let fdb = self.fdb_entries()?;
         let run = self.l2_trace_run(ifindex, &frame.build())?;
         let mut steps = Vec::new();
@@ -292,8 +293,22 @@ impl Datapath {
                     entries: vec![],
                 });
             }
+            if let (true, Some(ps)) = (t.port_security, &psec) {
+                let decision = if t.verdict.is_port_security_drop() {
+                    format!("{}: dropped", reason_words(t.verdict))
+                } else {
+                    "port security: the frame's MAC and addresses are the port's".to_string()
+                };
+                steps.push(L2TraceStep {
+                    stage: "security",
+                    decision,
+                    entries: psec_words(ifindex, ps),
+                });
+            }
             let src = frame.src_mac;
-            if src[0] & 1 == 0 && src != [0; 6] {
+            if t.verdict.is_port_security_drop() {
+                // Dropped before learning and forwarding.
+            } else if src[0] & 1 == 0 && src != [0; 6] {
                 let (decision, entries) = match find(src) {
                     Some(e) => (
                         if e.ifindex == ifindex {
@@ -332,7 +347,8 @@ impl Datapath {
                 });
             }
             let dst = frame.dst_mac;
-            if dst[0] & 1 == 1 {
+            if t.verdict.is_port_security_drop() {
+            } else if dst[0] & 1 == 1 {
                 steps.push(L2TraceStep {
                     stage: "fdb",
                     decision: format!(
@@ -480,7 +496,13 @@ fn verdict_word(v: L2Verdict) -> &'static str {
         | L2Verdict::DropOther
         | L2Verdict::DropDhcpGuard
         | L2Verdict::DropLocalOnly
-        | L2Verdict::DropNoResponder => "drop",
+        | L2Verdict::DropNoResponder
+        | L2Verdict::DropSpoofMac
+        | L2Verdict::DropSpoofIpv4
+        | L2Verdict::DropSpoofIpv6
+        | L2Verdict::DropSpoofArp
+        | L2Verdict::DropSpoofNd
+        | L2Verdict::DropRaGuard => "drop",
         _ => "pass",
     }
 }
@@ -507,6 +529,22 @@ fn reason_words(v: L2Verdict) -> &'static str {
         L2Verdict::DropDhcpGuard => "DHCP server reply from an untrusted port (DHCP guard)",
         L2Verdict::DropLocalOnly => "local-only traffic would cross the uplink",
         L2Verdict::DropNoResponder => "the VLAN's DHCP responder is gone",
+        L2Verdict::DropSpoofMac => "port security: the source MAC is not the port's (spoofed MAC)",
+        L2Verdict::DropSpoofIpv4 => {
+            "port security: the IPv4 source is not one of the port's addresses (spoofed IP)"
+        }
+        L2Verdict::DropSpoofIpv6 => {
+            "port security: the IPv6 source is not one of the port's addresses (spoofed IP)"
+        }
+        L2Verdict::DropSpoofArp => {
+            "port security: ARP claiming another MAC or address (spoofed ARP)"
+        }
+        L2Verdict::DropSpoofNd => {
+            "port security: neighbour discovery claiming another MAC or address (spoofed ND)"
+        }
+        L2Verdict::DropRaGuard => {
+            "port security: router advertisement from an untrusted port (RA guard)"
+        }
     }
 }
 
@@ -529,6 +567,39 @@ fn mode_words(m: &L2Mode) -> String {
         ),
         L2Mode::Uplink { own_mac } => format!("uplink (node MAC {})", fmt_mac(*own_mac)),
     }
+}
+
+fn psec_words(ifindex: u32, ps: &crate::PortSecurity) -> Vec<String> {
+    let mut macs = vec![fmt_mac(ps.mac)];
+    macs.extend(ps.extra_macs.iter().map(|m| fmt_mac(*m)));
+    let mut out = vec![format!(
+        "furrow_l2_psec[{ifindex}] = {{macs [{}], ipv4 {}, ipv6 {}}}",
+        macs.join(", "),
+        if ps.enforce_ipv4 {
+            "enforced"
+        } else {
+            "not checked"
+        },
+        if ps.enforce_ipv6 {
+            "enforced"
+        } else {
+            "not checked"
+        },
+    )];
+    for a in &ps.addresses {
+        let map = if a.addr.is_ipv4() {
+            "furrow_l2_psec_v4"
+        } else {
+            "furrow_l2_psec_v6"
+        };
+        out.push(format!(
+            "{map}[{ifindex}, {}/{}] = {{{}}}",
+            a.addr,
+            a.prefix_len,
+            fmt_mac(a.mac)
+        ));
+    }
+    out
 }
 
 fn fdb_words(e: &FdbEntry, name: &dyn Fn(u32) -> String) -> String {

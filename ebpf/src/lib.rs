@@ -25,6 +25,7 @@ mod error;
 pub mod fence;
 mod l2;
 mod l2_ops;
+mod l2_psec;
 mod l2_trace;
 mod link;
 mod maps;
@@ -42,6 +43,9 @@ pub use l2::{
     DhcpFrame, FdbEntry, L2DhcpResponder, L2Mode, L2Port, L2PortFlags, L2Trace, L2Verdict, L2Vlan,
     VlanSet, VlanStats, L2_DEFAULT_AGING, L2_MAX_CLUSTER_NETWORKS, L2_MAX_FDB, L2_MAX_MEMBERS,
     L2_MAX_PORTS, L2_MAX_VLANS, VLAN_ID_MAX,
+};
+pub use l2_psec::{
+    PortSecurity, PsecAddr, L2_PSEC_MAX_ADDRS, L2_PSEC_MAX_MACS, L2_PSEC_PORT_ADDRS,
 };
 pub use l2_trace::{
     L2TraceFrame, L2TraceReport, L2TraceRun, L2TraceStep, L2_DRY_MAGIC3, L2_DRY_MAGIC4,
@@ -114,6 +118,12 @@ pub const MAP_L2_CLUSTER_NETWORKS: &str = "furrow_l2_cns";
 pub const MAP_L2_VLAN_STATS: &str = "furrow_l2_vlan_stats";
 /// L2 DHCP service: (cluster network, VLAN) to its responder port.
 pub const MAP_L2_DHCP: &str = "furrow_l2_dhcp";
+/// L2 port security: ifindex to the port's MACs and enforcement flags.
+pub const MAP_L2_PSEC: &str = "furrow_l2_psec";
+/// L2 port security: (ifindex, IPv4 prefix) to the MAC that may use it (LPM).
+pub const MAP_L2_PSEC_V4: &str = "furrow_l2_psec_v4";
+/// L2 port security: (ifindex, IPv6 prefix) to the MAC that may use it (LPM).
+pub const MAP_L2_PSEC_V6: &str = "furrow_l2_psec_v6";
 
 /// Ingress (clsact) of the host-side veth: what the pod sends.
 pub const PROG_MGMT_FROM_POD: &str = "furrow_mgmt_from_pod";

@@ -1,9 +1,12 @@
 //! Map value layouts shared with the C programs, and their public views.
 
+use aya::maps::lpm_trie::Key;
+
 use crate::{
     l2::{RawFdb, RawFdbKey, RawL2Cn, RawL2Dhcp, RawL2Port, RawL2Vlan, RawVlanKey, RawVlanStats},
-    MAP_L2_CLUSTER_NETWORKS, MAP_L2_DHCP, MAP_L2_FDB, MAP_L2_PORTS, MAP_L2_VLANS,
-    MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS,
+    l2_psec::{PsecV4Key, PsecV6Key, RawL2Psec, RawPsecAddr},
+    MAP_L2_CLUSTER_NETWORKS, MAP_L2_DHCP, MAP_L2_FDB, MAP_L2_PORTS, MAP_L2_PSEC, MAP_L2_PSEC_V4,
+    MAP_L2_PSEC_V6, MAP_L2_VLANS, MAP_L2_VLAN_STATS, MAP_MGMT_ENDPOINTS, MAP_PORT_STATS,
 };
 
 /// Capacity of the endpoints map (bpf/lib/config.h: FURROW_MAX_ENDPOINTS).
@@ -15,6 +18,7 @@ pub const MAX_PORTS: u32 = 16384;
 pub(crate) const BPF_MAP_TYPE_HASH: u32 = 1;
 pub(crate) const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
 pub(crate) const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+pub(crate) const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 
 /// `struct mgmt_endpoint` in bpf/mgmt.bpf.c.
 #[repr(C)]
@@ -47,13 +51,20 @@ pub(crate) struct RawPortStats {
     pub drop_hairpin: u64,
     pub drop_dhcp_guard: u64,
     pub drop_local_only: u64,
+    pub drop_spoof_mac: u64,
+    pub drop_spoof_ipv4: u64,
+    pub drop_spoof_ipv6: u64,
+    pub drop_spoof_arp: u64,
+    pub drop_spoof_nd: u64,
+    pub drop_ra_guard: u64,
 }
 
 // SAFETY: repr(C), only u64 fields, no padding.
 unsafe impl aya::Pod for RawPortStats {}
 // 9 counters until the L2 switch appended drop_mtu and drop_hairpin, 11
-// until DHCP steering appended drop_dhcp_guard and drop_local_only.
-const _: () = assert!(std::mem::size_of::<RawPortStats>() == 13 * 8);
+// until DHCP steering appended drop_dhcp_guard and drop_local_only, 13
+// until port security appended its six.
+const _: () = assert!(std::mem::size_of::<RawPortStats>() == 19 * 8);
 
 /// Shape of a map this build expects; a pinned map left by another build
 /// must match it to be reused.
@@ -77,7 +88,7 @@ const fn spec<K, V>(name: &'static str, map_type: u32, recreate: bool) -> MapSpe
     }
 }
 
-pub(crate) const MAP_SPECS: [MapSpec; 8] = [
+pub(crate) const MAP_SPECS: [MapSpec; 11] = [
     spec::<u32, RawMgmtEndpoint>(MAP_MGMT_ENDPOINTS, BPF_MAP_TYPE_HASH, false),
     spec::<u32, RawPortStats>(MAP_PORT_STATS, BPF_MAP_TYPE_PERCPU_HASH, true),
     spec::<u32, RawL2Port>(MAP_L2_PORTS, BPF_MAP_TYPE_HASH, false),
@@ -86,6 +97,9 @@ pub(crate) const MAP_SPECS: [MapSpec; 8] = [
     spec::<u32, RawL2Cn>(MAP_L2_CLUSTER_NETWORKS, BPF_MAP_TYPE_HASH, false),
     spec::<RawVlanKey, RawVlanStats>(MAP_L2_VLAN_STATS, BPF_MAP_TYPE_PERCPU_HASH, true),
     spec::<RawVlanKey, RawL2Dhcp>(MAP_L2_DHCP, BPF_MAP_TYPE_HASH, false),
+    spec::<u32, RawL2Psec>(MAP_L2_PSEC, BPF_MAP_TYPE_HASH, false),
+    spec::<Key<PsecV4Key>, RawPsecAddr>(MAP_L2_PSEC_V4, BPF_MAP_TYPE_LPM_TRIE, false),
+    spec::<Key<PsecV6Key>, RawPsecAddr>(MAP_L2_PSEC_V6, BPF_MAP_TYPE_LPM_TRIE, false),
 ];
 
 /// A pod on this node, as the datapath needs it to deliver frames to it.
@@ -154,11 +168,25 @@ pub struct PortStats {
     /// local-only port for its frames to the wire, on the uplink for
     /// frames from the wire to or from a local-only port's MAC.
     pub drop_local_only: u64,
+    /// L2 port security ([`crate::PortSecurity`]), on the VM port that
+    /// sent the frame: a source MAC that is not the port's.
+    pub drop_spoof_mac: u64,
+    /// An IPv4 source the port may not use.
+    pub drop_spoof_ipv4: u64,
+    /// An IPv6 source the port may not use.
+    pub drop_spoof_ipv6: u64,
+    /// ARP claiming another MAC or address (gratuitous ARP for a
+    /// neighbour's address).
+    pub drop_spoof_arp: u64,
+    /// Neighbour discovery claiming another MAC or address.
+    pub drop_spoof_nd: u64,
+    /// Router advertisements from a port that is not trusted.
+    pub drop_ra_guard: u64,
 }
 
 impl PortStats {
     /// Drop counters by reason name (for netd's `drops` map).
-    pub fn drops(&self) -> [(&'static str, u64); 8] {
+    pub fn drops(&self) -> [(&'static str, u64); 14] {
         [
             ("malformed", self.drop_malformed),
             ("policy", self.drop_policy),
@@ -168,6 +196,12 @@ impl PortStats {
             ("hairpin", self.drop_hairpin),
             ("dhcp_guard", self.drop_dhcp_guard),
             ("local_only", self.drop_local_only),
+            ("spoof_mac", self.drop_spoof_mac),
+            ("spoof_ipv4", self.drop_spoof_ipv4),
+            ("spoof_ipv6", self.drop_spoof_ipv6),
+            ("spoof_arp", self.drop_spoof_arp),
+            ("spoof_nd", self.drop_spoof_nd),
+            ("ra_guard", self.drop_ra_guard),
         ]
     }
 
@@ -186,6 +220,12 @@ impl PortStats {
         self.drop_hairpin = self.drop_hairpin.wrapping_add(raw.drop_hairpin);
         self.drop_dhcp_guard = self.drop_dhcp_guard.wrapping_add(raw.drop_dhcp_guard);
         self.drop_local_only = self.drop_local_only.wrapping_add(raw.drop_local_only);
+        self.drop_spoof_mac = self.drop_spoof_mac.wrapping_add(raw.drop_spoof_mac);
+        self.drop_spoof_ipv4 = self.drop_spoof_ipv4.wrapping_add(raw.drop_spoof_ipv4);
+        self.drop_spoof_ipv6 = self.drop_spoof_ipv6.wrapping_add(raw.drop_spoof_ipv6);
+        self.drop_spoof_arp = self.drop_spoof_arp.wrapping_add(raw.drop_spoof_arp);
+        self.drop_spoof_nd = self.drop_spoof_nd.wrapping_add(raw.drop_spoof_nd);
+        self.drop_ra_guard = self.drop_ra_guard.wrapping_add(raw.drop_ra_guard);
     }
 
     pub(crate) fn sum<'a>(values: impl IntoIterator<Item = &'a RawPortStats>) -> Self {
@@ -227,6 +267,7 @@ mod tests {
             drop_other: 3,
             drop_dhcp_guard: 4,
             drop_local_only: 6,
+            drop_ra_guard: 7,
             ..Default::default()
         };
         let s = PortStats::sum([&a, &b]);
@@ -237,5 +278,6 @@ mod tests {
         assert_eq!(s.drops()[3], ("other", 3));
         assert_eq!(s.drops()[6], ("dhcp_guard", 4));
         assert_eq!(s.drops()[7], ("local_only", 6));
+        assert_eq!(s.drops()[13], ("ra_guard", 7));
     }
 }

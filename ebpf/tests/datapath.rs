@@ -28,6 +28,9 @@ fn open_pins_maps_and_reports_status() {
         MAP_L2_CLUSTER_NETWORKS,
         MAP_L2_VLAN_STATS,
         MAP_L2_DHCP,
+        MAP_L2_PSEC,
+        MAP_L2_PSEC_V4,
+        MAP_L2_PSEC_V6,
     ] {
         assert!(pins.0.join("maps").join(map).exists(), "{map} not pinned");
     }
@@ -71,6 +74,9 @@ fn open_pins_maps_and_reports_status() {
             (MAP_L2_CLUSTER_NETWORKS, Some(0), L2_MAX_CLUSTER_NETWORKS),
             (MAP_L2_VLAN_STATS, Some(0), L2_MAX_VLANS),
             (MAP_L2_DHCP, Some(0), L2_MAX_VLANS),
+            (MAP_L2_PSEC, Some(0), L2_MAX_PORTS),
+            (MAP_L2_PSEC_V4, Some(0), L2_PSEC_MAX_ADDRS),
+            (MAP_L2_PSEC_V6, Some(0), L2_PSEC_MAX_ADDRS),
         ]
     );
     assert!(dp.program_id(PROG_L2_INGRESS).unwrap() > 0);

@@ -48,8 +48,9 @@ pub enum ViewCommand {
         cluster_network: Option<String>,
     },
     /// Datapath counters: drops by reason (VLAN filter, DHCP guard, MTU,
-    /// hairpin, local-only, policy, malformed, other) for the node, per
-    /// port and per VLAN, with traffic counters.
+    /// hairpin, local-only, policy, malformed, other, and port security's:
+    /// spoofed MAC, IPv4, IPv6, ARP, neighbour discovery, RA guard) for
+    /// the node, per port and per VLAN, with traffic counters.
     ///
     /// A port counts the frames it sent into the switch (MTU drops: the
     /// frames that would have left by it).
@@ -284,7 +285,7 @@ pub fn vlans_text(v: &VlansView) -> String {
     out
 }
 
-const DROP_HEADERS: [&str; 8] = [
+const DROP_HEADERS: [&str; 14] = [
     "VLAN-FILTER",
     "DHCP-GUARD",
     "MTU",
@@ -293,6 +294,12 @@ const DROP_HEADERS: [&str; 8] = [
     "POLICY",
     "MALFORMED",
     "OTHER",
+    "SPOOF-MAC",
+    "SPOOF-IPV4",
+    "SPOOF-IPV6",
+    "SPOOF-ARP",
+    "SPOOF-ND",
+    "RA-GUARD",
 ];
 
 fn drop_cells(d: &Drops) -> Vec<String> {
@@ -306,8 +313,8 @@ pub fn counters_text(v: &CountersView) -> String {
         t.row(vec![h.to_lowercase(), n.to_string()]);
     }
     for n in &v.not_checked {
-        let why = if n == "spoofing" {
-            "not checked: no port security in this datapath yet"
+        let why = if n.starts_with("spoofing") {
+            "not checked: the kernel-bridge backend has no port security"
         } else {
             "not checked by this datapath"
         };
@@ -405,12 +412,26 @@ mod tests {
                 vlan_filter: 3,
                 ..Default::default()
             },
-            not_checked: vec!["spoofing".into()],
+            not_checked: vec!["spoofing on br".into()],
             ..Default::default()
         };
         let s = counters_text(&v);
-        assert!(s.contains("vlan-filter  3"), "{s}");
-        assert!(s.contains("spoofing"), "{s}");
+        assert!(
+            s.lines()
+                .any(|l| l.split_whitespace().eq(["vlan-filter", "3"])),
+            "{s}"
+        );
+        assert!(s.contains("spoofing on br"), "{s}");
         assert!(s.contains("dhcp-guard"), "{s}");
+        for r in [
+            "spoof-mac",
+            "spoof-ipv4",
+            "spoof-ipv6",
+            "spoof-arp",
+            "spoof-nd",
+            "ra-guard",
+        ] {
+            assert!(s.contains(r), "{r}: {s}");
+        }
     }
 }

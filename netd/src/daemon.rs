@@ -549,6 +549,19 @@ impl Daemon {
                 me.dhcp.collect_garbage().await;
             }
         });
+        if !self.node.cfg.vip_only {
+            let me = self.clone();
+            tokio::spawn(async move {
+                // Port security follows lease expiry (binds and releases
+                // are pushed as they happen).
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tick.tick().await;
+                    me.dhcp.push_address_book().await;
+                }
+            });
+        }
         let me = self.clone();
         tokio::spawn(async move {
             // Uplink carrier checks at bonding's default miimon pace.

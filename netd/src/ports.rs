@@ -83,6 +83,10 @@ impl PortRecord {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// A layer-2 port on a cluster network (kind `vlan`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,6 +104,13 @@ pub struct VlanPortRecord {
     /// The VM may answer DHCP (CNI config `dhcpTrusted`).
     #[serde(default)]
     pub dhcp_trusted: bool,
+    /// Port security (CNI config `portSecurity`, default on; records of
+    /// older netds, without the field, get it on).
+    #[serde(default = "yes")]
+    pub port_security: bool,
+    /// CNI config `allowedAddressPairs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_address_pairs: Vec<furrow_api::cni::AddressPair>,
     pub container_id: String,
     pub ifname: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

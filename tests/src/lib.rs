@@ -33,6 +33,7 @@ pub mod ndp;
 pub mod netd;
 pub mod netns;
 pub mod probe;
+pub mod scapy;
 pub mod scenario;
 
 pub use lab::{Lab, Node, Pod};

@@ -67,13 +67,21 @@ fn trace_gives_the_datapaths_verdicts() {
     assert_eq!(r.port.ifname, vm_if("a100"));
     assert_eq!(r.port.owner.as_deref(), Some("lab/a100"));
     let stages: Vec<&str> = r.steps.iter().map(|s| s.stage.as_str()).collect();
+    // (VM ports have port security: the step says what it checked.)
     assert_eq!(
         stages,
-        ["port", "vlan", "source", "fdb", "forward"],
+        ["port", "vlan", "security", "source", "fdb", "forward"],
         "{r:?}"
     );
     assert!(
-        r.steps[3].entries.iter().any(|e| e.contains("static")),
+        r.steps[2]
+            .entries
+            .iter()
+            .any(|e| e.contains("furrow_l2_psec")),
+        "{r:?}"
+    );
+    assert!(
+        r.steps[4].entries.iter().any(|e| e.contains("static")),
         "{r:?}"
     );
 
@@ -156,17 +164,19 @@ fn trace_gives_the_datapaths_verdicts() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no VLAN port of VM nope"));
 
     // Tracing learns nothing: a source MAC nobody has sent from stays
-    // unknown (a live frame would have been learned on a100's port).
+    // unknown. From a100's port it is a spoofed MAC: port security drops
+    // it before learning, live or traced.
     let ghost = "02:de:ad:be:ef:01";
     let r = trace(
         n1,
         &["a100", "--dst-mac", &v.vm("b100").mac, "--src-mac", ghost],
     );
-    assert_eq!(r.verdict, "forward", "{r:?}");
+    assert_eq!(r.verdict, "drop", "{r:?}");
+    assert!(r.reason.contains("source MAC"), "{r:?}");
     assert!(
         r.steps
             .iter()
-            .any(|s| s.stage == "source" && s.decision.contains("would learn")),
+            .any(|s| s.stage == "security" && s.decision.contains("dropped")),
         "{r:?}"
     );
     let fdb: serde_json::Value = n1.netd.client().get("/v1/fdb").unwrap();

@@ -356,9 +356,19 @@ pub struct VmNetworkConfigEntry {
     /// The VLAN network (CNI name or namespace/name), as in IPPool.
     pub network_name: String,
     pub mac_address: MacAddr,
-    /// A fixed address for this MAC; absent: one from the pool.
+    /// A fixed address for this MAC; absent: one from the pool. Port
+    /// security takes it as the VM's address (with a pool or without).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<Ipv4Addr>,
+    /// Port security of this VM's port on the network: `false` turns it
+    /// off; absent: as the attachment's CNI config says (on by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_security: Option<bool>,
+    /// More addresses this VM may send from on the network (a VIP it
+    /// takes over with keepalived), added to the CNI config's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 32)))]
+    pub allowed_address_pairs: Vec<crate::cni::AddressPair>,
 }
 
 impl VmNetworkConfigEntry {
@@ -435,6 +445,16 @@ impl VirtualMachineNetworkConfig {
                     );
                 }
             }
+            for (path, why) in crate::cni::AddressPair::check_list(&c.allowed_address_pairs) {
+                err(&mut errs, &f(&format!("allowedAddressPairs{path}")), why);
+            }
+            if c.port_security == Some(false) && !c.allowed_address_pairs.is_empty() {
+                err(
+                    &mut errs,
+                    &f("allowedAddressPairs"),
+                    "has no effect with portSecurity: false (the port may then send from any address): remove one of them",
+                );
+            }
         }
         errs
     }
@@ -508,6 +528,8 @@ mod tests {
                     network_name: "default/vlan100".into(),
                     mac_address: "52:54:00:00:00:01".parse().unwrap(),
                     ip_address: Some("10.100.0.11".parse().unwrap()),
+                    port_security: None,
+                    allowed_address_pairs: vec![],
                 }],
             },
         );
@@ -517,5 +539,51 @@ mod tests {
             .network_configs
             .push(bad.spec.network_configs[0].clone());
         assert_eq!(bad.validate()[0].field, "spec.networkConfigs[1].macAddress");
+        // Allowed address pairs: parsed as in the CNI config, checked the same.
+        let doc = |pairs: serde_json::Value, ps: serde_json::Value| {
+            serde_json::from_value::<VirtualMachineNetworkConfig>(serde_json::json!({
+                "apiVersion": API_VERSION, "kind": "VirtualMachineNetworkConfig",
+                "metadata": {"name": "vm1"},
+                "spec": {"vmName": "vm1", "networkConfigs": [{
+                    "networkName": "vlan100", "macAddress": "52:54:00:00:00:01",
+                    "allowedAddressPairs": pairs, "portSecurity": ps
+                }]}
+            }))
+        };
+        let ok = doc(
+            serde_json::json!([{"ipAddress": "10.100.0.100"}]),
+            serde_json::json!(null),
+        )
+        .unwrap();
+        assert!(ok.validate().is_empty(), "{:?}", ok.validate());
+        assert_eq!(
+            ok.spec.network_configs[0].allowed_address_pairs[0]
+                .ip_address
+                .to_string(),
+            "10.100.0.100/32"
+        );
+        assert!(doc(
+            serde_json::json!([{"ipAddress": "10.100.0.5/24"}]),
+            serde_json::json!(null)
+        )
+        .is_err());
+        let twice = doc(
+            serde_json::json!([{"ipAddress": "10.100.0.100"}, {"ipAddress": "10.100.0.100/32"}]),
+            serde_json::json!(true),
+        )
+        .unwrap();
+        assert_eq!(
+            twice.validate()[0].field,
+            "spec.networkConfigs[0].allowedAddressPairs[1].ipAddress"
+        );
+        let off = doc(
+            serde_json::json!([{"ipAddress": "10.100.0.100"}]),
+            serde_json::json!(false),
+        )
+        .unwrap();
+        assert_eq!(
+            off.validate()[0].field,
+            "spec.networkConfigs[0].allowedAddressPairs"
+        );
     }
 }

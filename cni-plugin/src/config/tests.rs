@@ -476,6 +476,8 @@ fn harvester_nads_parse_with_only_the_type_changed() {
         mtu: None,
         promisc: true,
         dhcp_trusted: false,
+        port_security: true,
+        allowed_address_pairs: vec![],
         dns: Dns::default(),
     };
     let untagged = VlanAttachment {
@@ -859,6 +861,8 @@ fn vlan_del_is_lenient_and_stays_a_vlan_attachment() {
             mtu: None,
             promisc: false,
             dhcp_trusted: false,
+            port_security: true,
+            allowed_address_pairs: vec![],
             dns: Dns::default(),
         }
     );
@@ -906,4 +910,83 @@ fn dhcp_trusted_marks_a_vm_that_may_answer_dhcp() {
     assert!(vlan_ok(json!({"vlan": 100, "dhcpTrusted": true})).dhcp_trusted);
     let case = json!({"vlan": 100, "dhcpTrusted": "yes"});
     assert_invalid(&vlan_err(case.clone()), "dhcpTrusted", &case);
+}
+
+#[test]
+fn port_security_is_on_by_default_and_pairs_are_validated() {
+    let v = vlan_ok(json!({"vlan": 100}));
+    assert!(v.port_security && v.allowed_address_pairs.is_empty());
+    assert!(!vlan_ok(json!({"vlan": 100, "portSecurity": false})).port_security);
+    let v = vlan_ok(json!({"vlan": 100, "allowedAddressPairs": [
+        {"ipAddress": "10.0.0.100"},
+        {"ipAddress": "10.1.0.0/24", "macAddress": "52:54:00:00:00:99"},
+        {"ipAddress": "fd00::100"}
+    ]}));
+    assert_eq!(v.allowed_address_pairs.len(), 3);
+    assert_eq!(
+        v.allowed_address_pairs[0].ip_address.to_string(),
+        "10.0.0.100/32"
+    );
+    assert_eq!(
+        v.allowed_address_pairs[1]
+            .mac_address
+            .map(|m| m.to_string()),
+        Some("52:54:00:00:00:99".to_string())
+    );
+    assert_eq!(v.allowed_address_pairs[2].ip_address.prefix_len(), 128);
+    for (case, field) in [
+        (json!({"portSecurity": "no"}), "portSecurity"),
+        (
+            json!({"allowedAddressPairs": {"ipAddress": "10.0.0.1"}}),
+            "allowedAddressPairs",
+        ),
+        (
+            json!({"allowedAddressPairs": ["10.0.0.1"]}),
+            "allowedAddressPairs[0]",
+        ),
+        (
+            json!({"allowedAddressPairs": [{"ip": "10.0.0.1"}]}),
+            "allowedAddressPairs[0].ip",
+        ),
+        (
+            json!({"allowedAddressPairs": [{"macAddress": "52:54:00:00:00:01"}]}),
+            "allowedAddressPairs[0].ipAddress",
+        ),
+        (
+            json!({"allowedAddressPairs": [{"ipAddress": "10.0.0.300"}]}),
+            "allowedAddressPairs[0].ipAddress",
+        ),
+        (
+            json!({"allowedAddressPairs": [{"ipAddress": "10.0.0.5/24"}]}),
+            "allowedAddressPairs[0].ipAddress",
+        ),
+        (
+            json!({"allowedAddressPairs": [{"ipAddress": "224.0.0.5"}]}),
+            "allowedAddressPairs[0].ipAddress",
+        ),
+        (
+            json!({"allowedAddressPairs": [{"ipAddress": "10.0.0.1"}, {"ipAddress": "10.0.0.1/32"}]}),
+            "allowedAddressPairs[1].ipAddress",
+        ),
+        (
+            json!({"allowedAddressPairs": [{"ipAddress": "10.0.0.1", "macAddress": "01:00:5e:00:00:01"}]}),
+            "allowedAddressPairs[0].macAddress",
+        ),
+        (
+            json!({"allowedAddressPairs": [{"ipAddress": "10.0.0.1", "macAddress": "nope"}]}),
+            "allowedAddressPairs[0].macAddress",
+        ),
+        (
+            json!({"portSecurity": false, "allowedAddressPairs": [{"ipAddress": "10.0.0.1"}]}),
+            "allowedAddressPairs",
+        ),
+    ] {
+        let mut c = case.clone();
+        c["vlan"] = json!(100);
+        assert_invalid(&vlan_err(c.clone()), field, &c);
+    }
+    // The bridge plugin's macspoofchk is refused, pointing at portSecurity.
+    let e = vlan_err(json!({"vlan": 100, "macspoofchk": true}));
+    assert_eq!(e.code(), 2);
+    assert!(e.to_string().contains("portSecurity"), "{e}");
 }

@@ -10,8 +10,9 @@
 //! a non-empty `vlanTrunk` is refused, as the reference plugin refuses it.
 //! An empty `vlanTrunk` is no trunk, as there too.
 
-use furrow_api::cni::{AttachmentSpec, Dns, VlanAttachment, VlanRange, VLAN_MAX};
+use furrow_api::cni::{AddressPair, AttachmentSpec, Dns, VlanAttachment, VlanRange, VLAN_MAX};
 use furrow_api::resource::{validate_name, CLUSTER_NETWORK_NAME_MAX};
+use furrow_api::MacAddr;
 use serde_json::Value;
 
 use super::{mtu, opt_str, show, ConfigError, Parser};
@@ -24,6 +25,8 @@ pub(super) const KEYS: &[&str] = &[
     "mtu",
     "promiscMode",
     "dhcpTrusted",
+    "portSecurity",
+    "allowedAddressPairs",
 ];
 
 /// Keys whose presence makes a config a VLAN attachment.
@@ -43,7 +46,7 @@ const BRIDGE_PLUGIN_ONLY: &[(&str, &str)] = &[
     ("hairpinMode", ""),
     (
         "macspoofchk",
-        " (MAC anti-spoofing comes later, with port security)",
+        " (Furrow's port security checks source MACs, addresses, ARP and neighbour discovery on every VLAN port by default; \"portSecurity\": false turns it off)",
     ),
     ("enabledad", ""),
     ("disableContainerInterface", ""),
@@ -73,6 +76,20 @@ pub(super) fn parse(p: &Parser, dns: Dns) -> Result<AttachmentSpec, ConfigError>
     let mtu = p.soft(mtu(p.get("mtu")), || None)?;
     let promisc = p.soft(flag("promiscMode", p.get("promiscMode")), || false)?;
     let dhcp_trusted = p.soft(flag("dhcpTrusted", p.get("dhcpTrusted")), || false)?;
+    let port_security = match p.get("portSecurity") {
+        None | Some(Value::Null) => true,
+        v => p.soft(flag("portSecurity", v), || true)?,
+    };
+    let allowed_address_pairs = p.soft(pairs(p.get("allowedAddressPairs")), Vec::new)?;
+    if !port_security && !allowed_address_pairs.is_empty() {
+        p.soft(
+            Err(ConfigError::invalid(
+                "allowedAddressPairs",
+                "has no effect with \"portSecurity\": false (the port may then send from any address): remove one of them",
+            )),
+            || (),
+        )?;
+    }
     Ok(AttachmentSpec::Vlan(VlanAttachment {
         cluster_network,
         vlan,
@@ -80,8 +97,102 @@ pub(super) fn parse(p: &Parser, dns: Dns) -> Result<AttachmentSpec, ConfigError>
         mtu,
         promisc,
         dhcp_trusted,
+        port_security,
+        allowed_address_pairs,
         dns,
     }))
+}
+
+const PAIR_FORM: &str = "{\"ipAddress\": \"10.0.0.100\" or \"10.0.0.0/24\", \"macAddress\": \"52:54:00:...\" (optional)}";
+
+/// `allowedAddressPairs`: addresses the VM may also send from.
+fn pairs(v: Option<&Value>) -> Result<Vec<AddressPair>, ConfigError> {
+    let entries = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "allowedAddressPairs",
+                format!(
+                    "expected an array of {PAIR_FORM} entries, got {}",
+                    show(other)
+                ),
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let field = format!("allowedAddressPairs[{i}]");
+        let Some(obj) = e.as_object() else {
+            return Err(ConfigError::invalid(
+                field,
+                format!("expected {PAIR_FORM}, got {}", show(e)),
+            ));
+        };
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !["ipAddress", "macAddress"].contains(&k.as_str()))
+        {
+            let hint = ["ipAddress", "macAddress"]
+                .iter()
+                .find(|t| {
+                    t.eq_ignore_ascii_case(k)
+                        || (k.eq_ignore_ascii_case("ip") && **t == "ipAddress")
+                        || (k.eq_ignore_ascii_case("mac") && **t == "macAddress")
+                })
+                .map(|t| format!(" (did you mean {t:?}?)"))
+                .unwrap_or_default();
+            return Err(ConfigError::invalid(
+                format!("{field}.{k}"),
+                format!("unknown key in an allowed address pair{hint}: a pair is {PAIR_FORM}"),
+            ));
+        }
+        let ip_address = match obj.get("ipAddress") {
+            Some(Value::String(s)) => AddressPair::parse_ip(s)
+                .map_err(|e| ConfigError::invalid(format!("{field}.ipAddress"), e))?,
+            None | Some(Value::Null) => {
+                return Err(ConfigError::invalid(
+                    format!("{field}.ipAddress"),
+                    format!("missing: a pair is {PAIR_FORM}"),
+                ))
+            }
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    format!("{field}.ipAddress"),
+                    format!(
+                        "expected an address or prefix as a string, got {}",
+                        show(other)
+                    ),
+                ))
+            }
+        };
+        let mac_address = match obj.get("macAddress") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.parse::<MacAddr>().map_err(|_| {
+                ConfigError::invalid(
+                    format!("{field}.macAddress"),
+                    format!("{s:?} is not a MAC address (e.g. 52:54:00:12:34:56)"),
+                )
+            })?),
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    format!("{field}.macAddress"),
+                    format!("expected a MAC address as a string, got {}", show(other)),
+                ))
+            }
+        };
+        out.push(AddressPair {
+            ip_address,
+            mac_address,
+        });
+    }
+    if let Some((path, why)) = AddressPair::check_list(&out).into_iter().next() {
+        return Err(ConfigError::invalid(
+            format!("allowedAddressPairs{path}"),
+            why,
+        ));
+    }
+    Ok(out)
 }
 
 /// VMs on VLAN networks are addressed by DHCP (a later issue); until then

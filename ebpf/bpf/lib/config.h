@@ -19,6 +19,12 @@
 #define FURROW_L2_MAX_FDB 65536
 /* Cluster networks on one node. */
 #define FURROW_L2_MAX_CNS 1024
+/* Port security: MACs a VM port may send from besides its own (allowed
+ * address pairs with a MAC of their own). */
+#define FURROW_L2_PSEC_MAX_MACS 8
+/* Port security: allowed address entries (a port's addresses, its allowed
+ * address pairs, its link-local addresses) of one node, per family. */
+#define FURROW_L2_PSEC_MAX_ADDRS 65536
 /* MAC aging when netd set nothing for a cluster network: 300 s. */
 #define FURROW_L2_DEFAULT_AGING_NS (300ULL * 1000000000ULL)
 

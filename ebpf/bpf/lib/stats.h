@@ -4,7 +4,8 @@
  *
  * Layout history: 72 bytes (9 counters) until the L2 switch added
  * drop_mtu and drop_hairpin at the end (88 bytes); DHCP steering added
- * drop_dhcp_guard and drop_local_only (104 bytes). The loader re-creates
+ * drop_dhcp_guard and drop_local_only (104 bytes); port security the six
+ * drop_spoof_* and drop_ra_guard counters (152 bytes). The loader re-creates
  * a pinned counters map of another size (counters restart at zero). */
 #pragma once
 
@@ -27,13 +28,20 @@ struct port_stats {
 	__u64 drop_hairpin; /* L2: destination is the source port */
 	__u64 drop_dhcp_guard; /* L2: DHCP server reply from an untrusted VM port */
 	__u64 drop_local_only; /* L2: local-only traffic that would cross the uplink */
+	/* L2 port security (lib/portsec.h), on the VM port that sent it: */
+	__u64 drop_spoof_mac; /* source MAC not the port's (nor an allowed pair's) */
+	__u64 drop_spoof_ipv4; /* IPv4 source not one of the port's addresses */
+	__u64 drop_spoof_ipv6; /* IPv6 source not one of the port's addresses */
+	__u64 drop_spoof_arp; /* ARP claiming another MAC or address */
+	__u64 drop_spoof_nd; /* neighbour discovery claiming another MAC or address */
+	__u64 drop_ra_guard; /* router advertisement from an untrusted port */
 };
-_Static_assert(sizeof(struct port_stats) == 13 * 8, "struct port_stats: mirrored by RawPortStats");
+_Static_assert(sizeof(struct port_stats) == 19 * 8, "struct port_stats: mirrored by RawPortStats");
 
 /* Entries are created (zeroed) by the loader when a port is attached;
  * programs only update existing ones, so a stray ifindex never fills it.
- * Not preallocated: per-CPU values cost max_entries * ncpus * 104 bytes up
- * front (208 MiB on a 128-CPU node), and programs never insert, so lazy
+ * Not preallocated: per-CPU values cost max_entries * ncpus * 152 bytes up
+ * front (304 MiB on a 128-CPU node), and programs never insert, so lazy
  * allocation costs nothing on the fast path. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

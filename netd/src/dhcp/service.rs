@@ -19,6 +19,7 @@ use furrow_dhcp::server::{
 use tokio::sync::Mutex;
 
 use super::leases::{self, LeaseCache, LeaseRecord, LeaseState};
+use crate::drivers::vlan::portsec::{AddrSource, AddressBook, PortSettings};
 use crate::drivers::vlan::{NodePortSpec, VlanDriver};
 use crate::node::Node;
 use crate::rawsock::arp_reply_for;
@@ -198,6 +199,11 @@ pub struct DhcpService {
     node: Arc<Node>,
     vlan: VlanDriver,
     pools: Arc<Mutex<BTreeMap<String, Arc<Pool>>>>,
+    /// Every VirtualMachineNetworkConfig address: (CNI network, MAC, IP),
+    /// pool or not (port security takes them as the VMs' addresses).
+    reserved: Arc<Mutex<Vec<(String, MacAddr, Ipv4Addr)>>>,
+    /// Their port security settings, by (CNI network, MAC).
+    settings: Arc<Mutex<BTreeMap<(String, MacAddr), PortSettings>>>,
 }
 
 impl DhcpService {
@@ -206,7 +212,41 @@ impl DhcpService {
             node,
             vlan,
             pools: Arc::new(Mutex::new(BTreeMap::new())),
+            reserved: Arc::new(Mutex::new(Vec::new())),
+            settings: Arc::new(Mutex::new(BTreeMap::new())),
         }
+    }
+
+    /// What this node knows of VMs' IPv4 addresses, for port security:
+    /// reservations, and leases bound and not expired (any node's).
+    pub async fn address_book(&self) -> AddressBook {
+        let mut book = AddressBook {
+            settings: self.settings.lock().await.clone(),
+            ..Default::default()
+        };
+        for (net, mac, ip) in self.reserved.lock().await.iter() {
+            book.add(net, *mac, *ip, AddrSource::Reservation);
+        }
+        let t = now();
+        let pools = self.pools.lock().await;
+        for p in pools.values() {
+            let net = p.spec.cni_network();
+            book.pool_networks.insert(net.to_string());
+            for r in p.cache.lock().await.iter() {
+                if r.state == LeaseState::Bound && r.expires_at > t {
+                    book.add(net, r.mac, r.ip, AddrSource::Lease);
+                }
+            }
+        }
+        book
+    }
+
+    /// Hands the address book to the VLAN driver, which brings the ports'
+    /// security in line before this returns (a lease just bound is
+    /// allowed before its ACK is sent).
+    pub async fn push_address_book(&self) {
+        let book = self.address_book().await;
+        self.vlan.set_address_book(book).await;
     }
 
     /// Brings pools and responders in line with the resources and this
@@ -218,6 +258,39 @@ impl DhcpService {
         vmncs: Vec<VirtualMachineNetworkConfig>,
     ) -> Result<(), ApiError> {
         let ports = self.vlan.records().await?;
+        *self.reserved.lock().await = vmncs
+            .iter()
+            .flat_map(|v| &v.spec.network_configs)
+            .filter_map(|e| {
+                e.ip_address
+                    .map(|ip| (e.cni_network().to_string(), e.mac_address, ip))
+            })
+            .collect();
+        *self.settings.lock().await = vmncs
+            .iter()
+            .flat_map(|v| &v.spec.network_configs)
+            .filter(|e| e.port_security.is_some() || !e.allowed_address_pairs.is_empty())
+            .map(|e| {
+                (
+                    (e.cni_network().to_string(), e.mac_address),
+                    PortSettings {
+                        port_security: e.port_security,
+                        allowed_address_pairs: e.allowed_address_pairs.clone(),
+                    },
+                )
+            })
+            .collect();
+        let r = self.reconcile_pools(pools, vmncs, ports).await;
+        self.push_address_book().await;
+        r
+    }
+
+    async fn reconcile_pools(
+        &self,
+        pools: Vec<IpPool>,
+        vmncs: Vec<VirtualMachineNetworkConfig>,
+        ports: Vec<crate::ports::VlanPortRecord>,
+    ) -> Result<(), ApiError> {
         let mut current = self.pools.lock().await;
         let wanted: std::collections::BTreeSet<String> =
             pools.iter().map(|p| p.metadata.name.clone()).collect();
@@ -399,10 +472,15 @@ impl DhcpService {
             loop {
                 match w.next().await {
                     Ok(ev) => {
-                        let pools = me.pools.lock().await;
-                        for p in pools.values() {
-                            p.cache.lock().await.apply(&ev, &p.name);
+                        {
+                            let pools = me.pools.lock().await;
+                            for p in pools.values() {
+                                p.cache.lock().await.apply(&ev, &p.name);
+                            }
                         }
+                        // Another node bound or released a lease (a VM
+                        // that moved here keeps its address allowed).
+                        me.push_address_book().await;
                     }
                     Err(WatchError::Lagged(_)) => {
                         let pools = me.pools.lock().await;
@@ -413,6 +491,8 @@ impl DhcpService {
                                 }
                             }
                         }
+                        drop(pools);
+                        me.push_address_book().await;
                     }
                     Err(WatchError::Closed) => return,
                 }
@@ -500,7 +580,12 @@ impl DhcpService {
     /// request is decided and committed again on its own.
     async fn answer(&self, pool: &Pool, sock: &PacketSocket, reqs: &[Request]) {
         match self.try_answer(pool, reqs).await {
-            Ok(Some(replies)) => self.send_replies(pool, sock, replies).await,
+            Ok(Some((replies, changed))) => {
+                if changed {
+                    self.push_address_book().await;
+                }
+                self.send_replies(pool, sock, replies).await
+            }
             Ok(None) if reqs.len() > 1 => {
                 for r in reqs {
                     self.answer_one(pool, sock, r).await;
@@ -516,7 +601,12 @@ impl DhcpService {
     async fn answer_one(&self, pool: &Pool, sock: &PacketSocket, req: &Request) {
         for _ in 0..4 {
             match self.try_answer(pool, std::slice::from_ref(req)).await {
-                Ok(Some(replies)) => return self.send_replies(pool, sock, replies).await,
+                Ok(Some((replies, changed))) => {
+                    if changed {
+                        self.push_address_book().await;
+                    }
+                    return self.send_replies(pool, sock, replies).await;
+                }
                 Ok(None) => continue,
                 Err(e) => {
                     tracing::warn!(pool = %pool.name, error = %e.msg, "DHCP request not answered");
@@ -554,12 +644,15 @@ impl DhcpService {
     /// Decides `reqs` in order, each seeing the ones before it, and commits
     /// their lease changes together, guarded by every record they read.
     /// `None`: the guard failed; the records read were refreshed from the
-    /// store, so deciding again sees the truth.
+    /// store, so deciding again sees the truth. With the replies: whether
+    /// leases were written (port security must learn of it before the
+    /// replies go).
+    #[allow(clippy::type_complexity)]
     async fn try_answer(
         &self,
         pool: &Pool,
         reqs: &[Request],
-    ) -> Result<Option<Vec<(core::Reply, Addressing)>>, ApiError> {
+    ) -> Result<Option<(Vec<(core::Reply, Addressing)>, bool)>, ApiError> {
         let mut cache = pool.cache.lock().await;
         let mut staged = Staged::default();
         let mut replies = Vec::new();
@@ -587,7 +680,7 @@ impl DhcpService {
             }
         }
         if staged.writes.is_empty() {
-            return Ok(Some(replies));
+            return Ok(Some((replies, false)));
         }
         let mut txn = Txn::new();
         for (ip, g) in &staged.guards {
@@ -612,7 +705,7 @@ impl DhcpService {
                         cache.insert(r, out.revision);
                     }
                 }
-                return Ok(Some(replies));
+                return Ok(Some((replies, true)));
             }
         }
         // Someone changed what the burst read, or the store failed: our

@@ -397,8 +397,9 @@ impl VlanLab {
     }
 }
 
-/// The bridge ports of the trunk fabric, in name order.
-fn fabric_ports(trunk: &Netns) -> anyhow::Result<Vec<String>> {
+/// The bridge ports of the trunk fabric, in name order (node1's data NICs
+/// first, as they were added).
+pub fn fabric_ports(trunk: &Netns) -> anyhow::Result<Vec<String>> {
     let v: Value = serde_json::from_str(&trunk.ip(&[
         "-j",
         "link",

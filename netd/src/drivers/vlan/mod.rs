@@ -16,6 +16,7 @@
 
 pub mod announce;
 mod backend;
+pub mod portsec;
 mod trace;
 mod views;
 
@@ -148,6 +149,11 @@ struct State {
     features: KernelFeatures,
     nets: BTreeMap<String, Cn>,
     node_ports: BTreeMap<String, NodePort>,
+    /// VMs' addresses as the DHCP service knows them (port security).
+    book: portsec::AddressBook,
+    /// Port security as last written, by host ifindex (None: off), with
+    /// the (CNI network, VM MAC) it was computed for.
+    psec_applied: BTreeMap<u32, (portsec::BookKey, Option<furrow_ebpf::PortSecurity>)>,
 }
 
 /// Cheap to clone; background tasks carry a clone.
@@ -864,6 +870,21 @@ impl VlanDriver {
             }
             self.announce(cn, pod_mac, &mode);
         }
+        // Port security before the link comes up: the VM's first frame
+        // is already checked.
+        let psec = {
+            let st = self.state.lock().await;
+            st.nets
+                .get(&rec.cluster_network)
+                .filter(|cn| cn.backend == backend::BackendKind::Ebpf)
+                .map(|_| portsec::desired(rec, pod_mac, &st.book))
+        };
+        if let Some(ps) = psec {
+            let key = (rec.network_name.clone(), pod_mac);
+            self.write_port_security(hl.index, key, ps)
+                .await
+                .map_err(ApiError::internal)?;
+        }
         host.set_up(hl.index).await.map_err(kernel)?;
         Ok((hl.index, pod_mac))
     }
@@ -913,6 +934,7 @@ impl VlanDriver {
                 }
             }
         }
+        self.forget_port_security(index).await;
         if let Some(l) = link.filter(|l| l.up) {
             if let Err(e) = host.set_down(l.index).await {
                 if !e.is_not_found() {
@@ -1107,7 +1129,10 @@ impl VlanDriver {
         if stale > 0 {
             tracing::info!(stale, "removed switch entries of vanished ports");
         }
-
+        // Port security as the records and what is known now say (the
+        // DHCP service's address book follows and refines it).
+        let recs = self.records().await?;
+        self.sync_port_security(&recs).await;
         Ok(())
     }
 
@@ -1157,6 +1182,8 @@ impl VlanDriver {
             }
         }
         drop(st);
+        // Port security drifts back the same way (and lapsed leases go).
+        self.sync_port_security(&recs).await;
         let r = self
             .node
             .with_datapath(move |dp| {
@@ -1263,6 +1290,8 @@ impl NetworkDriver for VlanDriver {
             trunk: att.trunk.clone(),
             promisc: att.promisc,
             dhcp_trusted: att.dhcp_trusted,
+            port_security: att.port_security,
+            allowed_address_pairs: att.allowed_address_pairs.clone(),
             container_id: req.container_id.clone(),
             ifname: req.ifname.clone(),
             netns: Some(netns_path.to_string()),

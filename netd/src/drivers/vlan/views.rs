@@ -142,6 +142,8 @@ fn vlan_counters(s: &VlanStats) -> VlanCounters {
             policy: 0,
             malformed: 0,
             other: s.drop_other,
+            // Port security counts per port only.
+            ..Default::default()
         },
     }
 }
@@ -156,6 +158,12 @@ fn port_drops(s: &PortStats) -> Drops {
         policy: s.drop_policy,
         malformed: s.drop_malformed,
         other: s.drop_other,
+        spoof_mac: s.drop_spoof_mac,
+        spoof_ipv4: s.drop_spoof_ipv4,
+        spoof_ipv6: s.drop_spoof_ipv6,
+        spoof_arp: s.drop_spoof_arp,
+        spoof_nd: s.drop_spoof_nd,
+        ra_guard: s.drop_ra_guard,
     }
 }
 
@@ -492,7 +500,12 @@ impl VlanDriver {
             totals,
             ports,
             vlans,
-            not_checked: vec!["spoofing".into()],
+            not_checked: names
+                .nets
+                .iter()
+                .filter(|n| n.backend != BackendKind::Ebpf)
+                .map(|n| format!("spoofing on {}", n.name))
+                .collect(),
         })
     }
 }
