@@ -352,6 +352,46 @@ mod tests {
     }
 
     #[test]
+    fn socket_is_roots_and_only_a_directory_netd_makes_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let base = std::env::temp_dir().join(format!(
+            "furrow-api-access-{}-{}",
+            std::process::id(),
+            crate::util::now_millis()
+        ));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // A directory netd creates: 0700, the socket 0600.
+            let made = base.join("made/netd.sock");
+            let _l = bind(&made, false, None).unwrap();
+            assert_eq!(mode(made.parent().unwrap()), 0o700);
+            assert_eq!(mode(&made), 0o600);
+            // An existing one (say /tmp): left as it is.
+            let shared = base.join("shared");
+            std::fs::create_dir_all(&shared).unwrap();
+            std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let sock = shared.join("netd.sock");
+            let _l2 = bind(&sock, false, None).unwrap();
+            assert_eq!(mode(&shared), 0o755);
+            assert_eq!(mode(&sock), 0o600);
+            // ... unless it is netd's default directory; with a read group
+            // the socket is 0660 and the directory only searchable (0710).
+            let owned = base.join("owned/netd.sock");
+            std::fs::create_dir_all(owned.parent().unwrap()).unwrap();
+            let _l3 = bind(&owned, true, Some(0)).unwrap();
+            assert_eq!(mode(owned.parent().unwrap()), 0o710);
+            assert_eq!(mode(&owned), 0o660);
+            // A live socket is not taken over.
+            assert!(bind(&owned, true, None).is_err());
+        });
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
     fn proc_groups_line() {
         let s = "Name:\tx\nGroups:\t4 24 27 \nNSpid:\t1\n";
         assert_eq!(parse_groups_line(s).unwrap(), [4, 24, 27]);

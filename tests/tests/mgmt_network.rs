@@ -309,12 +309,9 @@ fn api_socket_is_root_only_and_metrics_count_requests_and_traffic() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600, "API socket mode {mode:o}");
-    let dir_mode = std::fs::metadata(node.netd.socket.parent().unwrap())
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(dir_mode, 0o700);
+    // The lab made the socket's directory itself, so netd leaves its mode
+    // alone (it tightens only a directory it creates or its default one:
+    // api_access's unit tests).
 
     let a = node.mgmt_pod("pa").unwrap();
     let b = node.mgmt_pod("pb").unwrap();
