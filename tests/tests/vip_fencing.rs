@@ -633,17 +633,34 @@ impl Handover {
         Duration::from_secs_f64((t - from).max(0.0))
     }
 
-    /// Never two MACs answering at once: only the two holders answered,
-    /// every answer of the old one precedes every answer of the new one,
-    /// and the client kept asking in the silence between them.
+    /// Never two MACs answering at once: every answer of the old holder
+    /// precedes every answer of the new one, and the client kept asking in
+    /// the silence between them. A later, separate handover to a third
+    /// node (a loaded machine can starve the new holder's heartbeats too:
+    /// it is fenced and the VIP moves again) is allowed, but its answers
+    /// may not overlap anyone else's either.
     fn assert_clean_handover(&self) {
-        let stranger: Vec<String> = self
-            .answers
-            .iter()
-            .filter(|(_, m)| *m != self.old_mac && *m != self.new_mac)
-            .map(|(t, m)| format!("{t:.6} {}", fmt_mac(m)))
-            .collect();
-        assert!(stranger.is_empty(), "a third MAC answered: {stranger:?}");
+        let mut spans: Vec<([u8; 6], f64, f64)> = Vec::new();
+        for (t, m) in &self.answers {
+            match spans.iter_mut().find(|(mac, _, _)| mac == m) {
+                Some(s) => {
+                    s.1 = s.1.min(*t);
+                    s.2 = s.2.max(*t);
+                }
+                None => spans.push((*m, *t, *t)),
+            }
+        }
+        spans.sort_by(|a, b| a.1.total_cmp(&b.1));
+        for w in spans.windows(2) {
+            assert!(
+                w[0].2 < w[1].1,
+                "{} answered until {:.6} while {} answered from {:.6}",
+                fmt_mac(&w[0].0),
+                w[0].2,
+                fmt_mac(&w[1].0),
+                w[1].1
+            );
+        }
         if self.last_old >= self.first_new {
             let both: Vec<String> = self
                 .answers
