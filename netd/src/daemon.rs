@@ -1212,6 +1212,32 @@ impl Daemon {
                     .collect();
                 family(&mut out, name, "counter", help, &samples);
             }
+            // Every drop reason the port's counters name (VLAN filter, MTU,
+            // DHCP guard, port security's spoof-* and ra-guard, ...).
+            let samples: Vec<_> = ports
+                .iter()
+                .filter_map(|p| Some((p, p.counters.as_ref()?)))
+                .flat_map(|(p, c)| {
+                    c.drops.iter().map(move |(reason, n)| {
+                        (
+                            vec![
+                                ("network", p.network_name.clone()),
+                                ("container_id", p.container_id.clone()),
+                                ("ifname", p.ifname.clone()),
+                                ("reason", reason.clone()),
+                            ],
+                            *n as f64,
+                        )
+                    })
+                })
+                .collect();
+            family(
+                &mut out,
+                "furrow_port_drops_total",
+                "counter",
+                "Frames the pod sent that the datapath dropped, by reason.",
+                &samples,
+            );
         }
         let vs = self.vlan.vlan_stats().await;
         type VPick = fn(&furrow_ebpf::VlanStats) -> u64;

@@ -311,6 +311,21 @@ fn spoofing_from_a_vm_reaches_no_one_and_is_counted() {
         drops.get("spoof_arp").copied().unwrap_or(0) >= 3,
         "{drops:?}"
     );
+    // And the metrics, per port and reason.
+    let m = String::from_utf8(n1.netd.netctl(&["metrics"]).unwrap().stdout).unwrap();
+    for reason in ["spoof_mac", "spoof_ipv4", "spoof_arp", "ra_guard"] {
+        let v = m
+            .lines()
+            .find(|l| {
+                l.starts_with("furrow_port_drops_total{")
+                    && l.contains(&mallory.container_id)
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {reason} drop series for mallory in\n{m}"));
+        assert!(v >= 3.0, "{reason}: {v}");
+    }
     // `netctl trace` gives the same verdict, naming port security.
     let out = n1
         .netd
