@@ -214,14 +214,31 @@ impl Client {
             req.push_str("Content-Type: application/json\r\n");
         }
         req.push_str("\r\n");
-        stream
+        let written = stream
             .write_all(req.as_bytes())
-            .and_then(|_| stream.write_all(body))
-            .map_err(|e| self.unreachable(e))?;
+            .and_then(|_| stream.write_all(body));
         let mut buf = Vec::with_capacity(4096);
-        stream
-            .read_to_end(&mut buf)
-            .map_err(|e| self.unreachable(e))?;
+        match written {
+            Ok(()) => {
+                stream
+                    .read_to_end(&mut buf)
+                    .map_err(|e| self.unreachable(e))?;
+            }
+            // netd may answer (a 403, say) and close before reading the
+            // whole body: its answer is still there to read.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                let _ = stream.read_to_end(&mut buf);
+                if buf.is_empty() {
+                    return Err(self.unreachable(e));
+                }
+            }
+            Err(e) => return Err(self.unreachable(e)),
+        }
         if buf.is_empty() {
             return Err(self.unreachable(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
