@@ -248,6 +248,33 @@ impl RawL2Psec {
 /// The address entries of the tries, as (ifindex, address).
 type Entries = Vec<(u32, PsecAddr)>;
 
+/// Appends a trie's entries (prefix lengths without the ifindex's 32 bits).
+fn collect<K: aya::Pod>(
+    entries: impl Iterator<Item = Result<(Key<K>, RawPsecAddr), MapError>>,
+    map: &'static str,
+    out: &mut Entries,
+    addr: impl Fn(&K) -> (u32, IpAddr),
+) -> Result<(), DatapathError> {
+    for r in entries {
+        match r {
+            Ok((k, v)) => {
+                let (ifindex, addr) = addr(&k.data());
+                out.push((
+                    ifindex,
+                    PsecAddr {
+                        addr,
+                        prefix_len: k.prefix_len().saturating_sub(32) as u8,
+                        mac: v.mac,
+                    },
+                ));
+            }
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(DatapathError::map(map, e)),
+        }
+    }
+    Ok(())
+}
+
 impl Datapath {
     /// Sets the port security of VM port `ifindex` (attached with
     /// [`Datapath::l2_attach_port`], not an uplink), replacing what it had:
@@ -352,40 +379,18 @@ impl Datapath {
     /// Every address entry of both tries.
     fn psec_entries(&self) -> Result<Entries, DatapathError> {
         let mut out = Vec::new();
-        for r in self.l2.psec_v4.iter() {
-            match r {
-                Ok((k, v)) => {
-                    let d = k.data();
-                    out.push((
-                        d.ifindex,
-                        PsecAddr {
-                            addr: IpAddr::V4(Ipv4Addr::from(d.addr)),
-                            prefix_len: k.prefix_len().saturating_sub(32) as u8,
-                            mac: v.mac,
-                        },
-                    ));
-                }
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(DatapathError::map(MAP_L2_PSEC_V4, e)),
-            }
-        }
-        for r in self.l2.psec_v6.iter() {
-            match r {
-                Ok((k, v)) => {
-                    let d = k.data();
-                    out.push((
-                        d.ifindex,
-                        PsecAddr {
-                            addr: IpAddr::V6(Ipv6Addr::from(d.addr)),
-                            prefix_len: k.prefix_len().saturating_sub(32) as u8,
-                            mac: v.mac,
-                        },
-                    ));
-                }
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(DatapathError::map(MAP_L2_PSEC_V6, e)),
-            }
-        }
+        collect(
+            self.l2.psec_v4.iter(),
+            MAP_L2_PSEC_V4,
+            &mut out,
+            |d: &PsecV4Key| (d.ifindex, IpAddr::V4(Ipv4Addr::from(d.addr))),
+        )?;
+        collect(
+            self.l2.psec_v6.iter(),
+            MAP_L2_PSEC_V6,
+            &mut out,
+            |d: &PsecV6Key| (d.ifindex, IpAddr::V6(Ipv6Addr::from(d.addr))),
+        )?;
         Ok(out)
     }
 

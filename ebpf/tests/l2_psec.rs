@@ -50,18 +50,8 @@ fn v4(a: [u8; 4]) -> IpAddr {
 
 impl Sw {
     fn new() -> Self {
-        let node = NetNs::new();
-        let peers = NetNs::new();
-        let names = ["vm1", "vm2", "vmt", "vmr", "upl"];
-        for n in names {
-            let peer = format!("p{n}");
-            node.veth_to(n, &peer, &peers, &peer);
-            node.ip(&format!("link set {n} up"));
-            peers.ip(&format!("link set {peer} up"));
-        }
-        let pins = PinDir::new();
-        let mut dp = Datapath::open(DatapathConfig::new(&pins.0)).unwrap();
-        let idx: Vec<u32> = names.iter().map(|n| node.ifindex(n)).collect();
+        let (node, peers, pins, mut dp, idx) =
+            common::veth_switch(&["vm1", "vm2", "vmt", "vmr", "upl"]);
         let [vm1, vm2, vmt, vmr, up] = idx[..] else {
             unreachable!()
         };

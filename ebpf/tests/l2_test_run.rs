@@ -46,18 +46,8 @@ fn port(mode: L2Mode) -> L2Port {
 
 impl Sw {
     fn new() -> Self {
-        let node = NetNs::new();
-        let peers = NetNs::new();
-        let names = ["vm1", "vm2", "vm3", "vmu", "vmt", "upl"];
-        for n in names {
-            let peer = format!("p{n}");
-            node.veth_to(n, &peer, &peers, &peer);
-            node.ip(&format!("link set {n} up"));
-            peers.ip(&format!("link set {peer} up"));
-        }
-        let pins = PinDir::new();
-        let mut dp = Datapath::open(DatapathConfig::new(&pins.0)).unwrap();
-        let idx: Vec<u32> = names.iter().map(|n| node.ifindex(n)).collect();
+        let (node, peers, pins, mut dp, idx) =
+            common::veth_switch(&["vm1", "vm2", "vm3", "vmu", "vmt", "upl"]);
         let (vm1, vm2, vm3, vmu, vmt, up) = (idx[0], idx[1], idx[2], idx[3], idx[4], idx[5]);
         let trunk = VlanSet::from_ranges([100..=100, 200..=200]).unwrap();
         node.run(|| {

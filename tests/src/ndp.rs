@@ -31,30 +31,9 @@ pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
     )
 }
 
-/// The ICMPv6 checksum of `body` (checksum field zeroed) from `src` to
-/// `dst`.
-pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, body: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut add = |b: &[u8]| {
-        for c in b.chunks(2) {
-            let w = if c.len() == 2 {
-                u16::from_be_bytes([c[0], c[1]])
-            } else {
-                u16::from_be_bytes([c[0], 0])
-            };
-            sum += u32::from(w);
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&(body.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, ICMPV6]);
-    add(body);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+/// The ICMPv6 checksum (pseudo-header included): furrow-vip's, which
+/// netd's announcements use.
+pub use furrow_vip::neigh::icmpv6_checksum;
 
 /// A neighbour solicitation for `target` from `mac`/`src`, to the
 /// target's solicited-node group, with a source link-layer address option

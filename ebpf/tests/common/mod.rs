@@ -401,3 +401,21 @@ impl NetNs {
         }
     }
 }
+
+/// A switch fixture: a node namespace holding host veths `names` (up;
+/// their peers `p<name>`, up, in a second namespace), a datapath on a
+/// fresh pin directory, and the veths' ifindexes in the order given.
+pub fn veth_switch(names: &[&str]) -> (NetNs, NetNs, PinDir, furrow_ebpf::Datapath, Vec<u32>) {
+    let node = NetNs::new();
+    let peers = NetNs::new();
+    for n in names {
+        let peer = format!("p{n}");
+        node.veth_to(n, &peer, &peers, &peer);
+        node.ip(&format!("link set {n} up"));
+        peers.ip(&format!("link set {peer} up"));
+    }
+    let pins = PinDir::new();
+    let dp = furrow_ebpf::Datapath::open(furrow_ebpf::DatapathConfig::new(&pins.0)).unwrap();
+    let idx = names.iter().map(|n| node.ifindex(n)).collect();
+    (node, peers, pins, dp, idx)
+}
